@@ -1,0 +1,3 @@
+"""mmhal: privileged modality learning via multimodal hallucination (MMH)."""
+
+__version__ = "0.1.0"
