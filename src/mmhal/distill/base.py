@@ -1,0 +1,92 @@
+"""A distillation method is one ``nn.Module`` holding the student (and the frozen teacher).
+
+Usage on its own::
+
+    method = METHODS.get("rad")(student, teacher, distill_cfg)
+    logits, losses = method(inputs, target)   # inputs: {modality: (B, ...)}, target: (B,) int64
+    sum(losses.values()).backward()
+
+``logits`` are the student's (B, K); ``losses`` maps a name ("ce", "rad", ...) to a scalar already
+multiplied by its weight, so the training loss is their sum. The teacher is kept in ``eval()`` with
+no gradient whatever ``train()`` is called with; trainable extras of a method belong to it, so the
+optimizer sees them through ``method.parameters()`` (teacher parameters have requires_grad False).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.network import MultimodalNet, NetOutput
+from ..registry import Registry
+
+#: name -> method class
+METHODS: Registry[Callable[..., "Method"]] = Registry("method")
+register_method = METHODS.register
+
+
+class Method(nn.Module):
+    needs_teacher: bool = True
+
+    def __init__(self, student: MultimodalNet, teacher: Optional[MultimodalNet], cfg):
+        super().__init__()
+        self.student = student
+        self.cfg = cfg
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"{type(self).__name__} needs a teacher")
+        # A plain attribute list keeps the teacher out of this module's parameters() and state_dict().
+        self._teacher = [teacher] if teacher is not None else []
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+
+    @property
+    def teacher(self) -> Optional[MultimodalNet]:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def modalities(self) -> list[str]:
+        """Every modality a batch must carry: the student's, then the teacher's."""
+        mods = list(self.student.modalities)
+        if self.teacher is not None:
+            mods += [m for m in self.teacher.modalities if m not in mods]
+        return mods
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def to(self, *args, **kwargs):
+        if self.teacher is not None:
+            self.teacher.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def teacher_forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
+        with torch.no_grad():
+            return self.teacher(inputs)
+
+    def forward(self, inputs: dict[str, torch.Tensor], target: torch.Tensor):
+        raise NotImplementedError
+
+
+@register_method("unimodal")
+class Unimodal(Method):
+    """Cross-entropy only, on the student's own modalities (the baseline; also trains the teacher)."""
+
+    needs_teacher = False
+
+    def forward(self, inputs, target):
+        out = self.student(inputs)
+        return out.logits, {"ce": F.cross_entropy(out.logits, target)}
+
+
+def kl_at_temperature(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """T^2 * KL(softmax(z_t/T) || softmax(z_s/T)) over the last axis, one value per row (fp32)."""
+    log_pt = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    log_ps = F.log_softmax(student_logits.float() / t, dim=-1)
+    return (t * t) * (log_pt.exp() * (log_pt - log_ps)).sum(-1)

@@ -1,0 +1,64 @@
+"""Discrepancy-aware distillation (DAD): match the teacher's inter-sample structure.
+
+Similarity-preserving loss (Tung & Mori 2019) on trunk features at two depths (f3, f4). For one
+depth with features f (B x D, flattened per sample): G = f f^T, each row of G scaled to unit L2
+norm, and
+
+    L = mean_{i,j} (G^s_ij - G^t_ij)^2          (``batch``: the whole mini-batch)
+    L = sum_{ij} M_ij (G^s_ij - G^t_ij)^2 / sum M   (``local``)
+
+where for ``local`` M_ij = 1 when j is one of the k nearest neighbours of i in the teacher's
+feature space (Euclidean, i itself excluded): only local inter-sample distances are matched.
+The losses of the two depths are summed. Row normalisation makes L invariant to the scale of f.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Method, register_method
+
+
+def similarity(f: torch.Tensor) -> torch.Tensor:
+    """Row-normalised Gram matrix of (B, ...) features, computed in fp32."""
+    f = f.float().flatten(1)
+    return F.normalize(f @ f.t(), p=2, dim=1)
+
+
+def knn_mask(t_feat: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, B) 0/1 mask: M_ij = 1 when j is among the k nearest neighbours of i (teacher space, i excluded)."""
+    f = t_feat.float().flatten(1)
+    b = f.shape[0]
+    k = max(1, min(k, b - 1))
+    dist = torch.cdist(f, f)
+    dist.fill_diagonal_(float("inf"))
+    idx = dist.topk(k, dim=1, largest=False).indices
+    return torch.zeros(b, b, device=f.device).scatter_(1, idx, 1.0)
+
+
+def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", k: int = 8) -> torch.Tensor:
+    """Similarity-preserving loss between student and teacher features of one depth."""
+    diff = (similarity(s_feat) - similarity(t_feat).detach()) ** 2
+    if variant == "batch":
+        return diff.mean()
+    if variant == "local":
+        mask = knn_mask(t_feat.detach(), k)
+        return (diff * mask).sum() / mask.sum()
+    raise ValueError(f"unknown DAD variant '{variant}'")
+
+
+def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8) -> torch.Tensor:
+    """Sum of ``sp_loss`` over the paired depths."""
+    return sum(sp_loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
+
+
+@register_method("dad")
+class DAD(Method):
+    """L = CE(z_s, y) + lambda_DAD * L_DAD."""
+
+    def forward(self, inputs, target):
+        t_out = self.teacher_forward(inputs)
+        out = self.student(inputs)
+        c = self.cfg
+        loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)
+        return out.logits, {"ce": F.cross_entropy(out.logits, target), "dad": c.dad_lambda * loss}

@@ -1,0 +1,18 @@
+"""Hinton et al. (2015) knowledge distillation on the global logits."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from .base import Method, kl_at_temperature, register_method
+
+
+@register_method("kd")
+class KD(Method):
+    """L = (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))."""
+
+    def forward(self, inputs, target):
+        t_out = self.teacher_forward(inputs)
+        out = self.student(inputs)
+        a = self.cfg.kd_alpha
+        kd = kl_at_temperature(t_out.logits, out.logits, self.cfg.temperature).mean()
+        return out.logits, {"ce": (1 - a) * F.cross_entropy(out.logits, target), "kd": a * kd}

@@ -1,0 +1,72 @@
+"""Region-aware distillation (RAD): per-region response matching over a region pyramid.
+
+For the last trunk feature maps of teacher and student, pool R pyramid regions, pass every region
+through the network's own head (one call on (B*R, C)), and take per region
+
+    l_{b,r} = T^2 * KL( softmax(z^t_{b,r} / T) || softmax(z^s_{b,r} / T) ).
+
+The loss is L_RAD = mean_b sum_r w_{b,r} l_{b,r} with weights that sum to 1 over regions:
+
+* ``uniform``:    w_r = 1 / R.
+* ``attention``:  parameter-free attention over the loss vector (the reference's video code):
+                  A = softmax(l l^T) row-wise, the weighted loss A l summed over rows equals
+                  sum_j (sum_i A_ij) l_j, so w_j = (1/R) sum_i A_ij.
+* ``confidence``: w_r proportional to p^t_r(y) * [argmax_k p^t_r = y] + eps, the teacher's region
+                  probability of the true class, zero where the teacher's region is wrong.
+
+Weights are treated as constants (no gradient through them): they choose where the student
+learns, they are not a quantity the student should shrink.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Method, kl_at_temperature, register_method
+
+WEIGHTINGS = ("uniform", "attention", "confidence")
+
+
+def region_weights(
+    losses: torch.Tensor, teacher_region_logits: torch.Tensor, target: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """(B, R) weights, each row summing to 1, for per-region losses (B, R)."""
+    b, r = losses.shape
+    if mode == "uniform":
+        return losses.new_full((b, r), 1.0 / r)
+    if mode == "attention":
+        l = losses.detach()
+        att = torch.softmax(l.unsqueeze(2) * l.unsqueeze(1), dim=2)  # (B, R, R), rows sum to 1
+        return att.sum(dim=1) / r
+    if mode == "confidence":
+        probs = torch.softmax(teacher_region_logits.float(), dim=-1)  # (B, R, K)
+        idx = target.view(b, 1, 1).expand(b, r, 1)
+        p_true = probs.gather(2, idx).squeeze(2)
+        correct = (probs.argmax(dim=-1) == target.view(b, 1)).float()
+        w = p_true * correct + 1e-6
+        return w / w.sum(dim=1, keepdim=True)
+    raise ValueError(f"unknown region weighting '{mode}'")
+
+
+def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weighting="confidence", levels=(4, 2, 1)):
+    """L_RAD for one batch; returns (loss, per-region losses (B, R), weights (B, R))."""
+    with torch.no_grad():
+        t_regions = teacher.region_logits(t_fmap, levels)
+    s_regions = student.region_logits(s_fmap, levels)
+    per_region = kl_at_temperature(t_regions, s_regions, temperature)  # (B, R)
+    w = region_weights(per_region, t_regions, target, weighting).detach()
+    return (w * per_region).sum(dim=1).mean(), per_region, w
+
+
+@register_method("rad")
+class RAD(Method):
+    """L = CE(z_s, y) + lambda_RAD * L_RAD."""
+
+    def forward(self, inputs, target):
+        t_out = self.teacher_forward(inputs)
+        out = self.student(inputs)
+        c = self.cfg
+        loss, _, _ = rad_loss(
+            self.student, out.fmap, self.teacher, t_out.fmap, target, c.temperature, c.rad_weighting, c.rad_levels
+        )
+        return out.logits, {"ce": F.cross_entropy(out.logits, target), "rad": c.rad_lambda * loss}

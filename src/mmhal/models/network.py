@@ -1,0 +1,143 @@
+"""The multimodal network: per-modality stems, concat + SE fusion, a shared trunk, a head.
+
+The teacher is a ``MultimodalNet`` over all modalities; the hallucination network (student) is a
+``MultimodalNet`` over the available ones. Both are built from the same ``spec`` (the shapes of
+*every* modality in the data), so their trunk grids and feature shapes are identical and regions
+align one to one.
+
+    x_m --norm_m--> stem_m --(to the trunk grid)--> concat --SE--> 1x1 proj --> stage3 --> stage4
+                                                                               |f3        |f4
+                                                                                       pool -> head
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.base import input_kind
+from .layers import ResBlock, SqueezeExcite, conv, norm
+from .pyramid import region_pool
+from .stems import STEMS
+
+# Spatial dims of each kind's stem output (clips average time away).
+_STEM_DIMS = {"vector": 0, "sequence": 1, "image": 2, "clip": 2}
+
+
+@dataclass
+class NetOutput:
+    logits: torch.Tensor  # (B, K)
+    features: list[torch.Tensor]  # trunk feature maps [f3, f4], each (B, C, *grid)
+    embedding: torch.Tensor  # (B, C4): globally pooled f4
+
+    @property
+    def fmap(self) -> torch.Tensor:
+        """The last trunk feature map (the one RAD pools into regions)."""
+        return self.features[-1]
+
+
+def trunk_geometry(spec: dict[str, tuple[int, ...]]) -> tuple[int, tuple[int, ...]]:
+    """(spatial dims, grid) of the trunk input, from the shapes of all modalities in the data.
+
+    The trunk works at the highest spatial dimensionality any stem produces; its grid is the
+    smallest stem output of that dimensionality. Lower-dimensional stem outputs are pooled to a
+    vector and broadcast over the grid.
+    """
+    outs = {m: STEMS.get(input_kind(s)).out_spatial(s) for m, s in spec.items()}
+    dims = max(len(o) for o in outs.values())
+    same = [o for o in outs.values() if len(o) == dims]
+    grid = tuple(min(o[i] for o in same) for i in range(dims))
+    return dims, grid
+
+
+class Normalizer(nn.Module):
+    """(x - mean) / std per channel; statistics come from the train split and live in the state dict."""
+
+    def __init__(self, channels: int, ndim: int):
+        super().__init__()
+        self.view = (1, channels) + (1,) * (ndim - 1)
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.view(self.view)) / self.std.view(self.view)
+
+
+class MultimodalNet(nn.Module):
+    """Stems for ``modalities`` (a subset of ``spec``), fused, then a trunk shared in shape by every network."""
+
+    def __init__(
+        self,
+        spec: dict[str, tuple[int, ...]],
+        modalities: Sequence[str],
+        num_classes: int,
+        width: int = 16,
+        blocks: int = 1,
+        se_reduction: int = 4,
+    ):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.dims, self.grid = trunk_geometry(spec)
+        c = 2 * width
+        self.norms = nn.ModuleDict()
+        self.stems = nn.ModuleDict()
+        for m in self.modalities:
+            shape = tuple(spec[m])
+            self.norms[m] = Normalizer(shape[0] if len(shape) > 1 else shape[0], len(shape))
+            self.stems[m] = STEMS.get(input_kind(shape))(shape, width, blocks)
+        fused = c * len(self.modalities)
+        self.se = SqueezeExcite(fused, se_reduction)
+        self.proj = nn.Sequential(conv(self.dims, fused, c, 1), norm(self.dims, c), nn.ReLU(inplace=True))
+        s3 = 2 if self.dims and min(self.grid) >= 6 else 1
+        after3 = tuple((g + 1) // 2 if s3 == 2 else g for g in self.grid)
+        s4 = 2 if self.dims and min(after3) >= 6 else 1
+        self.stage3 = nn.Sequential(
+            ResBlock(self.dims, c, 4 * width, s3), *[ResBlock(self.dims, 4 * width, 4 * width) for _ in range(blocks - 1)]
+        )
+        self.stage4 = nn.Sequential(
+            ResBlock(self.dims, 4 * width, 8 * width, s4),
+            *[ResBlock(self.dims, 8 * width, 8 * width) for _ in range(blocks - 1)],
+        )
+        self.head = nn.Linear(8 * width, num_classes)
+
+    def set_normalization(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Store per-channel (mean, std) of each modality's train split in the model."""
+        for m in self.modalities:
+            mean, std = stats[m]
+            self.norms[m].mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.norms[m].std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
+        """Bring one stem output onto the trunk grid (adaptive pooling, or broadcast of a pooled vector)."""
+        if z.dim() - 2 == self.dims:
+            if tuple(z.shape[2:]) != self.grid:
+                pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d}[self.dims]
+                z = pool(z, self.grid)
+            return z
+        if z.dim() > 2:
+            z = z.flatten(2).mean(-1)
+        return z.view(*z.shape, *([1] * self.dims)).expand(*z.shape, *self.grid)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
+        parts = [self._to_grid(self.stems[m](self.norms[m](inputs[m]))) for m in self.modalities]
+        x = self.proj(self.se(torch.cat(parts, dim=1)))
+        f3 = self.stage3(x)
+        f4 = self.stage4(f3)
+        emb = f4.flatten(2).mean(-1) if f4.dim() > 2 else f4
+        return NetOutput(self.head(emb), [f3, f4], emb)
+
+    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+        """(B, C, *grid) -> (B, R, K): every pyramid region through this network's own head, in one call."""
+        regions = region_pool(fmap, levels)  # (B, R, C)
+        b, r, ch = regions.shape
+        return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
+
+
+def build_network(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
+    return MultimodalNet(
+        spec, modalities, num_classes, width=model_cfg.width, blocks=model_cfg.blocks,
+        se_reduction=model_cfg.se_reduction,
+    )

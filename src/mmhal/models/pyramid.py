@@ -1,0 +1,28 @@
+"""Region pyramid: adaptive average pooling of a feature map into regions at several grid sizes.
+
+For a 2D map and levels (4, 2, 1): 16 + 4 + 1 = 21 regions; for a 1D map: 4 + 2 + 1 = 7; a vector
+feature is a single region.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def num_regions(spatial_dims: int, levels: Sequence[int]) -> int:
+    """R = sum over levels of level ** spatial_dims (1 for vectors)."""
+    if spatial_dims == 0:
+        return 1
+    return int(sum(lv**spatial_dims for lv in levels))
+
+
+def region_pool(fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, R, C): the mean feature of every region of every pyramid level."""
+    dims = fmap.dim() - 2
+    if dims == 0:
+        return fmap.unsqueeze(1)
+    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[dims]
+    parts = [pool(fmap, lv).flatten(2) for lv in levels]  # each (B, C, lv**dims)
+    return torch.cat(parts, dim=2).transpose(1, 2)

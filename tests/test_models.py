@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from mmhal.config import DistillConfig
+from mmhal.distill import METHODS
+from mmhal.models import MultimodalNet
+
+
+def test_teacher_stems_of_two_modalities_share_no_parameter_tensor():
+    spec = {"depth": (1, 28, 28), "ir": (1, 28, 28), "rgb": (3, 28, 28)}
+    net = MultimodalNet(spec, list(spec), 2, width=4)
+    ptrs = {m: {p.data_ptr() for p in net.stems[m].parameters()} for m in spec}
+    for a in spec:
+        assert ptrs[a], f"stem {a} has no parameters"
+        for b in spec:
+            if a < b:
+                assert not (ptrs[a] & ptrs[b]), f"stems {a} and {b} share a parameter tensor"
+    # and changing one stem's weights leaves the other's untouched
+    with torch.no_grad():
+        next(net.stems["depth"].parameters()).add_(1.0)
+    assert not torch.equal(next(net.stems["depth"].parameters()), next(net.stems["ir"].parameters()))
+
+
+@pytest.mark.parametrize("hw", [3, 28, 112])
+def test_image_stems_adapt_to_the_input_size(hw):
+    spec = {"rgb": (3, hw, hw), "depth": (1, hw, hw)}
+    teacher = MultimodalNet(spec, ["rgb", "depth"], 2, width=4)
+    student = MultimodalNet(spec, ["rgb"], 2, width=4)
+    x = {m: torch.randn(2, *s) for m, s in spec.items()}
+    t, s = teacher(x), student(x)
+    assert t.logits.shape == (2, 2)
+    for ft, fs in zip(t.features, s.features):
+        assert ft.shape == fs.shape
+    assert min(t.fmap.shape[2:]) >= 1
+
+
+def test_teacher_and_student_features_align_for_every_input_kind():
+    spec = {"v": (10,), "s": (2, 50), "i": (1, 16, 16), "c": (2, 4, 16, 16)}
+    x = {m: torch.randn(3, *sh) for m, sh in spec.items()}
+    teacher = MultimodalNet(spec, list(spec), 3, width=4)
+    for m in spec:
+        student = MultimodalNet(spec, [m], 3, width=4)
+        for ft, fs in zip(teacher(x).features, student(x).features):
+            assert ft.shape == fs.shape
+
+
+def test_normalisation_statistics_live_in_the_state_dict():
+    net = MultimodalNet({"acc": (3, 32)}, ["acc"], 2, width=4)
+    net.set_normalization({"acc": (torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0]))})
+    sd = net.state_dict()
+    assert torch.equal(sd["norms.acc.mean"], torch.tensor([1.0, 2.0, 3.0]))
+    other = MultimodalNet({"acc": (3, 32)}, ["acc"], 2, width=4)
+    other.load_state_dict(sd)
+    assert torch.equal(other.norms["acc"].std, torch.tensor([2.0, 2.0, 2.0]))
+
+
+def test_methods_keep_the_teacher_frozen_in_eval_mode():
+    spec = {"a": (2, 32), "b": (2, 32)}
+    teacher = MultimodalNet(spec, ["a", "b"], 3, width=4)
+    student = MultimodalNet(spec, ["a"], 3, width=4)
+    for name in ("kd", "rad", "dad", "mmh"):
+        method = METHODS.get(name)(student, teacher, DistillConfig())
+        method.train()
+        assert not teacher.training and student.training
+        assert all(not p.requires_grad for p in teacher.parameters())
+        names = {n for n, _ in method.named_parameters()}
+        assert names and all(n.startswith("student.") for n in names)
+        x = {m: torch.randn(4, *s) for m, s in spec.items()}
+        logits, losses = method(x, torch.tensor([0, 1, 2, 0]))
+        assert logits.shape == (4, 3)
+        assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+
+
+def test_kd_loss_vanishes_when_the_student_matches_the_teacher():
+    from mmhal.distill import kl_at_temperature
+
+    z = torch.randn(5, 4)
+    assert torch.allclose(kl_at_temperature(z, z.clone(), 2.0), torch.zeros(5), atol=1e-6)
+    assert torch.all(kl_at_temperature(z, torch.randn(5, 4), 2.0) > 0)
