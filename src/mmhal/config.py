@@ -36,7 +36,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    width: int = 16  # base width: stem -> 2*width channels, trunk stages 4*width and 8*width
+    width: int = 12  # base width: stem -> 2*width channels, trunk stages 4*width and 8*width
+    blocks: int = 1  # residual blocks per stage (ResNet-18 has 2)
     se_reduction: int = 4  # squeeze-excitation reduction ratio in the fusion layer
 
 
@@ -50,12 +51,15 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     select_on: str = "val_loss"  # val_loss | val_acc: which validation figure picks the epoch
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    # Compute the frozen teacher's outputs on the train split once and reuse them every epoch
+    # (exact while inputs are not randomly augmented; skipped when the cache would exceed 2 GiB).
+    cache_teacher: bool = True
 
 
 @dataclass
 class DistillConfig:
     temperature: float = 2.0  # T for KD and RAD
-    kd_alpha: float = 0.9  # KD: (1 - alpha) * CE + alpha * T^2 KL
+    kd_alpha: float = 0.5  # KD: (1 - alpha) * CE + alpha * T^2 KL (0.5: the same 1:1 weight as RAD at lambda 1)
     rad_lambda: float = 1.0
     rad_weighting: str = "confidence"  # uniform | attention | confidence
     rad_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # pyramid grid sizes per axis
@@ -77,9 +81,12 @@ class RunConfig:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     teacher_seed: int = 0
-    out: str = "runs/latest"
+    out: str = ""  # run folder; empty = runs/<dataset>-<student>-<date-time>
     cache_dir: str = field(default_factory=default_cache_dir)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    # Student trainings run in parallel processes on CPU (1 thread each is faster than 2 threads for
+    # small models); 0 = min(2, CPU count). On a GPU they run one after another.
+    workers: int = 0
     progress: bool = True
 
 

@@ -6,7 +6,9 @@ Usage on its own::
     logits, losses = method(inputs, target)   # inputs: {modality: (B, ...)}, target: (B,) int64
     sum(losses.values()).backward()
 
-``logits`` are the student's (B, K); ``losses`` maps a name ("ce", "rad", ...) to a scalar already
+``teacher_out`` may carry the teacher's precomputed output for this batch (the trainer caches it
+when the inputs are not randomly augmented, so the frozen teacher runs once per sample, not once per
+epoch). ``logits`` are the student's (B, K); ``losses`` maps a name ("ce", "rad", ...) to a scalar already
 multiplied by its weight, so the training loss is their sum. The teacher is kept in ``eval()`` with
 no gradient whatever ``train()`` is called with; trainable extras of a method belong to it, so the
 optimizer sees them through ``method.parameters()`` (teacher parameters have requires_grad False).
@@ -66,11 +68,14 @@ class Method(nn.Module):
             self.teacher.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
-    def teacher_forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
+    def teacher_forward(self, inputs: dict[str, torch.Tensor], precomputed: Optional[NetOutput] = None) -> NetOutput:
+        """The frozen teacher's output on this batch (``precomputed`` when the trainer cached it)."""
+        if precomputed is not None:
+            return precomputed
         with torch.no_grad():
             return self.teacher(inputs)
 
-    def forward(self, inputs: dict[str, torch.Tensor], target: torch.Tensor):
+    def forward(self, inputs: dict[str, torch.Tensor], target: torch.Tensor, teacher_out: Optional[NetOutput] = None):
         raise NotImplementedError
 
 
@@ -80,7 +85,7 @@ class Unimodal(Method):
 
     needs_teacher = False
 
-    def forward(self, inputs, target):
+    def forward(self, inputs, target, teacher_out=None):
         out = self.student(inputs)
         return out.logits, {"ce": F.cross_entropy(out.logits, target)}
 

@@ -56,8 +56,8 @@ def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8) -> torch.Tens
 class DAD(Method):
     """L = CE(z_s, y) + lambda_DAD * L_DAD."""
 
-    def forward(self, inputs, target):
-        t_out = self.teacher_forward(inputs)
+    def forward(self, inputs, target, teacher_out=None):
+        t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         c = self.cfg
         loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)

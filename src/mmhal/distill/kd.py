@@ -10,8 +10,8 @@ from .base import Method, kl_at_temperature, register_method
 class KD(Method):
     """L = (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))."""
 
-    def forward(self, inputs, target):
-        t_out = self.teacher_forward(inputs)
+    def forward(self, inputs, target, teacher_out=None):
+        t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         a = self.cfg.kd_alpha
         kd = kl_at_temperature(t_out.logits, out.logits, self.cfg.temperature).mean()

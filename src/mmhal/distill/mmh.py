@@ -17,8 +17,8 @@ ENSEMBLES: dict[str, tuple[str, ...]] = {"mmh-ensemble": ("rad", "dad")}
 
 @register_method("mmh")
 class MMH(Method):
-    def forward(self, inputs, target):
-        t_out = self.teacher_forward(inputs)
+    def forward(self, inputs, target, teacher_out=None):
+        t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         c = self.cfg
         rad, _, _ = rad_loss(

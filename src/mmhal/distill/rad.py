@@ -62,8 +62,8 @@ def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weightin
 class RAD(Method):
     """L = CE(z_s, y) + lambda_RAD * L_RAD."""
 
-    def forward(self, inputs, target):
-        t_out = self.teacher_forward(inputs)
+    def forward(self, inputs, target, teacher_out=None):
+        t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         c = self.cfg
         loss, _, _ = rad_loss(

@@ -1,0 +1,104 @@
+"""The ``mmhal`` command.
+
+    mmhal run                                   # HAPT: teacher acc+gyro, student gyro, 6 methods, 3 seeds
+    mmhal run --student acc
+    mmhal run --data my.npz --teacher rgb,depth --student rgb --epochs 20 --seeds 5
+    mmhal run --config recipes/hapt.yaml distill.rad_weighting=uniform train.lr=1e-3
+    mmhal list                                  # datasets and methods known by name
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _csv(s: str) -> list[str]:
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results")
+    r.add_argument("--config", help="YAML recipe (a resolved config.yaml of an earlier run repeats that run)")
+    r.add_argument("--data", help="a dataset name (e.g. hapt) or a path to a .npz file in mmhal's format")
+    r.add_argument("--teacher", type=_csv, help="teacher modalities, comma-separated (default: every modality)")
+    r.add_argument("--student", type=_csv, help="student (available) modalities, comma-separated (default: gyro)")
+    r.add_argument("--methods", type=_csv, help="comma-separated, e.g. unimodal,kd,rad,dad,mmh,mmh-ensemble")
+    r.add_argument("--seeds", type=int, help="number of seeds: runs seeds 0..N-1")
+    r.add_argument("--epochs", type=int, help="training epochs for the teacher and every student")
+    r.add_argument("--out", help="run folder (default: runs/<dataset>-<student>-<date-time>)")
+    r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.rad_lambda=0.5")
+    sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
+    return p
+
+
+def cmd_run(args) -> int:
+    from .config import load_config, validate
+    from .engine.run import format_table, run
+
+    cfg = load_config(args.config, args.overrides)
+    if args.data:
+        cfg.data.name = args.data
+    if args.teacher:
+        cfg.teacher = args.teacher
+    if args.student:
+        cfg.student = args.student
+    if args.methods:
+        cfg.methods = args.methods
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UserError("--seeds must be at least 1")
+        cfg.seeds = list(range(args.seeds))
+    if args.epochs is not None:
+        cfg.train.epochs = args.epochs
+    if args.device:
+        cfg.device = args.device
+    if args.no_progress:
+        cfg.progress = False
+    if args.out:
+        cfg.out = args.out
+    elif not cfg.out:
+        stem = Path(cfg.data.name).stem if cfg.data.name.endswith(".npz") else cfg.data.name
+        cfg.out = str(Path("runs") / f"{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    validate(cfg)
+    if (Path(cfg.out) / "results.json").exists() and not args.overwrite:
+        raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
+    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(report))
+    print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .data.base import DATASETS, load_dataset  # noqa: F401
+    from .data import hapt, npz  # noqa: F401
+    from .distill import ENSEMBLES, METHODS
+
+    print("datasets:  " + ", ".join(DATASETS.names()) + "  (or a path to a .npz file)")
+    print("methods:   " + ", ".join(METHODS.names()))
+    print("ensembles: " + ", ".join(f"{k} = {'+'.join(v)}" for k, v in ENSEMBLES.items()))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+    except UserError as exc:
+        print(f"mmhal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmhal: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

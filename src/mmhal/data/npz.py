@@ -1,0 +1,252 @@
+"""Bring-your-own data: one ``.npz`` file.
+
+Keys: ``label`` int (N,) class indices 0..K-1; ``x.<modality>`` float (N, ...) per modality with a
+per-sample shape of (D,), (C, L), (C, H, W) or (C, T, H, W); optional ``split`` str (N,) of
+train/val/test; optional ``group`` (N,) (e.g. subject id); optional ``class_names`` str (K,).
+Files are read with ``allow_pickle=False``; every problem is reported as a DataError naming the key.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from ..utils import atomic_savez
+from .base import SPLITS, MultimodalData, register_dataset
+from .split import make_split
+
+MODALITY_PREFIX = "x."
+KNOWN_KEYS = ("label", "split", "group", "class_names")
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything."""
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"data file '{path}' is not a readable .npz file ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"data file '{path}' holds a single array, not an .npz archive of named arrays")
+    arrays: dict[str, np.ndarray] = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError:
+                raise DataError(
+                    f"key '{key}' in '{path}' holds pickled Python objects; store plain numeric or string arrays"
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise DataError(f"key '{key}' in '{path}' cannot be read ({exc})") from None
+    return arrays
+
+
+def _as_strings(a: np.ndarray, key: str) -> np.ndarray:
+    """A 1-D str array from a str or bytes array stored under ``key``."""
+    if a.ndim != 1:
+        raise DataError(f"'{key}' must be a 1-D array of strings, got shape {a.shape}")
+    if a.dtype.kind == "S":
+        try:
+            return np.char.decode(a, "utf-8").astype(str)
+        except UnicodeDecodeError:
+            raise DataError(f"'{key}' holds bytes that are not UTF-8 text") from None
+    if a.dtype.kind != "U":
+        raise DataError(f"'{key}' must hold strings, got dtype {a.dtype}")
+    return a.astype(str)
+
+
+def _read_labels(a: np.ndarray) -> np.ndarray:
+    """The ``label`` array as int64, after checking it is a non-empty 1-D array of integers."""
+    if a.ndim != 1:
+        raise DataError(f"'label' must be a 1-D array with one class index per sample, got shape {a.shape}")
+    if len(a) == 0:
+        raise DataError("'label' is empty: the file holds no samples")
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return a.astype(np.int64)  # whole numbers stored as floats
+    if a.dtype.kind == "f":
+        raise DataError(f"'label' holds non-integer values (dtype {a.dtype}); labels must be class indices 0..K-1")
+    raise DataError(f"'label' has dtype {a.dtype}, not integers; labels must be class indices 0..K-1")
+
+
+def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
+    """The modality array as float32, after checking dtype, sample count, per-sample rank and finiteness."""
+    key = MODALITY_PREFIX + name
+    if a.dtype.kind not in "fiub":
+        raise DataError(f"modality '{name}' (key '{key}') must hold real numbers, got dtype {a.dtype}")
+    if a.ndim == 0 or a.shape[0] != n:
+        count = a.shape[0] if a.ndim else 0
+        raise DataError(f"modality '{name}' (key '{key}') has {count} samples but 'label' has {n}")
+    if not 1 <= a.ndim - 1 <= 4:
+        raise DataError(
+            f"modality '{name}' (key '{key}') has per-sample shape {a.shape[1:]}, but a sample must have 1 to 4 "
+            "dimensions: (D,) vector, (C, L) sequence, (C, H, W) image or (C, T, H, W) clip"
+        )
+    if 0 in a.shape[1:]:
+        raise DataError(f"modality '{name}' (key '{key}') has an empty per-sample shape {a.shape[1:]}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(np.flatnonzero(~np.isfinite(a.reshape(n, -1)).all(axis=1))[0])
+        raise DataError(f"modality '{name}' (key '{key}') contains NaN or Inf values (first in sample {bad})")
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise DataError(f"modality '{name}' (key '{key}') has values too large for float32")
+    return out
+
+
+def _describe_split(split: np.ndarray) -> str:
+    return ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS)
+
+
+@register_dataset("npz")
+def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
+    """The dataset in the ``.npz`` file at ``path`` (default ``cfg.path``), with a split made if it has none."""
+    file = path if path is not None else cfg.path
+    if not file:
+        raise DataError("no .npz file given; set data.name (or data.path) to the file's path")
+    source = Path(file).expanduser()
+    arrays = _read_arrays(source)
+
+    if "label" not in arrays:
+        raise DataError(f"'{source}' has no 'label' key (it has: {', '.join(sorted(arrays)) or 'nothing'})")
+    labels = _read_labels(arrays["label"])
+    n = len(labels)
+
+    names = [k[len(MODALITY_PREFIX) :] for k in sorted(arrays) if k.startswith(MODALITY_PREFIX)]
+    if not names:
+        raise DataError(f"'{source}' has no modality: store each one under a key 'x.<name>', e.g. 'x.rgb'")
+    if "" in names:
+        raise DataError("key 'x.' names no modality; use 'x.<name>', e.g. 'x.rgb'")
+    modalities = {m: _read_modality(m, arrays[MODALITY_PREFIX + m], n) for m in names}
+
+    class_names: Optional[list[str]] = None
+    if "class_names" in arrays:
+        class_names = _as_strings(arrays["class_names"], "class_names").tolist()
+        if len(set(class_names)) != len(class_names):
+            dup = next(c for c in class_names if class_names.count(c) > 1)
+            raise DataError(f"'class_names' lists the name {dup!r} twice")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0:
+        k = len(class_names) if class_names is not None else hi + 1
+        raise DataError(f"'label' holds values outside 0..{k - 1} (smallest {lo}); labels must be class indices")
+    if class_names is not None and hi >= len(class_names):
+        raise DataError(
+            f"'label' holds values outside 0..{len(class_names) - 1} (largest {hi}), but 'class_names' names only "
+            f"{len(class_names)} classes"
+        )
+    num_classes = len(class_names) if class_names is not None else hi + 1
+    if class_names is None:
+        class_names = [str(k) for k in range(num_classes)]
+
+    groups: Optional[np.ndarray] = None
+    if "group" in arrays:
+        groups = arrays["group"]
+        if groups.ndim != 1 or len(groups) != n:
+            raise DataError(f"'group' must have one value per sample ({n}), got shape {groups.shape}")
+        if groups.dtype.kind == "S":
+            groups = _as_strings(groups, "group")
+
+    info: dict[str, Any] = {"source": str(source), "modalities": {m: list(a.shape[1:]) for m, a in modalities.items()}}
+    ignored = [k for k in sorted(arrays) if k not in KNOWN_KEYS and not k.startswith(MODALITY_PREFIX)]
+    if ignored:
+        info["ignored_keys"] = ignored
+    fractions = {"split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
+    how = "group-aware (whole groups per split), stratified" if groups is not None else "stratified"
+
+    if "split" in arrays:
+        split = _as_strings(arrays["split"], "split")
+        if len(split) != n:
+            raise DataError(f"'split' has {len(split)} entries but 'label' has {n}")
+        unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+        if unknown:
+            raise DataError(f"'split' holds the value {unknown[0]!r}; each entry must be train, val or test")
+        split = split.astype("<U5")
+        if not (split == "train").any():
+            raise DataError("'split' marks no sample as 'train'")
+        if (split == "val").any():
+            info["split"] = "from the file"
+        else:
+            train = np.flatnonzero(split == "train")
+            sub = make_split(
+                labels[train], None if groups is None else groups[train], cfg.val_fraction, 0.0, cfg.split_seed
+            )
+            split[train[sub == "val"]] = "val"
+            info["split"] = (
+                f"from the file, which has no 'val': made by mmhal, a {how} seeded share of train "
+                f"(val_fraction={cfg.val_fraction} of train, seed={cfg.split_seed})"
+            )
+            info.update(fractions)
+    else:
+        split = make_split(labels, groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed).astype("<U5")
+        info["split"] = (
+            f"made by mmhal: {how} seeded split (val_fraction={cfg.val_fraction}, "
+            f"test_fraction={cfg.test_fraction}, seed={cfg.split_seed})"
+        )
+        info.update(fractions, test_fraction=cfg.test_fraction)
+    if not (split == "test").any():
+        info["test"] = "the data has no 'test' samples, so there are no test figures"
+    if not (split == "val").any():
+        raise DataError(
+            f"the 'val' split is empty (data.val_fraction={cfg.val_fraction}); validation needs at least one "
+            "sample (and group)"
+        )
+    if not (split == "train").any():
+        raise DataError("the 'train' split is empty")
+    info["split_sizes"] = _describe_split(split)
+
+    present = np.bincount(labels, minlength=num_classes)
+    in_train = np.bincount(labels[split == "train"], minlength=num_classes)
+    for k in range(num_classes):
+        if present[k] == 0:
+            raise DataError(f"class {class_names[k]!r} (label {k}) has no sample at all in 'label'")
+        if in_train[k] == 0:
+            raise DataError(f"class {class_names[k]!r} (label {k}) has no sample in the train split")
+
+    return MultimodalData(
+        name=source.stem,
+        modalities=modalities,
+        labels=labels,
+        split=split,
+        class_names=class_names,
+        groups=groups,
+        info=info,
+    )
+
+
+def save_npz(
+    path: str | Path,
+    modalities: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    split: Optional[Sequence[str] | np.ndarray] = None,
+    groups: Optional[Sequence[Any] | np.ndarray] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> None:
+    """Write a dataset in mmhal's ``.npz`` format (``label``, ``x.<modality>``, optional keys) atomically.
+
+    Arrays are stored as given (no checks beyond being storable without pickle); ``load_npz`` validates.
+    """
+    if not modalities:
+        raise DataError("save_npz needs at least one modality")
+    arrays: dict[str, np.ndarray] = {"label": np.asarray(labels)}
+    for name, a in modalities.items():
+        if not name:
+            raise DataError("save_npz got a modality with an empty name")
+        arrays[MODALITY_PREFIX + name] = np.asarray(a)
+    if split is not None:
+        arrays["split"] = np.asarray(split, dtype=str)
+    if groups is not None:
+        g = np.asarray(groups)
+        arrays["group"] = g.astype(str) if g.dtype == object else g
+    if class_names is not None:
+        arrays["class_names"] = np.asarray(list(class_names), dtype=str)
+    for key, a in arrays.items():
+        if a.dtype == object:
+            raise DataError(f"save_npz cannot store '{key}': it holds Python objects, not numbers or strings")
+    atomic_savez(Path(path), **arrays)

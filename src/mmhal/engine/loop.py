@@ -1,0 +1,181 @@
+"""Training and evaluation loops over in-memory splits.
+
+A split is a :class:`Split` of tensors already on the compute device; a batch is an index slice, so a
+step does no Python work per sample. The data order of each epoch comes from a ``torch.Generator``
+seeded by the run's seed, so every method sees the same batches in the same order.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..metrics import accuracy
+from ..models.network import NetOutput
+
+
+@dataclass
+class Split:
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor, modalities) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return {m: self.inputs[m][idx] for m in modalities}, self.labels[idx]
+
+
+def make_split(data, split: str, modalities, device) -> Split:
+    """Tensors of one split of a MultimodalData, moved to ``device``."""
+    idx = data.indices(split)
+    return Split(
+        {m: torch.from_numpy(np.ascontiguousarray(data.modalities[m][idx])).to(device) for m in modalities},
+        torch.from_numpy(data.labels[idx]).long().to(device),
+    )
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation cut into batches; a last batch of one sample is dropped (BatchNorm, DAD)."""
+    perm = torch.randperm(n, generator=generator)
+    out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) < 2:
+        out.pop()
+    return out
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from ~0 to 1 over ``warmup_steps``, then cosine decay to 0."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=tcfg.lr, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay)
+    return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+
+
+@torch.no_grad()
+def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, K) of ``model`` (a MultimodalNet) on a split, in eval mode, on the CPU."""
+    was = model.training
+    model.eval()
+    out = []
+    mods = model.modalities
+    for i in range(0, len(split), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(split)), device=split.labels.device)
+        inputs, _ = split.batch(idx, mods)
+        out.append(model(inputs).logits.float().cpu())
+    model.train(was)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def teacher_outputs(teacher, split: Split, batch_size: int = 1024) -> NetOutput:
+    """The frozen teacher's outputs (logits, trunk features) for every sample of a split, in order."""
+    teacher.eval()
+    outs = []
+    for i in range(0, len(split), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(split)), device=split.labels.device)
+        inputs, _ = split.batch(idx, teacher.modalities)
+        outs.append(teacher(inputs))
+    return NetOutput(
+        torch.cat([o.logits for o in outs]),
+        [torch.cat([o.features[d] for o in outs]) for d in range(len(outs[0].features))],
+        torch.cat([o.embedding for o in outs]),
+    )
+
+
+def index_output(out: NetOutput, idx: torch.Tensor) -> NetOutput:
+    return NetOutput(out.logits[idx], [f[idx] for f in out.features], out.embedding[idx])
+
+
+def output_nbytes(teacher, split: Split) -> int:
+    """Bytes a cache of the teacher's train-split outputs would take (from one sample)."""
+    inputs, _ = split.batch(torch.arange(min(2, len(split)), device=split.labels.device), teacher.modalities)
+    teacher.eval()
+    with torch.no_grad():
+        o = teacher(inputs)
+    per = sum(t[0].numel() * t.element_size() for t in [o.logits, o.embedding, *o.features])
+    return per * len(split)
+
+
+@dataclass
+class FitResult:
+    best_state: dict
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(
+    method,
+    train: Split,
+    val: Split,
+    tcfg,
+    seed: int,
+    desc: str = "",
+    progress: bool = True,
+    on_epoch: Optional[Callable[[int, dict], None]] = None,
+    teacher_cache: Optional[NetOutput] = None,
+) -> FitResult:
+    """Train ``method.student`` for ``tcfg.epochs`` epochs; keep the epoch best on validation.
+
+    Selection uses the student's validation cross-entropy (``select_on=val_loss``) or accuracy
+    (``val_acc``, ties to the lower loss). The test split is never seen here.
+    """
+    student = method.student
+    mods = method.modalities
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = make_optimizer(params, tcfg)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0)))
+    total = steps_per_epoch * tcfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
+    best_key, best = None, None
+    history: list[dict] = []
+    bar = tqdm(range(tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True)
+    for epoch in bar:
+        method.train()
+        sums: dict[str, torch.Tensor] = {}
+        n_steps = 0
+        for idx in epoch_batches(len(train), tcfg.batch_size, gen):
+            idx = idx.to(train.labels.device)
+            inputs, target = train.batch(idx, mods)
+            t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
+            _, losses = method(inputs, target, teacher_out=t_out)
+            loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+            n_steps += 1
+        logits = predict(student, val)
+        val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
+        val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
+        rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
+        history.append(rec)
+        key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
+        if best_key is None or key < best_key:
+            best_key = key
+            best = (epoch + 1, copy.deepcopy(student.state_dict()))
+        bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
+        if on_epoch is not None:
+            on_epoch(epoch, rec)
+    bar.close()
+    student.load_state_dict(best[1])
+    return FitResult(best[1], best[0], history)

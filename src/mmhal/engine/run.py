@@ -1,0 +1,331 @@
+"""``mmhal run``: teacher once, then every method for every seed, evaluated on the test split.
+
+The teacher (CE on all teacher modalities) is trained once per dataset and configuration and cached
+under ``cache_dir/teachers/<hash>.pt``; every method and seed distils the same frozen teacher. A seed
+fixes the student's initialisation and the data order, identically for every method, so methods are
+compared paired by seed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import RunConfig, save_config
+from ..data.base import MultimodalData, load_dataset
+from ..data.select import check_modalities
+from ..distill import ENSEMBLES, METHODS
+from ..errors import UserError
+from ..metrics import accuracy, macro_f1, mean_std
+from ..models.network import build_network
+from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything, stable_hash
+from .device import resolve_device
+from .loop import Split, fit, make_split, output_nbytes, predict, teacher_outputs
+
+TEACHER = "teacher"
+CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
+
+
+def normalization_stats(data: MultimodalData, modalities) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and std of every modality over the train split (vectors: per feature)."""
+    idx = data.indices("train")
+    stats = {}
+    for m in modalities:
+        a = data.modalities[m][idx].astype(np.float64)
+        axes = (0,) + tuple(range(2, a.ndim))
+        mean, std = a.mean(axis=axes), a.std(axis=axes)
+        stats[m] = (mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+    return stats
+
+
+def resolve_methods(methods) -> tuple[list[str], list[str]]:
+    """(methods to train, in order) from the requested list; ensembles pull in their components."""
+    train: list[str] = []
+    for name in methods:
+        if name == TEACHER:
+            continue
+        parts = ENSEMBLES.get(name, (name,))
+        for p in parts:
+            METHODS.get(p)  # raises a one-sentence error for an unknown name
+            if p not in train:
+                train.append(p)
+    return train, [m for m in methods if m != TEACHER]
+
+
+def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.Module:
+    net = build_network(data.shapes, modalities, data.num_classes, cfg.model)
+    net.set_normalization(stats)
+    return net
+
+
+def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods) -> str:
+    train = asdict(cfg.train)
+    train.pop("threads", None)
+    return stable_hash(
+        {
+            "v": "teacher-1",
+            "data": data.fingerprint(),
+            "modalities": list(teacher_mods),
+            "model": asdict(cfg.model),
+            "train": train,
+            "seed": cfg.teacher_seed,
+        }
+    )
+
+
+def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[torch.nn.Module, dict]:
+    """Load the cached teacher for this data and configuration, or train and cache it."""
+    key = teacher_key(cfg, data, teacher_mods)
+    path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
+    seed_everything(cfg.teacher_seed)
+    teacher = _build(cfg, data, teacher_mods, stats).to(device)
+    if path.is_file():
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        teacher.load_state_dict(ckpt["model"])
+        log(f"teacher: loaded from cache {path} (best epoch {ckpt['best_epoch']})")
+        return teacher, ckpt
+    method = METHODS.get("unimodal")(teacher, None, cfg.distill).to(device)
+    t0 = time.time()
+    res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher", progress=cfg.progress)
+    ckpt = {
+        "model": res.best_state,
+        "modalities": list(teacher_mods),
+        "best_epoch": res.best_epoch,
+        "history": res.history,
+        "mmhal": __version__,
+    }
+    atomic_torch_save(ckpt, path)
+    log(f"teacher: trained in {time.time() - t0:.1f}s, best epoch {res.best_epoch}, cached at {path}")
+    return teacher, ckpt
+
+
+def run(cfg: RunConfig, log=None) -> dict:
+    """Run the whole comparison; writes config.yaml, results.json, results.csv and models/ into ``cfg.out``."""
+    log = log or (lambda s: tqdm.write(s))
+    t_start = time.time()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = load_dataset(cfg.data)
+    teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
+    student_mods = list(cfg.student)
+    check_modalities(data, teacher_mods, "teacher")
+    check_modalities(data, student_mods, "student")
+    to_train, to_report = resolve_methods(cfg.methods)
+    cfg.teacher = teacher_mods
+    save_config(cfg, out / "config.yaml")
+    log(
+        f"data: {data.name}, {len(data.labels)} samples, {data.num_classes} classes, "
+        f"modalities {', '.join(f'{m}{list(s)}' for m, s in data.shapes.items())}; "
+        f"train/val/test {len(data.indices('train'))}/{len(data.indices('val'))}/{len(data.indices('test'))}"
+    )
+    all_mods = sorted(set(teacher_mods) | set(student_mods))
+    stats = normalization_stats(data, all_mods)
+    splits = {s: make_split(data, s, all_mods, device) for s in ("train", "val", "test")}
+    has_test = len(splits["test"]) > 0
+    eval_split = "test" if has_test else "val"
+    if not has_test:
+        log("note: the data has no test split; results below are on the validation split")
+    y_eval = splits[eval_split].labels.cpu().numpy()
+
+    teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log)
+    atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods}, out / "models" / "teacher.pt")
+    t_pred = predict(teacher, splits[eval_split]).argmax(1).numpy()
+    t_acc, t_f1 = accuracy(y_eval, t_pred), macro_f1(y_eval, t_pred, data.num_classes)
+
+    jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
+    workers = resolve_workers(cfg, device, len(jobs))
+    log(f"training {len(jobs)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {workers} worker process(es)")
+    ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split)
+    done = _run_jobs(ctx, jobs, workers, device, log, y_eval)
+    logits = {m: [torch.from_numpy(done[(m, s)]["logits"]) for s in cfg.seeds] for m in to_train}
+
+    results: dict[str, dict] = {}
+    n = len(cfg.seeds)
+    results[TEACHER] = _entry(teacher_mods, [t_acc] * n, [t_f1] * n)
+    results[TEACHER]["shared_across_seeds"] = True
+    for name in to_report:
+        parts = ENSEMBLES.get(name, (name,))
+        per_seed_logits = [sum(logits[p][i] for p in parts) for i in range(n)]
+        preds = [z.argmax(1).numpy() for z in per_seed_logits]
+        results[name] = _entry(
+            student_mods, [accuracy(y_eval, p) for p in preds], [macro_f1(y_eval, p, data.num_classes) for p in preds]
+        )
+    _add_gap(results)
+    report = {
+        "dataset": data.name,
+        "teacher_modalities": teacher_mods,
+        "student_modalities": student_mods,
+        "seeds": list(cfg.seeds),
+        "evaluated_on": eval_split,
+        "results": results,
+        "data_info": data.info,
+        "seconds": round(time.time() - t_start, 1),
+        "mmhal": __version__,
+    }
+    atomic_write_json(out / "results.json", report)
+    atomic_write_text(out / "results.csv", results_csv(report))
+    return report
+
+
+class JobContext:
+    """What every student job needs; built once per process (in the parent, or in each worker)."""
+
+    def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split):
+        self.cfg, self.data, self.stats = cfg, data, stats
+        self.teacher_state, self.teacher_mods, self.student_mods = teacher_state, teacher_mods, student_mods
+        self.all_mods, self.eval_split = all_mods, eval_split
+        self._ready = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ready"] = None  # tensors are rebuilt in the worker
+        return state
+
+    def ready(self, device):
+        if self._ready is None:
+            splits = {s: make_split(self.data, s, self.all_mods, device) for s in ("train", "val", self.eval_split)}
+            teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
+            teacher.load_state_dict(self.teacher_state)
+            cache = None
+            if self.cfg.train.cache_teacher and output_nbytes(teacher, splits["train"]) <= CACHE_LIMIT_BYTES:
+                cache = teacher_outputs(teacher, splits["train"])
+            self._ready = (splits, teacher, cache)
+        return self._ready
+
+    def train_student(self, name: str, seed: int, device, progress: bool) -> dict:
+        """Train one student (method ``name``, ``seed``); save its checkpoint; return its eval logits."""
+        cfg = self.cfg
+        splits, teacher, cache = self.ready(device)
+        seed_everything(seed)  # same student initialisation for every method of this seed
+        student = _build(cfg, self.data, self.student_mods, self.stats).to(device)
+        method = METHODS.get(name)(student, teacher, cfg.distill).to(device)
+        res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
+                  teacher_cache=cache if METHODS.get(name).needs_teacher else None)
+        atomic_torch_save(
+            {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
+             "best_epoch": res.best_epoch, "history": res.history},
+            Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
+        )
+        z = predict(student, splits[self.eval_split])
+        return {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"]}
+
+
+def resolve_workers(cfg, device, n_jobs: int) -> int:
+    """Parallel student trainings: on CPU, small models train faster as several 1-thread processes."""
+    if device.type != "cpu" or n_jobs < 2:
+        return 1
+    w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
+    return max(1, min(w, n_jobs))
+
+
+_WORKER_CTX: Optional[JobContext] = None
+
+
+def _worker_init(ctx: JobContext, threads: int) -> None:
+    global _WORKER_CTX
+    torch.set_num_threads(threads)
+    _WORKER_CTX = ctx
+
+
+def _worker_job(name: str, seed: int) -> dict:
+    assert _WORKER_CTX is not None
+    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False)
+
+
+def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
+    done: dict = {}
+
+    def report(name, seed, r):
+        acc = accuracy(y_eval, r["logits"].argmax(1))
+        log(f"{name:>10s} seed {seed}: {ctx.eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
+
+    if workers == 1:
+        for name, seed in jobs:
+            done[(name, seed)] = r = ctx.train_student(name, seed, device, ctx.cfg.progress)
+            report(name, seed, r)
+        return done
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    mp = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads)) as pool:
+        futures = {pool.submit(_worker_job, name, seed): (name, seed) for name, seed in jobs}
+        bar = tqdm(total=len(jobs), desc="students", unit="run", disable=not ctx.cfg.progress, dynamic_ncols=True)
+        for fut in as_completed(futures):
+            name, seed = futures[fut]
+            done[(name, seed)] = r = fut.result()
+            bar.update(1)
+            report(name, seed, r)
+        bar.close()
+    return done
+
+
+def _entry(mods, accs, f1s) -> dict:
+    am, asd = mean_std(accs)
+    fm, fsd = mean_std(f1s)
+    return {
+        "modalities": list(mods),
+        "accuracy": {"mean": am, "std": asd, "per_seed": [float(a) for a in accs]},
+        "macro_f1": {"mean": fm, "std": fsd, "per_seed": [float(f) for f in f1s]},
+    }
+
+
+def _add_gap(results: dict) -> None:
+    """gap recovered = (method - unimodal) / (teacher - unimodal) on mean accuracy; paired diffs vs unimodal."""
+    if "unimodal" not in results:
+        return
+    uni = results["unimodal"]["accuracy"]
+    gap = results[TEACHER]["accuracy"]["mean"] - uni["mean"]
+    for name, r in results.items():
+        if name == TEACHER:
+            continue
+        diffs = np.asarray(r["accuracy"]["per_seed"]) - np.asarray(uni["per_seed"])
+        r["gap_recovered"] = float((r["accuracy"]["mean"] - uni["mean"]) / gap) if abs(gap) > 1e-12 else None
+        se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+        r["vs_unimodal"] = {"mean_diff": float(diffs.mean()), "se": se, "wins": int((diffs > 0).sum())}
+
+
+def results_csv(report: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    seeds = report["seeds"]
+    w.writerow(["method", "modalities", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+                "gap_recovered"] + [f"accuracy_seed{s}" for s in seeds])
+    for name, r in report["results"].items():
+        g = r.get("gap_recovered")
+        w.writerow([name, "+".join(r["modalities"]), f"{r['accuracy']['mean']:.6f}", f"{r['accuracy']['std']:.6f}",
+                    f"{r['macro_f1']['mean']:.6f}", f"{r['macro_f1']['std']:.6f}", "" if g is None else f"{g:.4f}"]
+                   + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]])
+    return buf.getvalue()
+
+
+def format_table(report: dict) -> str:
+    """The printed table: accuracy/F1 as percent mean ± std over seeds, gap recovered, paired diff vs unimodal."""
+    split = report.get("evaluated_on", "test")
+    head = f"{'method':<13} {'modalities':<16} {split + ' acc %':>14} {'macro-F1 %':>14} {'gap rec.':>9} {'vs unimodal (paired)':>22}"
+    lines = [head, "-" * len(head)]
+    for name, r in report["results"].items():
+        a, f = r["accuracy"], r["macro_f1"]
+        g = r.get("gap_recovered")
+        vs = r.get("vs_unimodal")
+        vs_s = "" if vs is None or name == "unimodal" else f"{100 * vs['mean_diff']:+.2f} ± {100 * vs['se']:.2f} ({vs['wins']}/{len(report['seeds'])})"
+        lines.append(
+            f"{name:<13} {'+'.join(r['modalities']):<16} {100 * a['mean']:>7.2f} ± {100 * a['std']:<4.2f} "
+            f"{100 * f['mean']:>7.2f} ± {100 * f['std']:<4.2f} {'' if g is None else f'{100 * g:7.1f}%':>9} {vs_s:>22}"
+        )
+    lines.append(f"seeds {report['seeds']}; ± is the sample std over seeds; the teacher is one model shared by all seeds;")
+    lines.append("gap rec. = (method - unimodal) / (teacher - unimodal); vs unimodal = mean paired difference ± SE (seeds won).")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""End-to-end: `mmhal run` on a tiny .npz (seconds), and the CLI's answers to user mistakes."""
+import json
+
+import numpy as np
+import pytest
+
+from mmhal.cli import main
+from mmhal.data.npz import save_npz
+
+METHODS = ["unimodal", "kd", "rad", "dad", "mmh", "mmh-ensemble"]
+
+
+def _tiny(path, n=180, seed=0, image=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    weak = rng.normal(size=(n, 2, 16)).astype(np.float32)
+    weak[:, 0] += 0.5 * y[:, None]
+    strong = rng.normal(size=(n, 5)).astype(np.float32)
+    strong[np.arange(n), y] += 3.0
+    mods = {"weak": weak, "strong": strong}
+    if image:
+        img = rng.normal(size=(n, 1, 8, 8)).astype(np.float32)
+        img[:, 0, :4, :4] += 0.8 * y[:, None, None]
+        mods = {"img": img, "strong": strong}
+    save_npz(path, mods, y, groups=np.arange(n) // 6, class_names=["a", "b", "c"])
+    return path
+
+
+def _run(tmp_path, capsys, *extra, student="weak", image=False):
+    data = _tiny(tmp_path / "tiny.npz", image=image)
+    out = tmp_path / "run"
+    rc = main(["run", "--data", str(data), "--student", student, "--methods", ",".join(METHODS),
+               "--seeds", "2", "--epochs", "2", "--out", str(out), "--no-progress",
+               "model.width=4", "train.batch_size=32", *extra])
+    return rc, out, capsys.readouterr()
+
+
+def test_run_on_a_tiny_npz_prints_the_table_and_writes_results(tmp_path, capsys):
+    rc, out, cap = _run(tmp_path, capsys)
+    assert rc == 0, cap.err
+    for name in ["teacher"] + METHODS:
+        assert name in cap.out
+    assert "gap rec." in cap.out
+    report = json.loads((out / "results.json").read_text())
+    assert report["dataset"] == "tiny"
+    assert report["teacher_modalities"] == ["strong", "weak"]
+    assert report["student_modalities"] == ["weak"]
+    assert report["seeds"] == [0, 1]
+    assert set(report["results"]) == {"teacher", *METHODS}
+    for name, r in report["results"].items():
+        assert r["modalities"] == (["strong", "weak"] if name == "teacher" else ["weak"])
+        for metric in ("accuracy", "macro_f1"):
+            assert len(r[metric]["per_seed"]) == 2
+            assert all(0.0 <= a <= 1.0 for a in r[metric]["per_seed"])
+            assert r[metric]["mean"] == pytest.approx(np.mean(r[metric]["per_seed"]))
+    assert (out / "config.yaml").is_file()
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("method,modalities,accuracy_mean")
+    assert len(csv_lines) == 1 + 1 + len(METHODS)
+    assert (out / "models" / "mmh-seed1.pt").is_file()
+
+
+def test_run_is_repeatable_and_reuses_the_cached_teacher(tmp_path, capsys):
+    rc, out, cap = _run(tmp_path, capsys)
+    assert rc == 0 and "teacher: trained" in cap.err
+    first = json.loads((out / "results.json").read_text())["results"]
+    rc, out, cap = _run(tmp_path, capsys, "--overwrite")
+    assert rc == 0 and "teacher: loaded from cache" in cap.err
+    second = json.loads((out / "results.json").read_text())["results"]
+    for name in first:
+        assert first[name]["accuracy"]["per_seed"] == second[name]["accuracy"]["per_seed"]
+
+
+def test_run_works_unchanged_on_image_shaped_modalities(tmp_path, capsys):
+    rc, out, cap = _run(tmp_path, capsys, student="img", image=True)
+    assert rc == 0, cap.err
+    report = json.loads((out / "results.json").read_text())
+    assert report["student_modalities"] == ["img"]
+
+
+def test_rerun_into_a_folder_with_results_is_refused_not_overwritten(tmp_path, capsys):
+    rc, out, _ = _run(tmp_path, capsys)
+    before = (out / "results.json").read_text()
+    rc, out, cap = _run(tmp_path, capsys)
+    assert rc == 2 and "already holds results" in cap.err
+    assert (out / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--data", "/nonexistent/file.npz"], "does not exist"),
+        (["--student", "depth"], "modality 'depth'"),
+        (["--methods", "unimodal,magic"], "unknown method 'magic'"),
+        (["train.nonsense=3"], "unknown config key"),
+        (["train.epochs=many"], "expects an integer"),
+    ],
+)
+def test_user_mistakes_get_one_sentence_and_exit_code_2(tmp_path, capsys, args, words):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--out", str(tmp_path / "o"), "--no-progress"]
+    if args[0] == "--data":
+        base[2] = args[1]
+        args = []
+    rc = main(base + args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert words in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
