@@ -4,6 +4,8 @@
     mmhal run --student acc
     mmhal run --data my.npz --teacher rgb,depth --student rgb --epochs 20 --seeds 5
     mmhal run --config recipes/hapt.yaml distill.rad_weighting=uniform train.lr=1e-3
+    mmhal run --device cuda --precision bf16 --channels-last --compile
+    mmhal run --resume --out runs/my-run                # continue an interrupted run where it stopped
     mmhal list                                  # datasets and methods known by name
 """
 from __future__ import annotations
@@ -34,6 +36,12 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default: runs/<dataset>-<student>-<date-time>)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
     r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
+                        "from its last epoch (its saved config.yaml is the base; other settings must match it)")
+    r.add_argument("--precision", help="32 (default), bf16 (CPU or CUDA) or 16 (CUDA, with loss scaling): train.precision")
+    r.add_argument("--channels-last", action="store_true", help="NHWC layout for image models: train.channels_last=true")
+    r.add_argument("--compile", action="store_true", help="torch.compile the networks' forward: train.compile=true")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.rad_lambda=0.5")
     sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
@@ -44,7 +52,15 @@ def cmd_run(args) -> int:
     from .config import load_config, validate
     from .engine.run import format_table, run
 
-    cfg = load_config(args.config, args.overrides)
+    base = args.config
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
+        saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"there is no run to resume in '{args.out}' (it has no config.yaml); start it without --resume")
+        base = base or str(saved)  # the interrupted run's own settings, unless a recipe is named
+    cfg = load_config(base, args.overrides)
     if args.data:
         cfg.data.name = args.data
     if args.teacher:
@@ -63,15 +79,21 @@ def cmd_run(args) -> int:
         cfg.device = args.device
     if args.no_progress:
         cfg.progress = False
+    if args.precision is not None:
+        cfg.train.precision = args.precision
+    if args.channels_last:
+        cfg.train.channels_last = True
+    if args.compile:
+        cfg.train.compile = True
     if args.out:
         cfg.out = args.out
     elif not cfg.out:
         stem = Path(cfg.data.name).stem if cfg.data.name.endswith(".npz") else cfg.data.name
         cfg.out = str(Path("runs") / f"{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
     validate(cfg)
-    if (Path(cfg.out) / "results.json").exists() and not args.overwrite:
+    if (Path(cfg.out) / "results.json").exists() and not (args.overwrite or args.resume):
         raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
-    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
     print(format_table(report))
     print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
     return 0

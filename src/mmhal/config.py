@@ -54,6 +54,11 @@ class TrainConfig:
     # Compute the frozen teacher's outputs on the train split once and reuse them every epoch
     # (exact while inputs are not randomly augmented; skipped when the cache would exceed 2 GiB).
     cache_teacher: bool = True
+    # How a training step runs (docs/scaling.md): "32" fp32 | "bf16" autocast bfloat16 (CPU or CUDA) |
+    # "16" autocast float16 with loss scaling (CUDA only). Losses are computed in fp32 in every mode.
+    precision: str = "32"
+    channels_last: bool = False  # image inputs and 2-D convolutions in NHWC layout (GPU tensor cores)
+    compile: bool = False  # torch.compile the network's forward; a compile failure is an error, not a fallback
 
 
 @dataclass
@@ -181,6 +186,8 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("train.batch_size must be at least 2 (DAD compares samples within a batch)")
     if cfg.train.optimizer not in ("adamw", "sgd"):
         raise UserError(f"train.optimizer must be 'adamw' or 'sgd', got '{cfg.train.optimizer}'")
+    if str(cfg.train.precision) not in ("32", "bf16", "16"):
+        raise UserError(f"train.precision must be 32, bf16 or 16, got '{cfg.train.precision}'")
     if cfg.train.select_on not in ("val_loss", "val_acc"):
         raise UserError(f"train.select_on must be 'val_loss' or 'val_acc', got '{cfg.train.select_on}'")
     if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence"):

@@ -12,6 +12,10 @@ epoch). ``logits`` are the student's (B, K); ``losses`` maps a name ("ce", "rad"
 multiplied by its weight, so the training loss is their sum. The teacher is kept in ``eval()`` with
 no gradient whatever ``train()`` is called with; trainable extras of a method belong to it, so the
 optimizer sees them through ``method.parameters()`` (teacher parameters have requires_grad False).
+
+The trainer may run ``forward`` under ``torch.autocast`` (``train.precision`` bf16 or 16): networks then
+compute in reduced precision, but every loss is computed in fp32, on ``.float()`` logits and features,
+with matrix products inside ``full_precision``.
 """
 from __future__ import annotations
 
@@ -87,7 +91,16 @@ class Unimodal(Method):
 
     def forward(self, inputs, target, teacher_out=None):
         out = self.student(inputs)
-        return out.logits, {"ce": F.cross_entropy(out.logits, target)}
+        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target)}
+
+
+def full_precision(t: torch.Tensor):
+    """A block where autocast is off for ``t``'s device: loss arithmetic (matrix products included) stays fp32.
+
+    The trainer runs a method's forward under ``torch.autocast`` for bf16/fp16 training; a ``.float()``
+    cast alone would not keep a matrix product in fp32 there, because autocast casts its inputs down.
+    """
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 def kl_at_temperature(teacher_logits: torch.Tensor, student_logits: torch.Tensor, t: float) -> torch.Tensor:

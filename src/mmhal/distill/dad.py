@@ -16,13 +16,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Method, register_method
+from .base import Method, full_precision, register_method
 
 
 def similarity(f: torch.Tensor) -> torch.Tensor:
     """Row-normalised Gram matrix of (B, ...) features, computed in fp32."""
-    f = f.float().flatten(1)
-    return F.normalize(f @ f.t(), p=2, dim=1)
+    with full_precision(f):
+        f = f.float().flatten(1)
+        return F.normalize(f @ f.t(), p=2, dim=1)
 
 
 def knn_mask(t_feat: torch.Tensor, k: int) -> torch.Tensor:
@@ -30,7 +31,8 @@ def knn_mask(t_feat: torch.Tensor, k: int) -> torch.Tensor:
     f = t_feat.float().flatten(1)
     b = f.shape[0]
     k = max(1, min(k, b - 1))
-    dist = torch.cdist(f, f)
+    with full_precision(f):
+        dist = torch.cdist(f, f)
     dist.fill_diagonal_(float("inf"))
     idx = dist.topk(k, dim=1, largest=False).indices
     return torch.zeros(b, b, device=f.device).scatter_(1, idx, 1.0)
@@ -61,4 +63,4 @@ class DAD(Method):
         out = self.student(inputs)
         c = self.cfg
         loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)
-        return out.logits, {"ce": F.cross_entropy(out.logits, target), "dad": c.dad_lambda * loss}
+        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "dad": c.dad_lambda * loss}

@@ -15,4 +15,4 @@ class KD(Method):
         out = self.student(inputs)
         a = self.cfg.kd_alpha
         kd = kl_at_temperature(t_out.logits, out.logits, self.cfg.temperature).mean()
-        return out.logits, {"ce": (1 - a) * F.cross_entropy(out.logits, target), "kd": a * kd}
+        return out.logits, {"ce": (1 - a) * F.cross_entropy(out.logits.float(), target), "kd": a * kd}

@@ -26,7 +26,7 @@ class MMH(Method):
         )
         dad = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)
         return out.logits, {
-            "ce": F.cross_entropy(out.logits, target),
+            "ce": F.cross_entropy(out.logits.float(), target),
             "rad": c.rad_lambda * rad,
             "dad": c.dad_lambda * dad,
         }

@@ -69,4 +69,4 @@ class RAD(Method):
         loss, _, _ = rad_loss(
             self.student, out.fmap, self.teacher, t_out.fmap, target, c.temperature, c.rad_weighting, c.rad_levels
         )
-        return out.logits, {"ce": F.cross_entropy(out.logits, target), "rad": c.rad_lambda * loss}
+        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "rad": c.rad_lambda * loss}

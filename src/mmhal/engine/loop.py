@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,6 +19,8 @@ from tqdm.auto import tqdm
 
 from ..metrics import accuracy
 from ..models.network import NetOutput
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .step import TrainStep, compiled_forward, to_channels_last
 
 
 @dataclass
@@ -130,52 +133,81 @@ def fit(
     progress: bool = True,
     on_epoch: Optional[Callable[[int, dict], None]] = None,
     teacher_cache: Optional[NetOutput] = None,
+    *,
+    checkpoint: Optional[Path] = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train ``method.student`` for ``tcfg.epochs`` epochs; keep the epoch best on validation.
 
     Selection uses the student's validation cross-entropy (``select_on=val_loss``) or accuracy
     (``val_acc``, ties to the lower loss). The test split is never seen here.
+
+    ``tcfg.precision``, ``tcfg.channels_last`` and ``tcfg.compile`` choose how a step runs (see
+    ``engine.step``; absent fields mean fp32, contiguous, eager). With ``checkpoint`` (a path), the whole
+    training state is written there atomically after every epoch; with ``resume`` as well, training
+    continues from that file when it exists, and ends as the uninterrupted run would have.
     """
+    device = train.labels.device
+    channels_last = bool(getattr(tcfg, "channels_last", False))
     student = method.student
     mods = method.modalities
+    if channels_last:
+        to_channels_last(method)
+        if method.teacher is not None:
+            to_channels_last(method.teacher)
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, tcfg)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0)))
     total = steps_per_epoch * tcfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
-    best_key, best = None, None
-    history: list[dict] = []
-    bar = tqdm(range(tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True)
-    for epoch in bar:
-        method.train()
-        sums: dict[str, torch.Tensor] = {}
-        n_steps = 0
-        for idx in epoch_batches(len(train), tcfg.batch_size, gen):
-            idx = idx.to(train.labels.device)
-            inputs, target = train.batch(idx, mods)
-            t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
-            _, losses = method(inputs, target, teacher_out=t_out)
-            loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
-            n_steps += 1
-        logits = predict(student, val)
-        val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
-        val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
-        rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
-        history.append(rec)
-        key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
-        if best_key is None or key < best_key:
-            best_key = key
-            best = (epoch + 1, copy.deepcopy(student.state_dict()))
-        bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
-        if on_epoch is not None:
-            on_epoch(epoch, rec)
+    step = TrainStep(method, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
+    start, best_key, best, history = 0, None, None, []
+    ckpt = load_checkpoint(checkpoint) if resume and checkpoint is not None else None
+    if ckpt is not None:
+        assert ckpt["epochs"] == tcfg.epochs and ckpt["seed"] == seed, f"checkpoint {checkpoint} is for another job"
+        method.load_state_dict(ckpt["method"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if step.scaler is not None and ckpt["scaler"] is not None:
+            step.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"], gen)
+        start, history = ckpt["epoch"], list(ckpt["history"])
+        best_key = tuple(ckpt["best"]["key"])
+        best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()})
+    bar = tqdm(range(start, tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
+               initial=start, total=tcfg.epochs)
+    with compiled_forward(student, bool(getattr(tcfg, "compile", False))):
+        for epoch in bar:
+            method.train()
+            sums: dict[str, torch.Tensor] = {}
+            n_steps = 0
+            for idx in epoch_batches(len(train), tcfg.batch_size, gen):
+                idx = idx.to(device)
+                inputs, target = train.batch(idx, mods)
+                t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
+                for k, v in step(inputs, target, t_out).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_steps += 1
+            logits = predict(student, val)
+            val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
+            val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
+            rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
+            history.append(rec)
+            key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
+            if best_key is None or key < best_key:
+                best_key = key
+                best = (epoch + 1, copy.deepcopy(student.state_dict()))
+            if checkpoint is not None:
+                save_checkpoint(
+                    checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
+                    optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                    scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(gen),
+                    best={"epoch": best[0], "key": list(best_key), "state": best[1]}, history=history,
+                )
+            bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
+            if on_epoch is not None:
+                on_epoch(epoch, rec)
     bar.close()
     student.load_state_dict(best[1])
     return FitResult(best[1], best[0], history)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
@@ -19,10 +21,11 @@ from typing import Optional
 
 import numpy as np
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import RunConfig, save_config
+from ..config import RunConfig, save_config, to_dict
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS
@@ -32,6 +35,7 @@ from ..models.network import build_network
 from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything, stable_hash
 from .device import resolve_device
 from .loop import Split, fit, make_split, output_nbytes, predict, teacher_outputs
+from .step import autocast_dtype
 
 TEACHER = "teacher"
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
@@ -72,6 +76,10 @@ def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.
 def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods) -> str:
     train = asdict(cfg.train)
     train.pop("threads", None)
+    # Step settings at their defaults stay out of the key, so teachers cached before they existed still match.
+    for name, default in (("precision", "32"), ("channels_last", False), ("compile", False)):
+        if train.get(name) == default:
+            train.pop(name)
     return stable_hash(
         {
             "v": "teacher-1",
@@ -110,14 +118,57 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     return teacher, ckpt
 
 
-def run(cfg: RunConfig, log=None) -> dict:
-    """Run the whole comparison; writes config.yaml, results.json, results.csv and models/ into ``cfg.out``."""
+def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
+    """(epoch checkpoint, finished-job record) of student job (``name``, ``seed``) in run folder ``out``."""
+    stem = f"{name}-seed{seed}.pt"
+    return out / "checkpoints" / stem, out / "jobs" / stem
+
+
+def check_resumable(cfg: RunConfig, out: Path) -> None:
+    """A UserError unless ``out`` holds a run started with this same configuration (``out``, ``progress`` aside)."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
+    try:
+        saved = yaml.safe_load(saved_path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"'{saved_path}' is not valid YAML, so the run in '{out}' cannot be resumed") from None
+    diffs = _config_diffs(saved, to_dict(cfg))
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diffs[:3])
+        raise UserError(f"the run in '{out}' was started with a different configuration ({shown}); resume it with the same settings")
+
+
+def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    diffs = []
+    for k in sorted(set(saved) | set(now)):
+        key = f"{prefix}{k}"
+        if key in ("out", "progress"):
+            continue
+        a, b = saved.get(k, "<unset>"), now.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diffs(a, b, key + ".")
+        elif a != b:
+            diffs.append((key, a, b))
+    return diffs
+
+
+def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
+    """Run the whole comparison; writes config.yaml, results.json, results.csv and models/ into ``cfg.out``.
+
+    While it runs, every student job writes an epoch checkpoint to ``checkpoints/`` and, once done, its
+    evaluation logits to ``jobs/``. With ``resume``, the run in ``cfg.out`` (same configuration) goes on:
+    finished jobs are loaded, an interrupted one continues from its last epoch, the teacher comes from the cache.
+    """
     log = log or (lambda s: tqdm.write(s))
     t_start = time.time()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.device)
+    autocast_dtype(cfg.train.precision, device)  # a precision this device cannot run is a UserError, now
     out = Path(cfg.out)
+    if resume and not (out / "config.yaml").is_file():
+        raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
     out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(cfg.data)
@@ -127,6 +178,16 @@ def run(cfg: RunConfig, log=None) -> dict:
     check_modalities(data, student_mods, "student")
     to_train, to_report = resolve_methods(cfg.methods)
     cfg.teacher = teacher_mods
+    if resume:
+        check_resumable(cfg, out)
+    else:  # state of an earlier, interrupted run in this folder must not leak into a later --resume
+        stale = [*out.glob("checkpoints/*.pt"), *out.glob("jobs/*.pt")]
+        for f in stale:
+            f.unlink()
+        if stale:
+            log(f"note: removed {len(stale)} checkpoint(s) of an earlier run in '{out}' (--resume would have continued it)")
+    for part in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
+        part.unlink()
     save_config(cfg, out / "config.yaml")
     log(
         f"data: {data.name}, {len(data.labels)} samples, {data.num_classes} classes, "
@@ -148,10 +209,20 @@ def run(cfg: RunConfig, log=None) -> dict:
     t_acc, t_f1 = accuracy(y_eval, t_pred), macro_f1(y_eval, t_pred, data.num_classes)
 
     jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
+    # Workers (and so threads per job) follow from all jobs, not the ones left: a resumed job then runs
+    # with the thread count it started with, which keeps CPU results identical to an uninterrupted run.
     workers = resolve_workers(cfg, device, len(jobs))
-    log(f"training {len(jobs)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {workers} worker process(es)")
-    ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split)
-    done = _run_jobs(ctx, jobs, workers, device, log, y_eval)
+    done = {}
+    if resume:
+        done = {(n, s): load_job(job_files(out, n, s)[1]) for n, s in jobs if job_files(out, n, s)[1].is_file()}
+        partial = sum(job_files(out, n, s)[0].is_file() for n, s in jobs if (n, s) not in done)
+        log(f"resume: {len(done)} of {len(jobs)} students already finished, {partial} continue from an epoch checkpoint")
+        for (name, seed), r in done.items():
+            _report(log, eval_split, y_eval, name, seed, r)
+    todo = [j for j in jobs if j not in done]
+    log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {workers} worker process(es)")
+    ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume)
+    done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
     logits = {m: [torch.from_numpy(done[(m, s)]["logits"]) for s in cfg.seeds] for m in to_train}
 
     results: dict[str, dict] = {}
@@ -179,16 +250,21 @@ def run(cfg: RunConfig, log=None) -> dict:
     }
     atomic_write_json(out / "results.json", report)
     atomic_write_text(out / "results.csv", results_csv(report))
+    try:  # every job finished, so no epoch checkpoint is left
+        (out / "checkpoints").rmdir()
+    except OSError:
+        pass
     return report
 
 
 class JobContext:
     """What every student job needs; built once per process (in the parent, or in each worker)."""
 
-    def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split):
+    def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split, resume=False):
         self.cfg, self.data, self.stats = cfg, data, stats
         self.teacher_state, self.teacher_mods, self.student_mods = teacher_state, teacher_mods, student_mods
         self.all_mods, self.eval_split = all_mods, eval_split
+        self.resume = resume
         self._ready = None
 
     def __getstate__(self):
@@ -208,21 +284,37 @@ class JobContext:
         return self._ready
 
     def train_student(self, name: str, seed: int, device, progress: bool) -> dict:
-        """Train one student (method ``name``, ``seed``); save its checkpoint; return its eval logits."""
+        """Train one student (method ``name``, ``seed``), from its epoch checkpoint when resuming; save the
+        model and the finished-job record; return its eval logits."""
         cfg = self.cfg
         splits, teacher, cache = self.ready(device)
         seed_everything(seed)  # same student initialisation for every method of this seed
         student = _build(cfg, self.data, self.student_mods, self.stats).to(device)
         method = METHODS.get(name)(student, teacher, cfg.distill).to(device)
+        ckpt_path, job_path = job_files(Path(cfg.out), name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
-                  teacher_cache=cache if METHODS.get(name).needs_teacher else None)
+                  teacher_cache=cache if METHODS.get(name).needs_teacher else None,
+                  checkpoint=ckpt_path, resume=self.resume)
         atomic_torch_save(
             {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
              "best_epoch": res.best_epoch, "history": res.history},
             Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
         )
         z = predict(student, splits[self.eval_split])
-        return {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"]}
+        r = {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"],
+             "epochs": len(res.history)}
+        atomic_torch_save({**r, "logits": z}, job_path)  # the job is finished once this file exists
+        ckpt_path.unlink(missing_ok=True)
+        return r
+
+
+def load_job(path: Path) -> dict:
+    """The record a finished student job wrote (its eval logits as a NumPy array)."""
+    try:
+        r = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"finished-job file '{path}' cannot be read ({type(exc).__name__}); delete it to retrain that job") from None
+    return {**r, "logits": r["logits"].numpy()}
 
 
 def resolve_workers(cfg, device, n_jobs: int) -> int:
@@ -236,8 +328,23 @@ def resolve_workers(cfg, device, n_jobs: int) -> int:
 _WORKER_CTX: Optional[JobContext] = None
 
 
+def _exit_with_parent() -> None:
+    """End this worker as soon as the parent process is gone (killed): an orphan would go on training and
+    writing into the run folder, racing a ``--resume`` of the same run."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _worker_init(ctx: JobContext, threads: int) -> None:
     global _WORKER_CTX
+    _exit_with_parent()
     torch.set_num_threads(threads)
     _WORKER_CTX = ctx
 
@@ -247,13 +354,19 @@ def _worker_job(name: str, seed: int) -> dict:
     return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False)
 
 
+def _report(log, eval_split, y_eval, name, seed, r) -> None:
+    acc = accuracy(y_eval, r["logits"].argmax(1))
+    log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
+
+
 def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
     done: dict = {}
 
     def report(name, seed, r):
-        acc = accuracy(y_eval, r["logits"].argmax(1))
-        log(f"{name:>10s} seed {seed}: {ctx.eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
+        _report(log, ctx.eval_split, y_eval, name, seed, r)
 
+    if not jobs:
+        return done
     if workers == 1:
         for name, seed in jobs:
             done[(name, seed)] = r = ctx.train_student(name, seed, device, ctx.cfg.progress)

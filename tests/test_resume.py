@@ -1,0 +1,151 @@
+"""`mmhal run --resume`: a run killed mid-way (SIGKILL) goes on and ends as the uninterrupted run;
+and the answers of --resume, --precision and --compile to user mistakes."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmhal.cli import main
+from test_cli_run import _tiny
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+EPOCHS = 6
+ARGS = ["--student", "weak", "--methods", "unimodal,mmh", "--seeds", "2", "--epochs", str(EPOCHS), "--no-progress",
+        "model.width=4", "train.batch_size=32", "train.threads=1"]
+
+
+def _cmd(data, out, *extra, workers=1):
+    return [sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(out), *ARGS, f"workers={workers}", *extra]
+
+
+def _env():
+    env = dict(os.environ)  # MMHAL_CACHE is this test's own (conftest)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _models(out):
+    return {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in sorted((out / "models").glob("*-seed*.pt"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path, workers):
+    data = _tiny(tmp_path / "tiny.npz")
+    ref = tmp_path / "ref"
+    done = subprocess.run(_cmd(data, ref, workers=workers), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(data, out, workers=workers), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before any epoch checkpoint was seen"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "results.json").exists()
+    if workers > 1:
+        time.sleep(1.0)  # the orphaned workers see their parent gone and exit
+
+    resumed = subprocess.run(_cmd(data, out, "--resume", workers=workers), env=_env(), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "teacher: loaded from cache" in resumed.stderr
+    line = next(l for l in resumed.stderr.splitlines() if l.startswith("resume:"))
+    assert int(re.search(r"(\d+) continue from an epoch checkpoint", line).group(1)) >= 1, line
+
+    report = json.loads((out / "results.json").read_text())
+    expected = json.loads((ref / "results.json").read_text())
+    assert set(report["results"]) == {"teacher", "unimodal", "mmh"}
+    for name, r in expected["results"].items():
+        assert report["results"][name]["accuracy"]["per_seed"] == r["accuracy"]["per_seed"], name
+        assert report["results"][name]["macro_f1"]["per_seed"] == r["macro_f1"]["per_seed"], name
+    got, want = _models(out), _models(ref)
+    assert set(got) == set(want) == {f"{m}-seed{s}.pt" for m in ("unimodal", "mmh") for s in (0, 1)}
+    for job, ck in want.items():
+        assert [h["epoch"] for h in got[job]["history"]] == list(range(1, EPOCHS + 1)), job
+        assert got[job]["history"] == ck["history"], job
+        assert all(torch.equal(got[job]["model"][k], v) for k, v in ck["model"].items()), job
+    assert not (out / "checkpoints").exists() or not list((out / "checkpoints").iterdir())
+    assert len(list((out / "jobs").glob("*.pt"))) == 4
+
+    # resuming a finished run only re-reports it
+    again = subprocess.run(_cmd(data, out, "--resume", workers=workers), env=_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resume: 4 of 4 students already finished" in again.stderr
+    assert json.loads((out / "results.json").read_text())["results"] == report["results"]
+
+
+def _cli(tmp_path, capsys, *args):
+    data = _tiny(tmp_path / "tiny.npz")
+    rc = main(["run", "--data", str(data), "--student", "weak", "--no-progress", *args])
+    return rc, capsys.readouterr().err
+
+
+def _one_sentence(rc, err, words):
+    assert rc == 2
+    assert words in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_without_out_is_one_sentence_and_exit_code_2(tmp_path, capsys):
+    _one_sentence(*_cli(tmp_path, capsys, "--resume"), "--resume needs --out DIR")
+
+
+def test_resume_of_a_folder_without_a_run_is_one_sentence_and_exit_code_2(tmp_path, capsys):
+    rc, err = _cli(tmp_path, capsys, "--resume", "--out", str(tmp_path / "nothing-here"))
+    _one_sentence(rc, err, "there is no run to resume")
+    assert not (tmp_path / "nothing-here").exists()
+
+
+def test_resume_with_another_configuration_is_one_sentence_and_exit_code_2(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["--methods", "unimodal", "--seeds", "1", "--out", out, "model.width=4", "train.batch_size=32", "workers=1"]
+    rc, err = _cli(tmp_path, capsys, *base, "--epochs", "1")
+    assert rc == 0, err
+    rc, err = _cli(tmp_path, capsys, *base, "--epochs", "2", "--resume")
+    _one_sentence(rc, err, "was started with a different configuration (train.epochs: 1 there, 2 now)")
+    rc, err = _cli(tmp_path, capsys, "--resume", "--out", out, "--precision", "bf16")
+    _one_sentence(rc, err, "train.precision: '32' there, 'bf16' now")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--precision", "8"], "train.precision must be 32, bf16 or 16, got '8'"),
+        (["train.precision=fp8"], "train.precision must be 32, bf16 or 16, got 'fp8'"),
+        (["--precision", "16"], "train.precision 16 (float16 with loss scaling) needs a CUDA device"),
+        (["--channels-last", "train.channels_last=maybe"], "expects true/false"),
+    ],
+)
+def test_precision_flag_mistakes_are_one_sentence_and_exit_code_2(tmp_path, capsys, args, words):
+    rc, err = _cli(tmp_path, capsys, "--out", str(tmp_path / "o"), *args)
+    _one_sentence(rc, err, words)
+
+
+def test_a_compile_failure_stops_the_run_with_one_sentence_and_exit_code_2(tmp_path, capsys, monkeypatch):
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise torch._dynamo.exc.TorchDynamoException("the C++ compiler failed")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    rc, err = _cli(tmp_path, capsys, "--out", str(tmp_path / "o"), "--compile", "--methods", "unimodal", "--seeds", "1",
+                   "--epochs", "1", "model.width=4", "workers=1")
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mmhal: error: torch.compile could not compile the model (TorchDynamoException: the C++ compiler failed)")
+    assert "Traceback" not in err
