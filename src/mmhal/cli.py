@@ -7,6 +7,10 @@
     mmhal run --device cuda --precision bf16 --channels-last --compile
     mmhal run --resume --out runs/my-run                # continue an interrupted run where it stopped
     mmhal list                                  # datasets and methods known by name
+
+    torchrun --nproc-per-node=4 -m mmhal run ...            # data-parallel (DDP) on one node, 4 processes
+    torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=JOB \
+        -m mmhal run ...                                    # two nodes (the same command on each); docs/scaling.md
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from .config import load_config, validate
+    from .engine import distributed
     from .engine.run import format_table, run
 
     base = args.config
@@ -93,9 +98,11 @@ def cmd_run(args) -> int:
     validate(cfg)
     if (Path(cfg.out) / "results.json").exists() and not (args.overwrite or args.resume):
         raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
-    report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
-    print(format_table(report))
-    print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
+    with distributed.session(cfg.device) as job:  # a torchrun job's process group; nothing otherwise
+        report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
+        if job.is_main:
+            print(format_table(report))
+            print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
     return 0
 
 

@@ -71,6 +71,9 @@ class DistillConfig:
     dad_lambda: float = 100.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
+    # Under torchrun: DAD over the global batch (features gathered from every rank) | false: per-rank
+    # shard | auto: true when the job has more than one process (docs/scaling.md). No effect in one process.
+    dad_global: str = "auto"
 
 
 @dataclass
@@ -196,6 +199,11 @@ def validate(cfg: RunConfig) -> None:
         )
     if cfg.distill.dad_variant not in ("batch", "local"):
         raise UserError(f"distill.dad_variant must be 'batch' or 'local', got '{cfg.distill.dad_variant}'")
+    dg = cfg.distill.dad_global
+    dg = ("true" if dg else "false") if isinstance(dg, bool) else str(dg).lower()
+    if dg not in ("auto", "true", "false"):
+        raise UserError(f"distill.dad_global must be auto, true or false, got '{cfg.distill.dad_global}'")
+    cfg.distill.dad_global = dg
     if cfg.distill.temperature <= 0:
         raise UserError("distill.temperature must be positive")
     if not cfg.seeds:

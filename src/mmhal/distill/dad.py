@@ -10,12 +10,20 @@ norm, and
 where for ``local`` M_ij = 1 when j is one of the k nearest neighbours of i in the teacher's
 feature space (Euclidean, i itself excluded): only local inter-sample distances are matched.
 The losses of the two depths are summed. Row normalisation makes L invariant to the scale of f.
+
+Global batch (``distill.dad_global``; "auto" = on when the job has more than one process): under
+``torchrun`` each rank holds a shard of the global batch; the student features of all ranks are
+gathered with gradient and the teacher's without (``mmhal.collective.all_gather_rows``), so every rank
+computes the same L over the global batch, as one process would. The gather's backward sums the
+gradient of every rank's (identical) loss into the rows' owner, which DDP's averaging turns back into
+the gradient of L (see ``mmhal.collective``). Off, each rank's L compares only its own shard.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .. import collective
 from .base import Method, full_precision, register_method
 
 
@@ -49,8 +57,17 @@ def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", 
     raise ValueError(f"unknown DAD variant '{variant}'")
 
 
-def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8) -> torch.Tensor:
-    """Sum of ``sp_loss`` over the paired depths."""
+def global_batch(cfg) -> bool:
+    """Whether DAD gathers the features of every rank (``cfg.dad_global``: auto | true | false)."""
+    mode = str(getattr(cfg, "dad_global", "auto")).lower()
+    return mode in ("auto", "true") and collective.world_size() > 1
+
+
+def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool = False) -> torch.Tensor:
+    """Sum of ``sp_loss`` over the paired depths; with ``gather``, over the global batch of all ranks."""
+    if gather:
+        s_feats = [collective.all_gather_rows(s) for s in s_feats]
+        t_feats = [collective.all_gather_rows(t.detach()) for t in t_feats]
     return sum(sp_loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
 
 
@@ -62,5 +79,5 @@ class DAD(Method):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         c = self.cfg
-        loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)
+        loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k, global_batch(c))
         return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "dad": c.dad_lambda * loss}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .base import Method, register_method
-from .dad import dad_loss
+from .dad import dad_loss, global_batch
 from .rad import rad_loss
 
 #: ensemble name -> the methods whose students' logits are summed
@@ -24,7 +24,7 @@ class MMH(Method):
         rad, _, _ = rad_loss(
             self.student, out.fmap, self.teacher, t_out.fmap, target, c.temperature, c.rad_weighting, c.rad_levels
         )
-        dad = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k)
+        dad = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k, global_batch(c))
         return out.logits, {
             "ce": F.cross_entropy(out.logits.float(), target),
             "rad": c.rad_lambda * rad,

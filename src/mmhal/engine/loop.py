@@ -3,11 +3,22 @@
 A split is a :class:`Split` of tensors already on the compute device; a batch is an index slice, so a
 step does no Python work per sample. The data order of each epoch comes from a ``torch.Generator``
 seeded by the run's seed, so every method sees the same batches in the same order.
+
+Under ``torchrun`` (``engine.distributed``) every rank draws the same permutation from the same
+generator, so the sequence of global batches is the single-process one; each rank trains on its
+contiguous share of every global batch, and predictions are made on disjoint shards and gathered.
+
+Debugging aid: with the environment variable ``MMHAL_LOG_FIRST_STEP=FILE``, ``fit`` appends one JSON
+line per step for the first two steps of every training (rank 0 only): the losses averaged over the
+ranks, their total, and the norm of the (rank-averaged) gradient. ``tests/test_distributed.py`` compares
+them between a single-process and a two-process run.
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import collective
 from ..metrics import accuracy
 from ..models.network import NetOutput
+from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .step import TrainStep, compiled_forward, to_channels_last
 
@@ -44,10 +57,23 @@ def make_split(data, split: str, modalities, device) -> Split:
     )
 
 
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A seeded permutation cut into batches; a last batch of one sample is dropped (BatchNorm, DAD)."""
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, world_size: int = 1) -> list[torch.Tensor]:
+    """A seeded permutation cut into (global) batches; a last batch of one sample is dropped (BatchNorm, DAD).
+
+    With ``world_size`` W > 1 (``batch_size`` a multiple of W) the last, short batch is cut to a multiple
+    of W, so that it splits evenly over the ranks (fewer than W samples an epoch are left out), and
+    dropped when that leaves fewer than max(2, W). Full batches are the single-process ones.
+    """
     perm = torch.randperm(n, generator=generator)
     out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    if world_size > 1:
+        last = out[-1]
+        keep = len(last) - len(last) % world_size
+        if keep < max(2, world_size) and len(out) > 1:
+            out.pop()
+        else:
+            out[-1] = last[:keep]
+        return out
     if len(out) > 1 and len(out[-1]) < 2:
         out.pop()
     return out
@@ -73,17 +99,26 @@ def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
-    """Logits (N, K) of ``model`` (a MultimodalNet) on a split, in eval mode, on the CPU."""
+    """Logits (N, K) of ``model`` (a MultimodalNet) on a split, in eval mode, on the CPU.
+
+    Under ``torchrun`` each rank predicts its contiguous shard (``distributed.eval_range``) and every
+    rank gets all N rows, in order, each once.
+    """
     was = model.training
     model.eval()
     out = []
     mods = model.modalities
-    for i in range(0, len(split), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(split)), device=split.labels.device)
+    ctx = distributed.current()
+    start, stop = distributed.eval_range(len(split), ctx) if ctx.enabled else (0, len(split))
+    for i in range(start, stop, batch_size):
+        idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)
         inputs, _ = split.batch(idx, mods)
-        out.append(model(inputs).logits.float().cpu())
+        out.append(model(inputs).logits.float())
     model.train(was)
-    return torch.cat(out)
+    if not ctx.enabled:
+        return torch.cat(out).cpu()
+    local = torch.cat(out) if out else torch.zeros((0, model.head.out_features), device=split.labels.device)
+    return collective.all_gather_shards(local).cpu()
 
 
 @torch.no_grad()
@@ -114,6 +149,18 @@ def output_nbytes(teacher, split: Split) -> int:
         o = teacher(inputs)
     per = sum(t[0].numel() * t.element_size() for t in [o.logits, o.embedding, *o.features])
     return per * len(split)
+
+
+def _log_step(path: Path, desc: str, i: int, losses: dict, params, main: bool) -> None:
+    """Append step ``i``'s rank-averaged losses, their total and the gradient norm to ``path`` (JSON lines)."""
+    mean = {k: float(collective.all_reduce_mean(v.float())) for k, v in losses.items()}
+    grads = [p.grad.float().pow(2).sum() for p in params if p.grad is not None]
+    norm = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+    if main:
+        rec = {"job": desc, "step": i, "loss": sum(mean.values()), "losses": mean, "grad_norm": norm,
+               "world_size": collective.world_size()}
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
 
 
 @dataclass
@@ -155,15 +202,23 @@ def fit(
         to_channels_last(method)
         if method.teacher is not None:
             to_channels_last(method.teacher)
+    ctx = distributed.current()
+    distributed.check_batch_size(tcfg.batch_size, ctx.world_size)
+    model = distributed.wrap(method, device)  # the method itself, or DDP around it under torchrun
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, tcfg)
     gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0)))
+    world = ctx.world_size
+    steps_per_epoch = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0), world))
     total = steps_per_epoch * tcfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
-    step = TrainStep(method, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
+    step = TrainStep(model, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
     start, best_key, best, history = 0, None, None, []
-    ckpt = load_checkpoint(checkpoint) if resume and checkpoint is not None else None
+    ckpt = None
+    if resume and checkpoint is not None:  # rank 0 reads it, every rank gets it: all agree on where to go on
+        ckpt = distributed.main_only(lambda: load_checkpoint(checkpoint))
+    debug_log = os.environ.get("MMHAL_LOG_FIRST_STEP")
+    n_logged = 0
     if ckpt is not None:
         assert ckpt["epochs"] == tcfg.epochs and ckpt["seed"] == seed, f"checkpoint {checkpoint} is for another job"
         method.load_state_dict(ckpt["method"])
@@ -182,13 +237,19 @@ def fit(
             method.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0
-            for idx in epoch_batches(len(train), tcfg.batch_size, gen):
-                idx = idx.to(device)
+            for idx in epoch_batches(len(train), tcfg.batch_size, gen, world):
+                idx = distributed.shard(idx, ctx).to(device)
                 inputs, target = train.batch(idx, mods)
                 t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
-                for k, v in step(inputs, target, t_out).items():
+                losses = step(inputs, target, t_out)
+                for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
+                if debug_log and n_logged < 2:
+                    _log_step(Path(debug_log), desc, n_logged, losses, params, ctx.is_main)
+                    n_logged += 1
+            if ctx.enabled:  # the epoch's mean losses over all ranks, the same on every rank
+                sums = {k: collective.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
             logits = predict(student, val)
             val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
             val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
@@ -198,7 +259,7 @@ def fit(
             if best_key is None or key < best_key:
                 best_key = key
                 best = (epoch + 1, copy.deepcopy(student.state_dict()))
-            if checkpoint is not None:
+            if checkpoint is not None and ctx.is_main:
                 save_checkpoint(
                     checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),

@@ -4,6 +4,10 @@ The teacher (CE on all teacher modalities) is trained once per dataset and confi
 under ``cache_dir/teachers/<hash>.pt``; every method and seed distils the same frozen teacher. A seed
 fixes the student's initialisation and the data order, identically for every method, so methods are
 compared paired by seed.
+
+Under ``torchrun`` (``engine.distributed``) every rank runs this same program: the teacher is trained
+by all ranks together (DDP) when it is not cached, then every (method, seed) job in the same order;
+rank 0 alone logs, shows progress and writes the run folder and the teacher cache.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from ..errors import UserError
 from ..metrics import accuracy, macro_f1, mean_std
 from ..models.network import build_network
 from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything, stable_hash
-from .device import resolve_device
+from . import distributed
 from .loop import Split, fit, make_split, output_nbytes, predict, teacher_outputs
 from .step import autocast_dtype
 
@@ -98,8 +102,9 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
     seed_everything(cfg.teacher_seed)
     teacher = _build(cfg, data, teacher_mods, stats).to(device)
-    if path.is_file():
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+    main = distributed.current().is_main
+    ckpt = distributed.main_only(lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
+    if ckpt is not None:
         teacher.load_state_dict(ckpt["model"])
         log(f"teacher: loaded from cache {path} (best epoch {ckpt['best_epoch']})")
         return teacher, ckpt
@@ -113,7 +118,8 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
         "history": res.history,
         "mmhal": __version__,
     }
-    atomic_torch_save(ckpt, path)
+    if main:
+        atomic_torch_save(ckpt, path)
     log(f"teacher: trained in {time.time() - t0:.1f}s, best epoch {res.best_epoch}, cached at {path}")
     return teacher, ckpt
 
@@ -164,12 +170,20 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     t_start = time.time()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.device)
+    dctx = distributed.current()
+    main = dctx.is_main
+    device = distributed.job_device(cfg.device, dctx)
     autocast_dtype(cfg.train.precision, device)  # a precision this device cannot run is a UserError, now
+    distributed.check_batch_size(cfg.train.batch_size, dctx.world_size)
+    if dctx.enabled:
+        if not main:  # rank 0 alone speaks
+            log, cfg.progress = (lambda s: None), False
+        cfg.out = distributed.main_only(lambda: cfg.out)  # a default, timestamped folder is rank 0's
     out = Path(cfg.out)
-    if resume and not (out / "config.yaml").is_file():
+    if resume and not distributed.main_only(lambda: (out / "config.yaml").is_file()):
         raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     data = load_dataset(cfg.data)
     teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
@@ -179,16 +193,17 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     to_train, to_report = resolve_methods(cfg.methods)
     cfg.teacher = teacher_mods
     if resume:
-        check_resumable(cfg, out)
-    else:  # state of an earlier, interrupted run in this folder must not leak into a later --resume
+        distributed.main_only(lambda: check_resumable(cfg, out))
+    elif main:  # state of an earlier, interrupted run in this folder must not leak into a later --resume
         stale = [*out.glob("checkpoints/*.pt"), *out.glob("jobs/*.pt")]
         for f in stale:
             f.unlink()
         if stale:
             log(f"note: removed {len(stale)} checkpoint(s) of an earlier run in '{out}' (--resume would have continued it)")
-    for part in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
-        part.unlink()
-    save_config(cfg, out / "config.yaml")
+    if main:
+        for part in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
+            part.unlink()
+        save_config(cfg, out / "config.yaml")
     log(
         f"data: {data.name}, {len(data.labels)} samples, {data.num_classes} classes, "
         f"modalities {', '.join(f'{m}{list(s)}' for m, s in data.shapes.items())}; "
@@ -204,7 +219,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     y_eval = splits[eval_split].labels.cpu().numpy()
 
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log)
-    atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods}, out / "models" / "teacher.pt")
+    if main:
+        atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods}, out / "models" / "teacher.pt")
     t_pred = predict(teacher, splits[eval_split]).argmax(1).numpy()
     t_acc, t_f1 = accuracy(y_eval, t_pred), macro_f1(y_eval, t_pred, data.num_classes)
 
@@ -214,13 +230,13 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     workers = resolve_workers(cfg, device, len(jobs))
     done = {}
     if resume:
-        done = {(n, s): load_job(job_files(out, n, s)[1]) for n, s in jobs if job_files(out, n, s)[1].is_file()}
-        partial = sum(job_files(out, n, s)[0].is_file() for n, s in jobs if (n, s) not in done)
+        done, partial = distributed.main_only(lambda: _finished_jobs(out, jobs))
         log(f"resume: {len(done)} of {len(jobs)} students already finished, {partial} continue from an epoch checkpoint")
         for (name, seed), r in done.items():
             _report(log, eval_split, y_eval, name, seed, r)
     todo = [j for j in jobs if j not in done]
-    log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {workers} worker process(es)")
+    where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
+    log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
     ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
     logits = {m: [torch.from_numpy(done[(m, s)]["logits"]) for s in cfg.seeds] for m in to_train}
@@ -248,13 +264,21 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "mmhal": __version__,
     }
-    atomic_write_json(out / "results.json", report)
-    atomic_write_text(out / "results.csv", results_csv(report))
-    try:  # every job finished, so no epoch checkpoint is left
-        (out / "checkpoints").rmdir()
-    except OSError:
-        pass
+    if main:
+        atomic_write_json(out / "results.json", report)
+        atomic_write_text(out / "results.csv", results_csv(report))
+        try:  # every job finished, so no epoch checkpoint is left
+            (out / "checkpoints").rmdir()
+        except OSError:
+            pass
     return report
+
+
+def _finished_jobs(out: Path, jobs) -> tuple[dict, int]:
+    """(records of the finished jobs, number of unfinished jobs with an epoch checkpoint) in run folder ``out``."""
+    done = {(n, s): load_job(job_files(out, n, s)[1]) for n, s in jobs if job_files(out, n, s)[1].is_file()}
+    partial = sum(job_files(out, n, s)[0].is_file() for n, s in jobs if (n, s) not in done)
+    return done, partial
 
 
 class JobContext:
@@ -295,16 +319,19 @@ class JobContext:
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
                   teacher_cache=cache if METHODS.get(name).needs_teacher else None,
                   checkpoint=ckpt_path, resume=self.resume)
-        atomic_torch_save(
-            {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
-             "best_epoch": res.best_epoch, "history": res.history},
-            Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
-        )
+        main = distributed.current().is_main
+        if main:
+            atomic_torch_save(
+                {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
+                 "best_epoch": res.best_epoch, "history": res.history},
+                Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
+            )
         z = predict(student, splits[self.eval_split])
         r = {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"],
              "epochs": len(res.history)}
-        atomic_torch_save({**r, "logits": z}, job_path)  # the job is finished once this file exists
-        ckpt_path.unlink(missing_ok=True)
+        if main:
+            atomic_torch_save({**r, "logits": z}, job_path)  # the job is finished once this file exists
+            ckpt_path.unlink(missing_ok=True)
         return r
 
 
@@ -318,8 +345,9 @@ def load_job(path: Path) -> dict:
 
 
 def resolve_workers(cfg, device, n_jobs: int) -> int:
-    """Parallel student trainings: on CPU, small models train faster as several 1-thread processes."""
-    if device.type != "cpu" or n_jobs < 2:
+    """Parallel student trainings: on CPU, small models train faster as several 1-thread processes.
+    Under torchrun there is one: the ranks of the job already divide the work."""
+    if device.type != "cpu" or n_jobs < 2 or distributed.current().enabled:
         return 1
     w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
     return max(1, min(w, n_jobs))

@@ -1,0 +1,126 @@
+"""Data-parallel `mmhal run` under torchrun (2 CPU processes, gloo): it completes, rank 0 alone writes, and
+its first two steps match a single-process run on the same global batches (loss and gradient)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmhal.config import load_config
+from mmhal.engine import distributed
+from mmhal.engine.loop import epoch_batches
+from mmhal.errors import UserError
+from test_cli_run import _tiny
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ARGS = ["--student", "weak", "--methods", "mmh", "--seeds", "1", "--epochs", "2", "--no-progress",
+        "model.width=4", "train.batch_size=32", "train.optimizer=sgd", "train.threads=1", "distill.dad_global=true"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(log: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    env["MMHAL_LOG_FIRST_STEP"] = str(log)
+    return env  # MMHAL_CACHE is this test's own (conftest): both runs share one teacher
+
+
+def _torchrun(data, out, log, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
+           "-m", "mmhal", "run", "--data", str(data), "--out", str(out), *ARGS, *extra]
+    return subprocess.run(cmd, env=_env(log), capture_output=True, text=True, timeout=300)
+
+
+def _steps(log: Path, job: str) -> list[dict]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r["job"] == job]
+
+
+@pytest.mark.slow
+def test_two_process_run_completes_and_its_first_steps_match_one_process(tmp_path):
+    data = _tiny(tmp_path / "tiny.npz")
+    ddp_log, one_log = tmp_path / "ddp.jsonl", tmp_path / "one.jsonl"
+    out = tmp_path / "ddp"
+    # First the two-process run: it trains the teacher with DDP and caches it (rank 0) ...
+    done = _torchrun(data, out, ddp_log)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "teacher: trained" in done.stderr
+    assert done.stderr.count("training 1 students") == 1  # rank 0 alone logs
+    assert "on 2 DDP processes" in done.stderr
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["results"]) == {"teacher", "mmh"}
+    assert (out / "models" / "mmh-seed0.pt").is_file() and (out / "jobs" / "mmh-seed0.pt").is_file()
+    # ... then one process on the same global batches with the same (cached) teacher.
+    one = subprocess.run([sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp_path / "one"),
+                          *ARGS, "workers=1"], env=_env(one_log), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "teacher: loaded from cache" in one.stderr
+
+    got, want = _steps(ddp_log, "mmh seed 0"), _steps(one_log, "mmh seed 0")
+    assert [r["step"] for r in got] == [r["step"] for r in want] == [0, 1]  # one line per step: rank 0 writes
+    assert got[0]["world_size"] == 2 and want[0]["world_size"] == 1
+    for g, w in zip(got, want):
+        assert set(g["losses"]) == {"ce", "rad", "dad"}
+        assert abs(g["loss"] - w["loss"]) < 1e-5, (g, w)
+        for k in w["losses"]:
+            assert abs(g["losses"][k] - w["losses"][k]) < 1e-5, (k, g, w)
+        # The rank-averaged gradient is the one-process gradient (DAD's gathered rows included);
+        # the second step's loss, after an SGD step, checks it again.
+        assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-5), (g, w)
+
+    # --resume of the finished run under torchrun: rank 0 reads the job records, every rank gets them.
+    again = _torchrun(data, out, tmp_path / "again.jsonl", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resume: 1 of 1 students already finished" in again.stderr
+    assert json.loads((out / "results.json").read_text())["results"] == report["results"]
+
+
+def test_global_batches_split_evenly_and_full_ones_are_the_single_process_batches():
+    one = epoch_batches(108, 32, torch.Generator().manual_seed(3))
+    two = epoch_batches(108, 32, torch.Generator().manual_seed(3), world_size=2)
+    assert [len(b) for b in one] == [32, 32, 32, 12] and [len(b) for b in two] == [32, 32, 32, 12]
+    three = epoch_batches(109, 32, torch.Generator().manual_seed(3), world_size=4)
+    assert [len(b) for b in three] == [32, 32, 32, 12]  # the short batch cut from 13 to a multiple of 4
+    for full, b in zip(one, two):
+        assert torch.equal(full, b)
+        shards = [distributed.shard(b, distributed.DistContext(r, 2, r)) for r in range(2)]
+        assert torch.equal(torch.cat(shards), b) and all(len(s) == len(b) // 2 for s in shards)
+    assert len(epoch_batches(33, 32, torch.Generator().manual_seed(0), world_size=4)) == 1  # 1 left: dropped
+
+
+def test_evaluation_shards_cover_every_sample_once():
+    for n in (0, 1, 7, 36):
+        ranges = [distributed.eval_range(n, distributed.DistContext(r, 3, r)) for r in range(3)]
+        assert [i for a, b in ranges for i in range(a, b)] == list(range(n))
+
+
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_a_user_error():
+    distributed.check_batch_size(32, 1)
+    distributed.check_batch_size(32, 4)
+    with pytest.raises(UserError, match="must be divisible by the 3 processes"):
+        distributed.check_batch_size(32, 3)
+
+
+def test_without_torchrun_there_is_no_process_group(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    with distributed.session("cpu") as job:
+        assert not job.enabled and job.is_main and not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("value, want", [("auto", "auto"), ("true", "true"), ("False", "false"), ("maybe", None)])
+def test_dad_global_accepts_auto_true_false(value, want):
+    if want is None:
+        with pytest.raises(UserError, match="distill.dad_global must be auto, true or false"):
+            load_config(None, [f"distill.dad_global={value}"])
+    else:
+        assert load_config(None, [f"distill.dad_global={value}"]).distill.dad_global == want
