@@ -98,8 +98,10 @@ def cmd_run(args) -> int:
     validate(cfg)
     if (Path(cfg.out) / "results.json").exists() and not (args.overwrite or args.resume):
         raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
+    from tqdm.auto import tqdm
+
     with distributed.session(cfg.device) as job:  # a torchrun job's process group; nothing otherwise
-        report = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
+        report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume)
         if job.is_main:
             print(format_table(report))
             print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")

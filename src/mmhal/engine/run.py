@@ -18,7 +18,7 @@ import multiprocessing.connection
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -307,7 +307,7 @@ class JobContext:
             self._ready = (splits, teacher, cache)
         return self._ready
 
-    def train_student(self, name: str, seed: int, device, progress: bool) -> dict:
+    def train_student(self, name: str, seed: int, device, progress: bool, on_epoch=None) -> dict:
         """Train one student (method ``name``, ``seed``), from its epoch checkpoint when resuming; save the
         model and the finished-job record; return its eval logits."""
         cfg = self.cfg
@@ -318,7 +318,7 @@ class JobContext:
         ckpt_path, job_path = job_files(Path(cfg.out), name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
                   teacher_cache=cache if METHODS.get(name).needs_teacher else None,
-                  checkpoint=ckpt_path, resume=self.resume)
+                  checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch)
         main = distributed.current().is_main
         if main:
             atomic_torch_save(
@@ -370,16 +370,24 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _worker_init(ctx: JobContext, threads: int) -> None:
-    global _WORKER_CTX
+_WORKER_QUEUE = None
+
+
+def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
+    global _WORKER_CTX, _WORKER_QUEUE
     _exit_with_parent()
     torch.set_num_threads(threads)
-    _WORKER_CTX = ctx
+    _WORKER_CTX, _WORKER_QUEUE = ctx, queue
 
 
 def _worker_job(name: str, seed: int) -> dict:
     assert _WORKER_CTX is not None
-    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False)
+    on_epoch = None
+    if _WORKER_QUEUE is not None:
+        def on_epoch(epoch: int, rec: dict) -> None:  # progress for the parent's bar
+            loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
+            _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"]))
+    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch)
 
 
 def _report(log, eval_split, y_eval, name, seed, r) -> None:
@@ -402,16 +410,37 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
         return done
     threads = max(1, (os.cpu_count() or 1) // workers)
     mp = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads)) as pool:
+    queue = mp.Queue() if ctx.cfg.progress else None
+    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue)) as pool:
         futures = {pool.submit(_worker_job, name, seed): (name, seed) for name, seed in jobs}
-        bar = tqdm(total=len(jobs), desc="students", unit="run", disable=not ctx.cfg.progress, dynamic_ncols=True)
-        for fut in as_completed(futures):
-            name, seed = futures[fut]
-            done[(name, seed)] = r = fut.result()
-            bar.update(1)
-            report(name, seed, r)
+        # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
+        bar = tqdm(total=len(jobs) * ctx.cfg.train.epochs, desc=f"students ({workers} workers)", unit="ep",
+                   disable=not ctx.cfg.progress, dynamic_ncols=True)
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(queue, bar)
+            for fut in finished:
+                name, seed = futures[fut]
+                done[(name, seed)] = r = fut.result()
+                report(name, seed, r)
+        _drain(queue, bar)
+        bar.n = bar.total
         bar.close()
     return done
+
+
+def _drain(queue, bar) -> None:
+    """Move the workers' per-epoch reports onto the parent's progress bar."""
+    if queue is None:
+        return
+    while True:
+        try:
+            name, seed, epoch, loss, val_acc = queue.get_nowait()
+        except Exception:  # queue.Empty
+            return
+        bar.update(1)
+        bar.set_postfix_str(f"{name} seed {seed} ep {epoch}: loss {loss:.3f} val_acc {val_acc:.3f}")
 
 
 def _entry(mods, accs, f1s) -> dict:
