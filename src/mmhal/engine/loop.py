@@ -97,6 +97,13 @@ def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
 
 
+def eval_batches(split: Split, modalities, start: int, stop: int, batch_size: int):
+    """The inputs of samples ``start..stop-1`` of a split, in order, ``batch_size`` at a time."""
+    for i in range(start, stop, batch_size):
+        idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)
+        yield split.batch(idx, modalities)[0]
+
+
 @torch.no_grad()
 def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
     """Logits (N, K) of ``model`` (a MultimodalNet) on a split, in eval mode, on the CPU.
@@ -110,9 +117,7 @@ def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
     mods = model.modalities
     ctx = distributed.current()
     start, stop = distributed.eval_range(len(split), ctx) if ctx.enabled else (0, len(split))
-    for i in range(start, stop, batch_size):
-        idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)
-        inputs, _ = split.batch(idx, mods)
+    for inputs in eval_batches(split, mods, start, stop, batch_size):
         out.append(model(inputs).logits.float())
     model.train(was)
     if not ctx.enabled:
@@ -125,11 +130,7 @@ def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
 def teacher_outputs(teacher, split: Split, batch_size: int = 1024) -> NetOutput:
     """The frozen teacher's outputs (logits, trunk features) for every sample of a split, in order."""
     teacher.eval()
-    outs = []
-    for i in range(0, len(split), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(split)), device=split.labels.device)
-        inputs, _ = split.batch(idx, teacher.modalities)
-        outs.append(teacher(inputs))
+    outs = [teacher(inputs) for inputs in eval_batches(split, teacher.modalities, 0, len(split), batch_size)]
     return NetOutput(
         torch.cat([o.logits for o in outs]),
         [torch.cat([o.features[d] for o in outs]) for d in range(len(outs[0].features))],

@@ -131,10 +131,9 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 
 
 def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """A UserError unless ``out`` holds a run started with this same configuration (``out``, ``progress`` aside)."""
+    """A UserError unless the run in ``out`` was started with this same configuration (``out``, ``progress``
+    aside). ``run`` has already checked, before loading any data, that ``out/config.yaml`` exists."""
     saved_path = out / "config.yaml"
-    if not saved_path.is_file():
-        raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
     try:
         saved = yaml.safe_load(saved_path.read_text()) or {}
     except yaml.YAMLError:
@@ -238,6 +237,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
     ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume)
+    if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
+        ctx.prime(splits, teacher)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
     logits = {m: [torch.from_numpy(done[(m, s)]["logits"]) for s in cfg.seeds] for m in to_train}
 
@@ -290,17 +291,25 @@ class JobContext:
         self.all_mods, self.eval_split = all_mods, eval_split
         self.resume = resume
         self._ready = None
+        self._given = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_ready"] = None  # tensors are rebuilt in the worker
+        state["_ready"] = state["_given"] = None  # tensors are rebuilt in the worker
         return state
+
+    def prime(self, splits: dict, teacher) -> None:
+        """Use splits and a teacher this process already holds (same data, same state) in ``ready``."""
+        self._given = (splits, teacher)
 
     def ready(self, device):
         if self._ready is None:
-            splits = {s: make_split(self.data, s, self.all_mods, device) for s in ("train", "val", self.eval_split)}
-            teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
-            teacher.load_state_dict(self.teacher_state)
+            if self._given is not None:
+                splits, teacher = self._given
+            else:
+                splits = {s: make_split(self.data, s, self.all_mods, device) for s in ("train", "val", self.eval_split)}
+                teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
+                teacher.load_state_dict(self.teacher_state)
             cache = None
             if self.cfg.train.cache_teacher and output_nbytes(teacher, splits["train"]) <= CACHE_LIMIT_BYTES:
                 cache = teacher_outputs(teacher, splits["train"])
@@ -314,10 +323,11 @@ class JobContext:
         splits, teacher, cache = self.ready(device)
         seed_everything(seed)  # same student initialisation for every method of this seed
         student = _build(cfg, self.data, self.student_mods, self.stats).to(device)
-        method = METHODS.get(name)(student, teacher, cfg.distill).to(device)
+        method_cls = METHODS.get(name)
+        method = method_cls(student, teacher, cfg.distill).to(device)
         ckpt_path, job_path = job_files(Path(cfg.out), name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
-                  teacher_cache=cache if METHODS.get(name).needs_teacher else None,
+                  teacher_cache=cache if method_cls.needs_teacher else None,
                   checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch)
         main = distributed.current().is_main
         if main:
