@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .data.base import DATASETS, load_dataset  # noqa: F401
+    from .data.base import DATASETS
     from .data import hapt, npz  # noqa: F401
     from .distill import ENSEMBLES, METHODS
 
