@@ -108,3 +108,45 @@ def test_user_mistakes_get_one_sentence_and_exit_code_2(tmp_path, capsys, args, 
     assert words in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_teacher_file_of_an_earlier_run_is_distilled_instead_of_the_cache(tmp_path, capsys):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--methods", "kd", "--seeds", "1", "--epochs", "1",
+            "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "results.json").read_text())["results"]
+    teacher = tmp_path / "a" / "models" / "teacher.pt"
+    rc = main(base + [f"teacher_path={teacher}", f"cache_dir={tmp_path / 'empty-cache'}", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"teacher: loaded from {teacher}" in err and "teacher: trained" not in err.split("teacher: loaded")[1]
+    assert not (tmp_path / "empty-cache" / "teachers").exists()  # nothing trained, nothing cached
+    second = json.loads((tmp_path / "b" / "results.json").read_text())["results"]
+    assert second == first  # same teacher, same student seed: the same run
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["teacher_path=/nonexistent/teacher.pt"], "teacher_path '/nonexistent/teacher.pt' does not exist"),
+        (["--teacher", "strong"], "is a teacher of strong+weak, this run's teacher sees strong"),
+        (["model.width=6"], "holds a network of another shape than this run's teacher"),
+    ],
+)
+def test_a_wrong_teacher_file_is_one_sentence_and_exit_code_2(tmp_path, capsys, extra, words):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--methods", "unimodal", "--seeds", "1", "--epochs", "1",
+            "--no-progress", "train.batch_size=32", "workers=1"]
+    assert main(base + ["model.width=4", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    overrides = [e for e in extra if "=" in e and not e.startswith("--")]
+    flags = [e for e in extra if e not in overrides]
+    if not any(e.startswith("teacher_path=") for e in overrides):
+        overrides.append(f"teacher_path={tmp_path / 'a' / 'models' / 'teacher.pt'}")
+    if not any(e.startswith("model.width=") for e in overrides):
+        overrides.append("model.width=4")
+    rc = main(base + overrides + flags + ["--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("mmhal: error: ") and words in err.strip().splitlines()[-1]

@@ -12,7 +12,7 @@ import torch
 
 from mmhal.config import load_config
 from mmhal.engine import distributed
-from mmhal.engine.loop import epoch_batches
+from mmhal.engine.loader import EpochBatches
 from mmhal.errors import UserError
 from test_cli_run import _tiny
 
@@ -59,11 +59,13 @@ def test_two_process_run_completes_and_its_first_steps_match_one_process(tmp_pat
     report = json.loads((out / "results.json").read_text())
     assert set(report["results"]) == {"teacher", "mmh"}
     assert (out / "models" / "mmh-seed0.pt").is_file() and (out / "jobs" / "mmh-seed0.pt").is_file()
-    # ... then one process on the same global batches with the same (cached) teacher.
+    # ... then one process on the same global batches with the same teacher.
+    # (The cache key holds the world size, so the two-process teacher is named by its file.)
     one = subprocess.run([sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp_path / "one"),
-                          *ARGS, "workers=1"], env=_env(one_log), capture_output=True, text=True, timeout=300)
+                          *ARGS, "workers=1", f"teacher_path={out / 'models' / 'teacher.pt'}"],
+                         env=_env(one_log), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
-    assert "teacher: loaded from cache" in one.stderr
+    assert "teacher: loaded from " + str(out / "models" / "teacher.pt") in one.stderr
 
     got, want = _steps(ddp_log, "mmh seed 0"), _steps(one_log, "mmh seed 0")
     assert [r["step"] for r in got] == [r["step"] for r in want] == [0, 1]  # one line per step: rank 0 writes
@@ -84,17 +86,28 @@ def test_two_process_run_completes_and_its_first_steps_match_one_process(tmp_pat
     assert json.loads((out / "results.json").read_text())["results"] == report["results"]
 
 
-def test_global_batches_split_evenly_and_full_ones_are_the_single_process_batches():
-    one = epoch_batches(108, 32, torch.Generator().manual_seed(3))
-    two = epoch_batches(108, 32, torch.Generator().manual_seed(3), world_size=2)
-    assert [len(b) for b in one] == [32, 32, 32, 12] and [len(b) for b in two] == [32, 32, 32, 12]
-    three = epoch_batches(109, 32, torch.Generator().manual_seed(3), world_size=4)
-    assert [len(b) for b in three] == [32, 32, 32, 12]  # the short batch cut from 13 to a multiple of 4
-    for full, b in zip(one, two):
-        assert torch.equal(full, b)
-        shards = [distributed.shard(b, distributed.DistContext(r, 2, r)) for r in range(2)]
-        assert torch.equal(torch.cat(shards), b) and all(len(s) == len(b) // 2 for s in shards)
-    assert len(epoch_batches(33, 32, torch.Generator().manual_seed(0), world_size=4)) == 1  # 1 left: dropped
+def _steps_of(n, batch, world, seed=3, epoch=0):
+    """Per step, the sorted union of the W ranks' batches."""
+    ranks = [EpochBatches(n, batch, seed, r, world) for r in range(world)]
+    for s in ranks:
+        s.set_epoch(epoch)
+    per_rank = [list(s) for s in ranks]
+    assert len({len(b) for b in per_rank}) == 1 and all(len(b) == len(s) for b, s in zip(per_rank, ranks))
+    return [sorted(i for b in step for i in b) for step in zip(*per_rank)], per_rank
+
+
+def test_the_ranks_batches_of_a_step_together_are_the_single_process_batch():
+    one, _ = _steps_of(108, 32, 1)
+    for world in (2, 4):
+        steps, per_rank = _steps_of(108, 32, world)
+        assert steps == one  # same samples in every global batch: [32, 32, 32, 12]
+        assert all(len({len(b[k]) for b in per_rank}) == 1 for k in range(len(steps)))  # equal shares
+    assert [len(b) for b in one] == [32, 32, 32, 12]
+    steps, _ = _steps_of(109, 32, 4)  # 109 = 4 * 27 + 1: the one sample left over is not trained on
+    assert [len(b) for b in steps] == [32, 32, 32, 12]
+    assert len(set(i for b in steps for i in b)) == 108
+    assert _steps_of(33, 32, 1)[0] == [_steps_of(33, 32, 1)[0][0]] and len(_steps_of(33, 32, 1)[0][0]) == 32  # 1 left: dropped
+    assert [len(b) for b in _steps_of(34, 32, 2)[0]] == [32, 2]  # a last global batch of 2 (1 per rank) is kept
 
 
 def test_evaluation_shards_cover_every_sample_once():

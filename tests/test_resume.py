@@ -149,3 +149,50 @@ def test_a_compile_failure_stops_the_run_with_one_sentence_and_exit_code_2(tmp_p
     last = err.strip().splitlines()[-1]
     assert last.startswith("mmhal: error: torch.compile could not compile the model (TorchDynamoException: the C++ compiler failed)")
     assert "Traceback" not in err
+
+
+def test_a_killed_teacher_training_continues_from_its_epoch_checkpoint(tmp_path, capsys, monkeypatch):
+    import mmhal.engine.run as run_mod
+
+    real_fit = run_mod.fit
+    base = ["--methods", "unimodal", "--seeds", "1", "--epochs", "3", "model.width=4", "train.batch_size=32", "workers=1"]
+
+    def killed_after_first_epoch(*a, **kw):
+        def kill(epoch, rec):
+            if epoch == 0:
+                raise KeyboardInterrupt  # as Ctrl-C, after the epoch checkpoint was written
+        return real_fit(*a, **{**kw, "on_epoch": kill}) if kw.get("desc") == "teacher" else real_fit(*a, **kw)
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(run_mod, "fit", killed_after_first_epoch)
+    rc, err = _cli(tmp_path, capsys, *base, f"cache_dir={cache}", "--out", str(tmp_path / "a"))
+    assert rc == 130, err
+    partial = list((cache / "teachers").glob("*.train.pt"))
+    assert len(partial) == 1 and not [p for p in (cache / "teachers").glob("*.pt") if p not in partial]
+    monkeypatch.setattr(run_mod, "fit", real_fit)
+
+    rc, err = _cli(tmp_path, capsys, *base, f"cache_dir={cache}", "--out", str(tmp_path / "b"))
+    assert rc == 0, err
+    assert "teacher: continuing an interrupted training from" in err
+    assert not partial[0].exists()  # the cache entry replaces it
+    rc, err = _cli(tmp_path, capsys, *base, f"cache_dir={tmp_path / 'fresh'}", "--out", str(tmp_path / "ref"))
+    assert rc == 0, err
+    got = torch.load(tmp_path / "b" / "models" / "teacher.pt", weights_only=True)["model"]
+    want = torch.load(tmp_path / "ref" / "models" / "teacher.pt", weights_only=True)["model"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_resuming_with_another_number_of_processes_is_one_sentence_and_exit_code_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--methods", "unimodal", "--seeds", "1", "--epochs", "1", "--out", str(out), "model.width=4",
+            "train.batch_size=32", "workers=1"]
+    rc, err = _cli(tmp_path, capsys, *base)
+    assert rc == 0, err
+    job = out / "jobs" / "unimodal-seed0.pt"
+    record = torch.load(job, weights_only=True)
+    assert record["world_size"] == 1
+    torch.save({**record, "world_size": 2}, job)  # as if it had been trained under torchrun --nproc-per-node=2
+    rc, err = _cli(tmp_path, capsys, *base, "--resume")
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(
+        "was trained by 2 process(es), this run has 1; resume it with the same number of processes")

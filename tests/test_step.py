@@ -10,7 +10,7 @@ from mmhal.config import DistillConfig, TrainConfig
 from mmhal.distill import METHODS, full_precision
 from mmhal.distill.dad import similarity
 from mmhal.engine.checkpoint import load_checkpoint
-from mmhal.engine.loop import Split, epoch_batches, fit, make_optimizer, warmup_cosine
+from mmhal.engine.loop import Split, fit, make_optimizer, warmup_cosine
 from mmhal.engine.step import TrainStep, autocast_dtype, compiled_forward
 from mmhal.errors import UserError
 from mmhal.models import MultimodalNet
@@ -60,13 +60,14 @@ def test_fp32_fit_is_bit_identical_to_a_plain_training_loop():
     # The loop as it was before precision/compile/checkpoint options existed.
     method = _method(spec)
     opt = make_optimizer([p for p in method.parameters() if p.requires_grad], tcfg)
-    spe = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0)))
+    spe = -(-len(train) // tcfg.batch_size)  # 64 samples, batch 16: no short last batch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(spe * tcfg.epochs, int(round(tcfg.warmup_epochs * spe))))
-    gen = torch.Generator().manual_seed(0)
     for epoch in range(tcfg.epochs):
         method.train()
         sums, n = {}, 0
-        for idx in epoch_batches(len(train), tcfg.batch_size, gen):
+        # The documented data order: epoch e is randperm(n) from a generator seeded seed + e (seed 0 here).
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0 + epoch))
+        for idx in perm.split(tcfg.batch_size):
             inputs, target = train.batch(idx, method.modalities)
             _, losses = method(inputs, target)
             loss = sum(losses.values())
@@ -209,3 +210,14 @@ def test_fit_without_resume_ignores_an_existing_checkpoint(tmp_path):
     a = fit(_method(spec, "unimodal"), train, val, _tcfg(), seed=0, progress=False, checkpoint=ckpt)
     b = fit(_method(spec, "unimodal"), train, val, _tcfg(), seed=0, progress=False, checkpoint=ckpt)
     assert a.history == b.history and len(b.history) == 2
+
+
+def test_an_epoch_checkpoint_of_another_number_of_processes_is_refused(tmp_path):
+    spec, train, val = _data()
+    ckpt = tmp_path / "job.pt"
+    _fit(spec, train, val, _tcfg(epochs=1), checkpoint=ckpt)
+    saved = load_checkpoint(ckpt)
+    assert saved["world_size"] == 1
+    torch.save({**saved, "world_size": 4, "epochs": 2}, ckpt)
+    with pytest.raises(UserError, match="written by a run of 4 process"):
+        _fit(spec, train, val, _tcfg(epochs=2), checkpoint=ckpt, resume=True)

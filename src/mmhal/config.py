@@ -59,6 +59,11 @@ class TrainConfig:
     precision: str = "32"
     channels_last: bool = False  # image inputs and 2-D convolutions in NHWC layout (GPU tensor cores)
     compile: bool = False  # torch.compile the network's forward; a compile failure is an error, not a fallback
+    # How batches reach the device (docs/scaling.md): "memory" = every split held as tensors on the device
+    # (fastest while the data fit) | "workers" = splits in host memory, a DataLoader with loader_workers
+    # persistent processes gathers each batch (pinned memory on CUDA). The batches, and so results, are the same.
+    loader: str = "memory"
+    loader_workers: int = 4
 
 
 @dataclass
@@ -89,6 +94,9 @@ class RunConfig:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     teacher_seed: int = 0
+    # A trained teacher to distil instead of the cached one: the models/teacher.pt of an earlier run
+    # (same data and modalities, same model settings). Empty: the cache (trained there when missing).
+    teacher_path: str = ""
     out: str = ""  # run folder; empty = runs/<dataset>-<student>-<date-time>
     cache_dir: str = field(default_factory=default_cache_dir)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
@@ -191,6 +199,10 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.optimizer must be 'adamw' or 'sgd', got '{cfg.train.optimizer}'")
     if str(cfg.train.precision) not in ("32", "bf16", "16"):
         raise UserError(f"train.precision must be 32, bf16 or 16, got '{cfg.train.precision}'")
+    if cfg.train.loader not in ("memory", "workers"):
+        raise UserError(f"train.loader must be 'memory' or 'workers', got '{cfg.train.loader}'")
+    if cfg.train.loader_workers < 0:
+        raise UserError("train.loader_workers must be 0 or more (0: the DataLoader gathers batches in the training process)")
     if cfg.train.select_on not in ("val_loss", "val_acc"):
         raise UserError(f"train.select_on must be 'val_loss' or 'val_acc', got '{cfg.train.select_on}'")
     if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence"):

@@ -5,8 +5,10 @@ every epoch, so it loads with ``torch.load(..., weights_only=True)`` and is neve
 
     {"version", "epoch" (epochs done), "epochs" (planned), "seed",
      "method" (state dict: student and the method's trainable extras), "optimizer", "scheduler",
-     "scaler" (fp16 only, else None), "rng" (python, numpy, torch, cuda and data-order generator states),
-     "best": {"epoch", "key", "state"}, "history"}
+     "scaler" (fp16 only, else None), "rng" (python, numpy, torch and cuda states),
+     "best": {"epoch", "key", "state"}, "history", "world_size"}
+
+The data order needs no state: it is a function of the seed and the epoch (``engine.loader``).
 
 Random-number states are stored as tensors and plain numbers (never pickled objects) for the same reason.
 """
@@ -22,11 +24,11 @@ import torch
 from ..errors import UserError
 from ..utils import atomic_torch_save
 
-VERSION = 1
+VERSION = 2  # 2: the data order follows (seed, epoch); no generator state; world_size
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    """Python, NumPy, torch (CPU and CUDA) global RNG states and ``generator``'s, as tensors and numbers."""
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU and CUDA) global RNG states, as tensors and numbers."""
     py_version, py_state, py_gauss = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -34,7 +36,6 @@ def rng_state(generator: torch.Generator) -> dict:
         "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
                   "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_cached)},
         "torch": torch.get_rng_state(),
-        "data_order": generator.get_state(),
         "cuda": None,
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -42,14 +43,13 @@ def rng_state(generator: torch.Generator) -> dict:
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
+def set_rng_state(state: dict) -> None:
     """Restore what ``rng_state`` captured."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["data_order"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 

@@ -8,8 +8,9 @@
 process group (NCCL for CUDA, Gloo for CPU). Without them, or with ``WORLD_SIZE=1``, nothing starts and
 ``mmhal run`` is the single-process program it always was. Semantics (docs/scaling.md):
 
-* ``train.batch_size`` is the *global* batch: each epoch's seeded permutation (the same on every rank)
-  is cut into global batches, and rank r trains on the r-th contiguous ``batch_size / W`` rows of each.
+* ``train.batch_size`` is the *global* batch: ``engine.loader.EpochBatches`` (``DistributedSampler``
+  with ``set_epoch``) gives rank r every W-th sample of the epoch's seeded permutation, in batches of
+  ``batch_size / W``, so the ranks' batches of a step together are the single-process batch.
 * The trainable method module (student and extras) is wrapped in ``DistributedDataParallel``; the
   frozen teacher is not. BatchNorm layers of the method normalise with the statistics of the global
   batch: ``torch.nn.SyncBatchNorm`` on CUDA, ``GlobalBatchNorm`` (below) on the CPU, where
@@ -111,15 +112,6 @@ def check_batch_size(batch_size: int, world_size: int) -> None:
     if world_size > 1 and batch_size % world_size:
         raise UserError(f"train.batch_size {batch_size} is the global batch and must be divisible by the "
                         f"{world_size} processes (use a multiple of {world_size})")
-
-
-def shard(idx: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """This rank's contiguous share of a global batch (whose length is a multiple of the world size)."""
-    if not ctx.enabled:
-        return idx
-    n = len(idx) // ctx.world_size
-    assert n * ctx.world_size == len(idx), "a global batch must split evenly over the ranks"
-    return idx[ctx.rank * n : (ctx.rank + 1) * n]
 
 
 def eval_range(n: int, ctx: DistContext) -> tuple[int, int]:

@@ -1,12 +1,12 @@
 """Training and evaluation loops over in-memory splits.
 
-A split is a :class:`Split` of tensors already on the compute device; a batch is an index slice, so a
-step does no Python work per sample. The data order of each epoch comes from a ``torch.Generator``
-seeded by the run's seed, so every method sees the same batches in the same order.
-
-Under ``torchrun`` (``engine.distributed``) every rank draws the same permutation from the same
-generator, so the sequence of global batches is the single-process one; each rank trains on its
-contiguous share of every global batch, and predictions are made on disjoint shards and gathered.
+A split is a :class:`Split` of tensors, held on the compute device (``train.loader=memory``, a batch is
+then an index slice and a step does no Python work per sample) or in host memory (``workers``: a
+DataLoader gathers and copies each batch). Which samples form each batch, on every rank, is decided by
+``engine.loader.EpochBatches`` (``DistributedSampler`` seeded with the job's seed, ``set_epoch`` every
+epoch), so every method sees the same batches in the same order, and under ``torchrun`` the W ranks'
+shards of a step together are the single-process batch. Predictions are made on disjoint contiguous
+shards and gathered.
 
 Debugging aid: with the environment variable ``MMHAL_LOG_FIRST_STEP=FILE``, ``fit`` appends one JSON
 line per step for the first two steps of every training (rank 0 only): the losses averaged over the
@@ -29,54 +29,49 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import collective
+from ..errors import UserError
 from ..metrics import accuracy
 from ..models.network import NetOutput
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .loader import EpochBatches, TrainBatches
 from .step import TrainStep, compiled_forward, to_channels_last
 
 
 @dataclass
 class Split:
+    """The inputs (``{modality: tensor}``) and labels of one split. ``device`` is where batches are used
+    (the compute device); the tensors themselves live there too, or in host memory (``train.loader=workers``)."""
+
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    device: Optional[torch.device] = None  # None: where the tensors are
+
+    def __post_init__(self) -> None:
+        if self.device is None:
+            self.device = self.labels.device
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def batch(self, idx: torch.Tensor, modalities) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return {m: self.inputs[m][idx] for m in modalities}, self.labels[idx]
+        """Rows ``idx`` (on the tensors' device) of the given modalities and the labels, on ``device``."""
+        return {m: self.inputs[m][idx].to(self.device) for m in modalities}, self.labels[idx].to(self.device)
 
 
-def make_split(data, split: str, modalities, device) -> Split:
-    """Tensors of one split of a MultimodalData, moved to ``device``."""
+def make_split(data, split: str, modalities, device, loader: str = "memory") -> Split:
+    """Tensors of one split of a MultimodalData, on ``device`` (``loader`` memory) or in host memory
+    (``workers``); a UserError when ``memory`` does not fit on the device."""
     idx = data.indices(split)
-    return Split(
-        {m: torch.from_numpy(np.ascontiguousarray(data.modalities[m][idx])).to(device) for m in modalities},
-        torch.from_numpy(data.labels[idx]).long().to(device),
-    )
-
-
-def epoch_batches(n: int, batch_size: int, generator: torch.Generator, world_size: int = 1) -> list[torch.Tensor]:
-    """A seeded permutation cut into (global) batches; a last batch of one sample is dropped (BatchNorm, DAD).
-
-    With ``world_size`` W > 1 (``batch_size`` a multiple of W) the last, short batch is cut to a multiple
-    of W, so that it splits evenly over the ranks (fewer than W samples an epoch are left out), and
-    dropped when that leaves fewer than max(2, W). Full batches are the single-process ones.
-    """
-    perm = torch.randperm(n, generator=generator)
-    out = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
-    if world_size > 1:
-        last = out[-1]
-        keep = len(last) - len(last) % world_size
-        if keep < max(2, world_size) and len(out) > 1:
-            out.pop()
-        else:
-            out[-1] = last[:keep]
-        return out
-    if len(out) > 1 and len(out[-1]) < 2:
-        out.pop()
-    return out
+    store = torch.device(device) if loader == "memory" else torch.device("cpu")
+    arrays = {m: np.ascontiguousarray(data.modalities[m][idx]) for m in modalities}
+    try:
+        inputs = {m: torch.from_numpy(a).to(store) for m, a in arrays.items()}
+    except torch.OutOfMemoryError:
+        gib = sum(a.nbytes for a in arrays.values()) / 1024**3
+        raise UserError(f"the {split} split ({gib:.1f} GiB) does not fit in the memory of {store}; "
+                        "use train.loader=workers to keep the data in host memory") from None
+    return Split(inputs, torch.from_numpy(data.labels[idx]).long().to(store), torch.device(device))
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -100,7 +95,7 @@ def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
 def eval_batches(split: Split, modalities, start: int, stop: int, batch_size: int):
     """The inputs of samples ``start..stop-1`` of a split, in order, ``batch_size`` at a time."""
     for i in range(start, stop, batch_size):
-        idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)
+        idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)  # where the tensors are
         yield split.batch(idx, modalities)[0]
 
 
@@ -122,7 +117,7 @@ def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
     model.train(was)
     if not ctx.enabled:
         return torch.cat(out).cpu()
-    local = torch.cat(out) if out else torch.zeros((0, model.head.out_features), device=split.labels.device)
+    local = torch.cat(out) if out else torch.zeros((0, model.head.out_features), device=split.device)
     return collective.all_gather_shards(local).cpu()
 
 
@@ -195,7 +190,7 @@ def fit(
     training state is written there atomically after every epoch; with ``resume`` as well, training
     continues from that file when it exists, and ends as the uninterrupted run would have.
     """
-    device = train.labels.device
+    device = train.device
     channels_last = bool(getattr(tcfg, "channels_last", False))
     student = method.student
     mods = method.modalities
@@ -208,9 +203,10 @@ def fit(
     model = distributed.wrap(method, device)  # the method itself, or DDP around it under torchrun
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, tcfg)
-    gen = torch.Generator().manual_seed(seed)
-    world = ctx.world_size
-    steps_per_epoch = len(epoch_batches(len(train), tcfg.batch_size, torch.Generator().manual_seed(0), world))
+    sampler = EpochBatches(len(train), tcfg.batch_size, seed, ctx.rank, ctx.world_size)
+    batches = TrainBatches(train, mods, sampler, str(getattr(tcfg, "loader", "memory")),
+                           int(getattr(tcfg, "loader_workers", 0)))
+    steps_per_epoch = len(sampler)
     total = steps_per_epoch * tcfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
     step = TrainStep(model, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
@@ -222,12 +218,15 @@ def fit(
     n_logged = 0
     if ckpt is not None:
         assert ckpt["epochs"] == tcfg.epochs and ckpt["seed"] == seed, f"checkpoint {checkpoint} is for another job"
+        if ckpt.get("world_size", 1) != ctx.world_size:
+            raise UserError(f"checkpoint '{checkpoint}' was written by a run of {ckpt.get('world_size', 1)} process(es), "
+                            f"this one has {ctx.world_size}; resume it with the same number of processes")
         method.load_state_dict(ckpt["method"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         if step.scaler is not None and ckpt["scaler"] is not None:
             step.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"], gen)
+        set_rng_state(ckpt["rng"])
         start, history = ckpt["epoch"], list(ckpt["history"])
         best_key = tuple(ckpt["best"]["key"])
         best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()})
@@ -238,9 +237,8 @@ def fit(
             method.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0
-            for idx in epoch_batches(len(train), tcfg.batch_size, gen, world):
-                idx = distributed.shard(idx, ctx).to(device)
-                inputs, target = train.batch(idx, mods)
+            batches.set_epoch(epoch)
+            for inputs, target, idx in batches:
                 t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
                 losses = step(inputs, target, t_out)
                 for k, v in losses.items():
@@ -264,12 +262,14 @@ def fit(
                 save_checkpoint(
                     checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                    scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(gen),
+                    scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(),
+                    world_size=ctx.world_size,
                     best={"epoch": best[0], "key": list(best_key), "state": best[1]}, history=history,
                 )
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
             if on_epoch is not None:
                 on_epoch(epoch, rec)
     bar.close()
+    batches.close()
     student.load_state_dict(best[1])
     return FitResult(best[1], best[0], history)

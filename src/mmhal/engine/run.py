@@ -77,29 +77,44 @@ def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.
     return net
 
 
-def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods) -> str:
+def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods, world_size: int = 1) -> str:
+    """The teacher's cache name: a hash of what determines it (data, modalities, model, training, seed,
+    and the number of processes, which changes the last batch of an epoch and the order of reductions)."""
     train = asdict(cfg.train)
-    train.pop("threads", None)
-    # Step settings at their defaults stay out of the key, so teachers cached before they existed still match.
+    for name in ("threads", "loader", "loader_workers"):  # how fast, not what: the same batches either way
+        train.pop(name, None)
+    # Step settings at their defaults stay out of the key (a key names only what differs from the defaults).
     for name, default in (("precision", "32"), ("channels_last", False), ("compile", False)):
         if train.get(name) == default:
             train.pop(name)
     return stable_hash(
         {
-            "v": "teacher-1",
+            "v": "teacher-2",  # 2: data order from DistributedSampler (seed + epoch)
             "data": data.fingerprint(),
             "modalities": list(teacher_mods),
             "model": asdict(cfg.model),
             "train": train,
             "seed": cfg.teacher_seed,
+            **({"world_size": world_size} if world_size > 1 else {}),
         }
     )
 
 
 def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[torch.nn.Module, dict]:
-    """Load the cached teacher for this data and configuration, or train and cache it."""
-    key = teacher_key(cfg, data, teacher_mods)
+    """Load the cached teacher for this data and configuration, or train and cache it.
+
+    While it trains, an epoch checkpoint ``<key>.train.pt`` sits beside the cache entry; a teacher training
+    that was killed continues from it at the next start (same key, so same configuration), and ends as the
+    uninterrupted training would have."""
+    if cfg.teacher_path:
+        teacher = _build(cfg, data, teacher_mods, stats).to(device)
+        ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods))
+        teacher.load_state_dict(ckpt["model"])
+        log(f"teacher: loaded from {cfg.teacher_path}")
+        return teacher, ckpt
+    key = teacher_key(cfg, data, teacher_mods, distributed.current().world_size)
     path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
+    partial = path.with_name(f"{key}.train.pt")
     seed_everything(cfg.teacher_seed)
     teacher = _build(cfg, data, teacher_mods, stats).to(device)
     main = distributed.current().is_main
@@ -110,7 +125,10 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
         return teacher, ckpt
     method = METHODS.get("unimodal")(teacher, None, cfg.distill).to(device)
     t0 = time.time()
-    res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher", progress=cfg.progress)
+    if distributed.main_only(partial.is_file):
+        log(f"teacher: continuing an interrupted training from {partial}")
+    res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher", progress=cfg.progress,
+              checkpoint=partial, resume=True)
     ckpt = {
         "model": res.best_state,
         "modalities": list(teacher_mods),
@@ -120,8 +138,32 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     }
     if main:
         atomic_torch_save(ckpt, path)
+        partial.unlink(missing_ok=True)
     log(f"teacher: trained in {time.time() - t0:.1f}s, best epoch {res.best_epoch}, cached at {path}")
     return teacher, ckpt
+
+
+def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods) -> dict:
+    """A teacher file (``{"model", "modalities"}``, as ``models/teacher.pt``) checked against ``teacher``,
+    the network this run builds: a UserError when it is missing, unreadable, or of another shape."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"teacher_path '{path}' does not exist")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"teacher_path '{path}' cannot be read as a teacher file ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "modalities" not in ckpt:
+        raise UserError(f"teacher_path '{path}' is not an mmhal teacher file (models/teacher.pt of a run)")
+    if list(ckpt["modalities"]) != list(teacher_mods):
+        raise UserError(f"teacher_path '{path}' is a teacher of {'+'.join(ckpt['modalities'])}, "
+                        f"this run's teacher sees {'+'.join(teacher_mods)}")
+    want = {k: tuple(v.shape) for k, v in teacher.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    if want != got:
+        raise UserError(f"teacher_path '{path}' holds a network of another shape than this run's teacher "
+                        "(other model settings or data shapes)")
+    return ckpt
 
 
 def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
@@ -210,7 +252,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     )
     all_mods = sorted(set(teacher_mods) | set(student_mods))
     stats = normalization_stats(data, all_mods)
-    splits = {s: make_split(data, s, all_mods, device) for s in ("train", "val", "test")}
+    splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val", "test")}
     has_test = len(splits["test"]) > 0
     eval_split = "test" if has_test else "val"
     if not has_test:
@@ -278,6 +320,11 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
 def _finished_jobs(out: Path, jobs) -> tuple[dict, int]:
     """(records of the finished jobs, number of unfinished jobs with an epoch checkpoint) in run folder ``out``."""
     done = {(n, s): load_job(job_files(out, n, s)[1]) for n, s in jobs if job_files(out, n, s)[1].is_file()}
+    world = distributed.current().world_size
+    for (n, s), r in done.items():
+        if r.get("world_size", 1) != world:
+            raise UserError(f"student {n} seed {s} of the run in '{out}' was trained by {r.get('world_size', 1)} "
+                            f"process(es), this run has {world}; resume it with the same number of processes")
     partial = sum(job_files(out, n, s)[0].is_file() for n, s in jobs if (n, s) not in done)
     return done, partial
 
@@ -307,7 +354,8 @@ class JobContext:
             if self._given is not None:
                 splits, teacher = self._given
             else:
-                splits = {s: make_split(self.data, s, self.all_mods, device) for s in ("train", "val", self.eval_split)}
+                splits = {s: make_split(self.data, s, self.all_mods, device, self.cfg.train.loader)
+                          for s in ("train", "val", self.eval_split)}
                 teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
                 teacher.load_state_dict(self.teacher_state)
             cache = None
@@ -338,7 +386,7 @@ class JobContext:
             )
         z = predict(student, splits[self.eval_split])
         r = {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"],
-             "epochs": len(res.history)}
+             "epochs": len(res.history), "world_size": distributed.current().world_size}
         if main:
             atomic_torch_save({**r, "logits": z}, job_path)  # the job is finished once this file exists
             ckpt_path.unlink(missing_ok=True)
