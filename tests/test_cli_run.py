@@ -150,3 +150,15 @@ def test_a_wrong_teacher_file_is_one_sentence_and_exit_code_2(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("mmhal: error: ") and words in err.strip().splitlines()[-1]
+
+
+def test_the_dataloader_path_gives_the_same_run_inside_the_worker_processes(tmp_path, capsys):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--methods", "unimodal,mmh", "--seeds", "1", "--epochs", "2",
+            "--no-progress", "model.width=4", "train.batch_size=32", "train.threads=1", "workers=2"]
+    assert main(base + ["--out", str(tmp_path / "memory")]) == 0
+    # each of the 2 job processes starts its own DataLoader worker processes
+    assert main(base + ["train.loader=workers", "train.loader_workers=2", "--out", str(tmp_path / "workers")]) == 0
+    a = json.loads((tmp_path / "memory" / "results.json").read_text())["results"]
+    b = json.loads((tmp_path / "workers" / "results.json").read_text())["results"]
+    assert a == b
