@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements issue 3 asks for, as one script for a session that is lent one CUDA GPU:
 # the step-overhead ratio (MMH step / student step) and the loss share for hapt, face-64 and face-256,
-# fp32 and bf16 + channels-last, eager and compiled. Writes JSON (one record per setting, with the GPU's
+# fp32 and bf16 + channels-last, eager and compiled; and the batch delivery rate of train.loader=memory
+# vs workers (benchmarks/loader_throughput.py). Writes JSON (one record per setting, with the GPU's
 # name) into DIR (default: $OUT, else ./gpu-results) and prints every record.
 #
 #   bash benchmarks/gpu_check.sh [DIR]
@@ -23,9 +24,14 @@ bench() {  # name, then step_overhead.py arguments
 bench fp32 --settings hapt,face-64,face-256
 bench bf16-cl --precision bf16 --channels-last --settings hapt,face-64,face-256
 bench bf16-cl-compiled --precision bf16 --channels-last --compile --settings face-256
+echo "== loader: memory vs DataLoader workers (face, 8192 samples, batch 256)"
+timeout 240 python benchmarks/loader_throughput.py --device cuda --setting face --samples 8192 --workers 0,2,4,8 \
+  --json "$dir/loader-face.loader.json" || echo "!! loader benchmark failed or timed out (exit $?)"
 python - "$dir" <<'PY'
 import json, pathlib, sys
 for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    if f.name.endswith(".loader.json"):
+        continue
     for r in json.loads(f.read_text()):
         print(f"{f.stem:18s} {r['setting']:9s} batch {r['batch']:4d}  a {r['a_per_s']:9.1f}/s  b {r['b_per_s']:9.1f}/s  "
               f"ratio {r['ratio']:.3f}  loss share {100 * r['loss_share']:.1f} %  [{r['device_name']}]")

@@ -72,3 +72,18 @@ def test_workers_path_delivers_whole_batches_with_their_indices_on_the_split_dev
 def test_bad_loader_settings_are_user_errors(override, msg):
     with pytest.raises(UserError, match=msg):
         load_config(None, [override])
+
+
+def test_a_split_too_large_for_the_device_is_one_sentence_naming_the_workers_loader(tmp_path, monkeypatch):
+    from mmhal.data.npz import load_npz
+    from mmhal.engine.loop import make_split
+    from test_cli_run import _tiny
+
+    data = load_npz(load_config(None, []).data, str(_tiny(tmp_path / "tiny.npz")))
+
+    def out_of_memory(self, *a, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(torch.Tensor, "to", out_of_memory)
+    with pytest.raises(UserError, match=r"the train split \(0\.0 GiB\) does not fit in the memory of cpu; use train.loader=workers"):
+        make_split(data, "train", ["weak", "strong"], "cpu", "memory")

@@ -67,7 +67,7 @@ def make_split(data, split: str, modalities, device, loader: str = "memory") -> 
     arrays = {m: np.ascontiguousarray(data.modalities[m][idx]) for m in modalities}
     try:
         inputs = {m: torch.from_numpy(a).to(store) for m, a in arrays.items()}
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError in newer torch; this name in every supported one)
         gib = sum(a.nbytes for a in arrays.values()) / 1024**3
         raise UserError(f"the {split} split ({gib:.1f} GiB) does not fit in the memory of {store}; "
                         "use train.loader=workers to keep the data in host memory") from None
