@@ -87,3 +87,10 @@ def test_a_split_too_large_for_the_device_is_one_sentence_naming_the_workers_loa
     monkeypatch.setattr(torch.Tensor, "to", out_of_memory)
     with pytest.raises(UserError, match=r"the train split \(0\.0 GiB\) does not fit in the memory of cpu; use train.loader=workers"):
         make_split(data, "train", ["weak", "strong"], "cpu", "memory")
+
+
+def test_a_train_split_too_small_to_train_on_is_a_user_error():
+    with pytest.raises(UserError, match="the train split has 1 sample"):
+        EpochBatches(1, 16, seed=0)
+    with pytest.raises(UserError, match="the train split has 3 sample.*one per process"):
+        EpochBatches(3, 16, seed=0, rank=0, world_size=4)

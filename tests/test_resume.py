@@ -120,6 +120,9 @@ def test_resume_with_another_configuration_is_one_sentence_and_exit_code_2(tmp_p
     _one_sentence(rc, err, "was started with a different configuration (train.epochs: 1 there, 2 now)")
     rc, err = _cli(tmp_path, capsys, "--resume", "--out", out, "--precision", "bf16")
     _one_sentence(rc, err, "train.precision: '32' there, 'bf16' now")
+    # how batches reach the device may change: the batches are the same
+    rc, err = _cli(tmp_path, capsys, "train.loader=workers", "train.loader_workers=1", "--resume", "--out", out)
+    assert rc == 0 and "resume: 1 of 1 students already finished" in err, err
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
+from ..errors import UserError
+
 LOADERS = ("memory", "workers")
 
 
@@ -35,8 +37,10 @@ class EpochBatches(Sampler[list[int]]):
     """This rank's batches (lists of sample indices) of each epoch, as described in the module docstring."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        assert batch_size % world_size == 0, "the global batch must split evenly over the ranks"
-        assert n >= world_size, "every rank needs at least one sample"
+        assert batch_size % world_size == 0, "the global batch must split evenly over the ranks"  # checked at start-up
+        if n < max(2, world_size):
+            raise UserError(f"the train split has {n} sample(s); training needs at least {max(2, world_size)} "
+                            f"(two for BatchNorm and DAD, and one per process)")
         self.world_size = world_size
         self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                           drop_last=True)

@@ -172,8 +172,13 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
     return out / "checkpoints" / stem, out / "jobs" / stem
 
 
+# Settings a resumed run may change: where it is, whether it shows bars, and how batches reach the
+# device (the same batches either way, so the same results).
+RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
+
+
 def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """A UserError unless the run in ``out`` was started with this same configuration (``out``, ``progress``
+    """A UserError unless the run in ``out`` was started with this same configuration (``RESUME_FREE``
     aside). ``run`` has already checked, before loading any data, that ``out/config.yaml`` exists."""
     saved_path = out / "config.yaml"
     try:
@@ -190,7 +195,7 @@ def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, o
     diffs = []
     for k in sorted(set(saved) | set(now)):
         key = f"{prefix}{k}"
-        if key in ("out", "progress"):
+        if key in RESUME_FREE:
             continue
         a, b = saved.get(k, "<unset>"), now.get(k, "<unset>")
         if isinstance(a, dict) and isinstance(b, dict):
