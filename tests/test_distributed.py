@@ -137,3 +137,23 @@ def test_dad_global_accepts_auto_true_false(value, want):
             load_config(None, [f"distill.dad_global={value}"])
     else:
         assert load_config(None, [f"distill.dad_global={value}"]).distill.dad_global == want
+
+
+@pytest.mark.slow
+def test_the_documented_multi_node_command_runs_as_two_nodes_on_one_machine(tmp_path):
+    """`torchrun --nnodes=2 --rdzv-backend=c10d ...` (docs/scaling.md), started twice as two 'nodes' of one
+    process each, meets at one rendezvous and finishes one run: one table, one results.json."""
+    data = _tiny(tmp_path / "tiny.npz")
+    out = tmp_path / "run"
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+           f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=mmhal-test", "-m", "mmhal", "run", "--data", str(data),
+           "--out", str(out), *ARGS]
+    nodes = [subprocess.Popen(cmd, env=_env(tmp_path / f"node{i}.jsonl"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert sum("results:" in o for o, _ in outputs) == 1  # rank 0, on whichever node it landed, prints
+    assert sum("on 2 DDP processes" in e for _, e in outputs) == 1
+    assert set(json.loads((out / "results.json").read_text())["results"]) == {"teacher", "mmh"}
