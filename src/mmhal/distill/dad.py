@@ -71,6 +71,11 @@ def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool 
     return sum(sp_loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
 
 
+def dad_term(cfg, out, t_out) -> torch.Tensor:
+    """lambda_DAD * L_DAD of a student output ``out`` against the teacher's ``t_out``, as ``cfg`` says."""
+    return cfg.dad_lambda * dad_loss(out.features, t_out.features, cfg.dad_variant, cfg.dad_k, global_batch(cfg))
+
+
 @register_method("dad")
 class DAD(Method):
     """L = CE(z_s, y) + lambda_DAD * L_DAD."""
@@ -78,6 +83,4 @@ class DAD(Method):
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        c = self.cfg
-        loss = dad_loss(out.features, t_out.features, c.dad_variant, c.dad_k, global_batch(c))
-        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "dad": c.dad_lambda * loss}
+        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "dad": dad_term(self.cfg, out, t_out)}

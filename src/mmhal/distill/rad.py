@@ -58,6 +58,14 @@ def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weightin
     return (w * per_region).sum(dim=1).mean(), per_region, w
 
 
+def rad_term(method: Method, out, t_out, target: torch.Tensor) -> torch.Tensor:
+    """lambda_RAD * L_RAD of a method's student output ``out`` against the teacher's ``t_out``, as configured."""
+    c = method.cfg
+    loss, _, _ = rad_loss(method.student, out.fmap, method.teacher, t_out.fmap, target, c.temperature, c.rad_weighting,
+                          c.rad_levels)
+    return c.rad_lambda * loss
+
+
 @register_method("rad")
 class RAD(Method):
     """L = CE(z_s, y) + lambda_RAD * L_RAD."""
@@ -65,8 +73,4 @@ class RAD(Method):
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        c = self.cfg
-        loss, _, _ = rad_loss(
-            self.student, out.fmap, self.teacher, t_out.fmap, target, c.temperature, c.rad_weighting, c.rad_levels
-        )
-        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "rad": c.rad_lambda * loss}
+        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "rad": rad_term(self, out, t_out, target)}
