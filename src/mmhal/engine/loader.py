@@ -114,9 +114,10 @@ class TrainBatches:
                 inputs, target = self.split.batch(idx, self.modalities)
                 yield inputs, target, idx.to(self.device)
             return
+        dev = self.device
         for inputs, target, idx in self.loader:
-            move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
-            yield {m: move(t) for m, t in inputs.items()}, move(target), move(idx)
+            yield ({m: t.to(dev, non_blocking=True) for m, t in inputs.items()}, target.to(dev, non_blocking=True),
+                   idx.to(dev, non_blocking=True))
 
     def close(self) -> None:
         """Stop the DataLoader's persistent worker processes (they would otherwise live until collected)."""

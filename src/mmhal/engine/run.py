@@ -106,22 +106,21 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     While it trains, an epoch checkpoint ``<key>.train.pt`` sits beside the cache entry; a teacher training
     that was killed continues from it at the next start (same key, so same configuration), and ends as the
     uninterrupted training would have."""
-    if cfg.teacher_path:
-        teacher = _build(cfg, data, teacher_mods, stats).to(device)
-        ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods))
-        teacher.load_state_dict(ckpt["model"])
-        log(f"teacher: loaded from {cfg.teacher_path}")
-        return teacher, ckpt
-    key = teacher_key(cfg, data, teacher_mods, distributed.current().world_size)
-    path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
-    partial = path.with_name(f"{key}.train.pt")
     seed_everything(cfg.teacher_seed)
     teacher = _build(cfg, data, teacher_mods, stats).to(device)
     main = distributed.current().is_main
-    ckpt = distributed.main_only(lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
+    if cfg.teacher_path:  # a given teacher file, checked against this run's network; no cache key (data hash) needed
+        ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods))
+        source = cfg.teacher_path
+    else:
+        key = teacher_key(cfg, data, teacher_mods, distributed.current().world_size)
+        path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
+        partial = path.with_name(f"{key}.train.pt")
+        ckpt = distributed.main_only(lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
+        source = f"cache {path} (best epoch {ckpt['best_epoch']})" if ckpt is not None else ""
     if ckpt is not None:
         teacher.load_state_dict(ckpt["model"])
-        log(f"teacher: loaded from cache {path} (best epoch {ckpt['best_epoch']})")
+        log(f"teacher: loaded from {source}")
         return teacher, ckpt
     method = METHODS.get("unimodal")(teacher, None, cfg.distill).to(device)
     t0 = time.time()
