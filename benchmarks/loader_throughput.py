@@ -31,16 +31,12 @@ except ImportError:  # run from a checkout without installing
 
 from mmhal.engine.loader import EpochBatches, TrainBatches
 from mmhal.engine.loop import Split
+from step_overhead import device_name, sync  # this folder is on sys.path when a script in it runs
 
 SHAPES = {
     "face": {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)},
     "hapt": {"acc": (3, 128), "gyro": (3, 128)},
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def one_epoch(batches: TrainBatches, epoch: int, device: torch.device) -> tuple[float, int]:
@@ -104,7 +100,7 @@ def main(argv=None) -> int:
     if args.samples < args.batch or args.batch < 2 or any(w < 0 for w in counts) or args.epochs < 1:
         print("loader_throughput: need --samples >= --batch >= 2, --epochs >= 1 and worker counts >= 0", file=sys.stderr)
         return 2
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     print(f"# {args.setting}, {args.samples} samples, batch {args.batch}, {name}, torch {torch.__version__}")
     print(f"{'loader':<8} {'workers':>7} {'samples/s':>10} {'MB/s':>9} {'1st epoch s':>11} {'to device s':>11}")
     records = []
