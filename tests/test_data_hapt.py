@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import gzip
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +39,100 @@ def gz_pickle(tmp_path: Path, payload: bytes, name: str = "evil.pkl.gz") -> Path
     with gzip.open(path, "wb") as f:
         f.write(payload)
     return path
+
+
+def read_unchecked(path: Path) -> Any:
+    """The restricted reader on a crafted file, past the digest check that would refuse it first."""
+    return hapt.read_hapt_pickle(path, _check_digest=False)
+
+
+def unpickle(payload: bytes) -> Any:
+    """What the restricted unpickler makes of ``payload`` (an uncompressed pickle)."""
+    import io
+
+    return hapt.RestrictedUnpickler(io.BytesIO(payload), encoding="latin1").load()
+
+
+class G:
+    """A global in a hand-written pickle."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+
+class Call:
+    """``func(*args)`` in a hand-written pickle (REDUCE)."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+
+class Build:
+    """``obj`` with its state restored to ``state`` in a hand-written pickle (BUILD)."""
+
+    def __init__(self, obj: Any, state: Any) -> None:
+        self.obj, self.state = obj, state
+
+
+def p0(v: Any) -> bytes:
+    """``v`` as protocol-0 pickle opcodes, the way Python 2 wrote the HAPT file (bytes via _codecs.encode)."""
+    text = lambda s: ("S'" + "".join(f"\\x{ord(c):02x}" for c in s) + "'\n").encode()
+    if v is None:
+        return b"N"
+    if isinstance(v, bool):
+        return b"I01\n" if v else b"I00\n"
+    if isinstance(v, int):
+        return f"I{v}\n".encode()
+    if isinstance(v, str):
+        return text(v)
+    if isinstance(v, bytes):
+        return p0(Call(G("_codecs", "encode"), v.decode("latin1"), "latin1"))
+    if isinstance(v, tuple):
+        return b"(" + b"".join(map(p0, v)) + b"t"
+    if isinstance(v, list):
+        return b"(" + b"".join(map(p0, v)) + b"l"
+    if isinstance(v, dict):
+        return b"(" + b"".join(p0(k) + p0(x) for k, x in v.items()) + b"d"
+    if isinstance(v, G):
+        return f"c{v.module}\n{v.name}\n".encode()
+    if isinstance(v, Call):
+        return p0(v.func) + p0(tuple(v.args)) + b"R"
+    if isinstance(v, Build):
+        return p0(v.obj) + p0(v.state) + b"b"
+    raise TypeError(v)
+
+
+def pickled(v: Any) -> bytes:
+    return p0(v) + b"."
+
+
+def dtype(spec: str) -> Call:
+    return Call(G("numpy", "dtype"), spec, 0, 1)
+
+
+def array(shape: tuple, dtype_: Any, data: Any, version: int = 1) -> Build:
+    empty = Call(G("numpy.core.multiarray", "_reconstruct"), G("numpy", "ndarray"), (0,), b"b")
+    return Build(empty, (version, shape, dtype_, False, data))
+
+
+PLAIN_STATE = (3, "<", None, None, None, -1, -1, 0)
+OBJECT_STATE = (3, "|", None, None, None, -1, -1, 63)
+
+
+def published_file() -> Path:
+    return hapt.find_hapt_file(DataConfig())
+
+
+def changed_copy(tmp_path: Path) -> Path:
+    """A copy of the published HAPT file with one byte changed, of the same size and modification time."""
+    source = published_file()
+    data = bytearray(source.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy = tmp_path / "HAPT.pkl.gz"
+    copy.write_bytes(bytes(data))
+    st = source.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return copy
 
 
 # ----------------------------------------------------------------------------- the standard split
@@ -105,7 +203,7 @@ def test_restricted_unpickler_refuses_a_disallowed_global(tmp_path, module, name
     payload = f"c{module}\n{name}\n(S'touch {marker}'\ntR.".encode()
     path = gz_pickle(tmp_path, payload)
     with pytest.raises(DataError, match=rf"refers to '{module}\.{name}'.*not on the allow-list"):
-        hapt.read_hapt_pickle(path)
+        read_unchecked(path)
     assert not marker.exists()
 
 
@@ -113,7 +211,7 @@ def test_load_with_a_swapped_file_refuses_it_and_runs_nothing(tmp_path, monkeypa
     monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "cache"))
     marker = tmp_path / "pwned"
     path = gz_pickle(tmp_path, f"cos\nsystem\n(S'touch {marker}'\ntR.".encode())
-    with pytest.raises(DataError, match="os.system"):
+    with pytest.raises(DataError, match="is not the published HAPT.pkl.gz"):
         hapt.load_hapt(DataConfig(path=str(path)))
     assert not marker.exists()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
@@ -123,14 +221,174 @@ def test_allowed_reconstructor_refuses_classes_other_than_the_pandas_stand_ins(t
     # copy_reg._reconstructor(object, object, None) would be harmless, but only stand-ins are allowed.
     payload = b"ccopy_reg\n_reconstructor\n(c__builtin__\nobject\nc__builtin__\nobject\nNtR."
     with pytest.raises(DataError, match="_reconstructor"):
-        hapt.read_hapt_pickle(gz_pickle(tmp_path, payload))
+        read_unchecked(gz_pickle(tmp_path, payload))
 
 
 def test_a_pickle_of_the_wrong_structure_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="dict of subject id"):
-        hapt.read_hapt_pickle(gz_pickle(tmp_path, b"(lp0\nI1\na."))
+        read_unchecked(gz_pickle(tmp_path, b"(lp0\nI1\na."))
     with pytest.raises(DataError, match="not a readable"):
-        hapt.read_hapt_pickle(gz_pickle(tmp_path, b"\x80\x02}q", name="cut.pkl.gz"))
+        read_unchecked(gz_pickle(tmp_path, b"\x80\x02}q", name="cut.pkl.gz"))
+
+
+# ----------------------------------------------------------------------------- memory safety
+EXPLOIT = r"""
+import gzip, sys
+from mmhal.data import hapt
+try:
+    obj = hapt.RestrictedUnpickler(gzip.open(sys.argv[1]), encoding="latin1").load()
+except hapt.RefusedPickle as exc:
+    print("refused:", exc)
+else:
+    print("loaded", flush=True)
+    print(repr(obj.tolist()))  # an object array over forged pointers dereferences 0x4141414141414141
+"""
+
+
+def test_a_dtype_built_with_forged_flags_cannot_make_numpy_dereference_forged_pointers(tmp_path):
+    # numpy's object dtype with its flags cleared by BUILD takes the array's raw bytes as PyObject
+    # pointers. Run in a child process: the old reader segfaults here.
+    forged = Build(dtype("O8"), (3, "|", None, None, None, -1, -1, 0))
+    path = gz_pickle(tmp_path, pickled(array((1,), forged, b"A" * 8)))
+    done = subprocess.run(
+        [sys.executable, "-c", EXPLOIT, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"exit code {done.returncode}: {done.stdout}{done.stderr}"
+    assert done.stdout.startswith("refused: restores the state of numpy's object dtype")
+    with pytest.raises(DataError, match="object dtype.*so it was not read"):
+        read_unchecked(path)
+
+
+@pytest.mark.parametrize(
+    "spec,state",
+    [
+        ("f8", (3, "<", None, None, None, -1, -1, 63)),  # flags of the object dtype on float64
+        ("f8", (3, "<", None, None, None, 16, 8, 0)),  # a forged item size
+        ("f8", (3, "<", None, ("a",), {"a": (dtype("f8"), 0)}, 8, 1, 0)),  # fields
+        ("f8", (2, "<", None, None, None, -1, -1, 0)),  # an unknown version
+        ("f8", [3, "<", None, None, None, -1, -1, 0]),  # not a tuple
+        ("f8", (3, "|", None, None, None, -1, -1, 0)),  # a multi-byte type without byte order
+        ("O8", (3, "|", None, None, None, -1, -1, 0)),  # the object dtype's flags cleared
+        ("O8", (3, "|", None, None, None, 16, -1, 63)),
+    ],
+)
+def test_restoring_a_dtype_state_other_than_numpys_own_is_refused(spec, state):
+    with pytest.raises(hapt.RefusedPickle, match="dtype"):
+        unpickle(pickled(Build(dtype(spec), state)))
+
+
+def test_a_dtype_is_never_restored_but_rebuilt_in_the_pickled_byte_order():
+    assert unpickle(pickled(Build(dtype("f8"), PLAIN_STATE))) == np.dtype("<f8")
+    big_endian = (3, ">", None, None, None, -1, -1, 0)
+    assert unpickle(pickled(Build(dtype("i8"), big_endian))).str == ">i8"
+    # As in the HAPT file, the dtype is memoized before its BUILD (PUT 1) and named again later (GET 1).
+    first, again = unpickle(b"(" + p0(dtype("i4")) + b"p1\n" + p0(big_endian) + b"bg1\nt.")
+    assert first.str == again.str == ">i4"
+    values = unpickle(pickled(array((2,), Build(dtype("i4"), big_endian), b"\0\0\0\1\0\0\0\2")))
+    assert values.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("spec", ["O", "|O", "object", "O4", "V8", "f8,i4", "(2,)f8", "U4", "S4", "M8[s]"])
+def test_numpy_dtype_creates_no_object_void_text_or_structured_dtype(spec):
+    with pytest.raises(hapt.RefusedPickle, match="numpy.dtype|numpy dtype"):
+        unpickle(pickled(dtype(spec)))
+
+
+def test_the_object_dtype_of_the_hapt_file_is_a_stand_in_and_its_arrays_become_text():
+    made = unpickle(pickled(dtype("O8")))
+    assert not isinstance(made, np.dtype)
+    names = unpickle(pickled(array((2,), Build(dtype("O8"), OBJECT_STATE), ["acc-x", "label"])))
+    assert names.dtype.kind == "U" and names.tolist() == ["acc-x", "label"]
+    with pytest.raises(hapt.RefusedPickle, match="list of text"):
+        unpickle(pickled(array((1,), Build(dtype("O8"), OBJECT_STATE), b"A" * 8)))
+    with pytest.raises(hapt.RefusedPickle, match="list of text"):
+        unpickle(pickled(array((1,), Build(dtype("O8"), OBJECT_STATE), [("a",)])))
+
+
+@pytest.mark.parametrize(
+    "payload,word",
+    [
+        # numpy.ndarray(shape, dtype, buffer) would place an array over any buffer: it may only be named
+        (pickled(Call(G("numpy", "ndarray"), (1,), dtype("f8"))), "may only pass"),
+        # NEWOBJ would call numpy.dtype.__new__ past the allow-listed wrapper
+        (b"cnumpy\ndtype\n(S'O'\nt\x81.", "NEWOBJ"),
+        (pickled(Call(G("numpy.core.multiarray", "_reconstruct"), G("numpy", "ndarray"), (8,), b"b")), "_reconstruct"),
+        (pickled(array((2,), dtype("f8"), b"\0" * 8)), "wrong number of bytes"),
+        (pickled(array((1,), dtype("f8"), b"\0" * 8, version=2)), "unexpected form"),
+        (pickled(Build(Call(G("__builtin__", "slice"), 0, 1, 1), {"start": 5})), "'slice'"),
+        (pickled(Call(G("_codecs", "encode"), "x", "latin1", "surrogateescape")), "error handler"),
+    ],
+    ids=["ndarray-called", "newobj", "reconstruct-shape", "array-bytes", "array-version", "build-slice", "encode-err"],
+)
+def test_every_allowed_global_checks_how_it_is_used(payload, word):
+    with pytest.raises(hapt.RefusedPickle, match=word):
+        unpickle(payload)
+
+
+def test_an_array_is_built_once_only():
+    # The array is memoized after its BUILD (PUT 1), then named again (GET 1) and BUILT a second time.
+    second_state = p0((1, (2,), dtype("f8"), False, b"\0" * 16))
+    payload = b"(" + p0(array((1,), dtype("f8"), b"\0" * 8)) + b"p1\ng1\n" + second_state + b"bt."
+    with pytest.raises(hapt.RefusedPickle, match="twice"):
+        unpickle(payload)
+
+
+# ----------------------------------------------------------------------------- the pinned digest
+def test_the_published_file_has_the_pinned_size_and_digest():
+    import hashlib
+
+    path = published_file()
+    assert path.stat().st_size == hapt.PUBLISHED_SIZE
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == hapt.PUBLISHED_SHA256
+    hapt.check_published(path)
+
+
+def test_a_hapt_file_with_one_byte_changed_is_refused_before_unpickling(hapt_cached, tmp_path, monkeypatch):
+    # Same size and modification time as the published file, whose windows are already cached.
+    monkeypatch.setenv("MMHAL_CACHE", str(hapt_cached[1]))
+    monkeypatch.setattr(hapt.RestrictedUnpickler, "load", lambda self: pytest.fail("unpickled the file"))
+    copy = changed_copy(tmp_path)
+    refused = r"^the HAPT file '.*HAPT\.pkl\.gz' is not the published HAPT\.pkl\.gz .*SHA-256"
+    with pytest.raises(DataError, match=refused):
+        hapt.load_hapt(DataConfig(path=str(copy)))
+    with pytest.raises(DataError, match="SHA-256"):
+        hapt.convert_hapt(copy)
+
+
+def test_an_unchanged_copy_given_as_data_path_reuses_the_cache(hapt_cached, tmp_path, monkeypatch):
+    data, cache, _ = hapt_cached
+    monkeypatch.setenv("MMHAL_CACHE", str(cache))
+    monkeypatch.setattr(hapt, "read_hapt_pickle", lambda path: pytest.fail("read the pickle"))
+    copy = tmp_path / "copy.pkl.gz"
+    copy.write_bytes(published_file().read_bytes())
+    again = hapt.load_hapt(DataConfig(path=str(copy)))
+    assert again.fingerprint() == data.fingerprint()
+    assert again.info["source"] == str(copy)
+
+
+def test_a_cache_without_the_pinned_digest_is_not_used(tmp_path):
+    arrays = {k: np.zeros((1, 3, 128) if k in ("acc", "gyro") else 1) for k in ("acc", "gyro", "label", "subject")}
+    np.savez(tmp_path / "old.npz", source=np.array("x"), **arrays)
+    np.savez(tmp_path / "other.npz", source=np.array("x"), sha256=np.array("0" * 64), **arrays)
+    np.savez(tmp_path / "ok.npz", source=np.array("x"), sha256=np.array(hapt.PUBLISHED_SHA256), **arrays)
+    assert hapt._read_cache(tmp_path / "old.npz") is None
+    assert hapt._read_cache(tmp_path / "other.npz") is None
+    assert hapt._read_cache(tmp_path / "ok.npz") is not None
+
+
+def test_cli_refuses_a_changed_hapt_file_in_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    from mmhal.cli import main
+
+    monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "cache"))
+    copy = changed_copy(tmp_path)
+    argv = ["run", "--no-progress", "--out", str(tmp_path / "run"), f"data.path={copy}"]
+    argv += ["--seeds", "1", "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"mmhal: error: the HAPT file '{copy}' is not the published HAPT.pkl.gz")
+    assert f"SHA-256 {hapt.PUBLISHED_SHA256[:16]}... expected" in lines[0]
 
 
 # ----------------------------------------------------------------------------- locating the file
@@ -176,7 +434,8 @@ def test_second_load_reads_the_cache_without_unpickling(hapt_cached, monkeypatch
 def test_cache_holds_no_split_so_other_validation_subjects_reuse_it(hapt_cached, monkeypatch):
     data, cache, _ = hapt_cached
     with np.load(cache / "hapt-v1.npz", allow_pickle=False) as z:
-        assert set(z.files) == {"acc", "gyro", "label", "subject", "source"}
+        assert set(z.files) == {"acc", "gyro", "label", "subject", "source", "sha256"}
+        assert str(z["sha256"]) == hapt.PUBLISHED_SHA256
     monkeypatch.setenv("MMHAL_CACHE", str(cache))
     monkeypatch.setattr(hapt, "read_hapt_pickle", lambda path: pytest.fail("read the pickle"))
     other = hapt.load_hapt(DataConfig(hapt_val_subjects=[1, 3]))

