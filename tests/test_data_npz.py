@@ -56,7 +56,7 @@ def load(path: str, **cfg) -> MultimodalData:
 # ----------------------------------------------------------------------------- round trip
 def test_round_trip_keeps_every_modality_kind_labels_split_groups_and_names(tmp_path):
     mods = modalities()
-    groups = np.arange(N) // 2
+    groups = (np.arange(N) % 4) * 10 + np.arange(N) // 8  # each group inside one split of split()
     path = tmp_path / "round.npz"
     save_npz(path, mods, labels(), split=split(), groups=groups, class_names=["a", "b", "c"])
     data = load(str(path))
@@ -70,6 +70,7 @@ def test_round_trip_keeps_every_modality_kind_labels_split_groups_and_names(tmp_
     assert data.class_names == ["a", "b", "c"]
     assert data.info["split"] == "from the file"
     assert data.info["source"] == str(path)
+    assert data.info["warnings"] == []
     data.check()
 
 
@@ -118,6 +119,78 @@ def test_split_without_val_gets_val_carved_from_train_only(tmp_path):
     assert np.array_equal(data.split == "test", s == "test")  # test untouched
     assert (data.split == "val").sum() == 20  # a quarter of the 80 train samples
     assert "no 'val'" in data.info["split"] and "made by mmhal" in data.info["split"]
+
+
+def test_val_carved_from_a_file_split_keeps_whole_groups_in_one_split(tmp_path):
+    n = 240
+    groups = np.arange(n) // 8  # 30 groups of 8 samples, each with both classes
+    s = np.where(groups % 5 == 0, "test", "train")
+    path = write(tmp_path, label=np.arange(n) % 2, **{"x.a": np.ones((n, 2))}, split=s, group=groups)
+    data = load(path, val_fraction=0.25, split_seed=3)
+    assert np.array_equal(data.split == "test", s == "test")
+    assert (data.split == "val").any()
+    for g in np.unique(groups):
+        assert len(set(data.split[groups == g].tolist())) == 1, f"group {g} is cut across splits"
+    assert "group-aware" in data.info["split"] and data.info["warnings"] == []
+
+
+# ----------------------------------------------------------------------------- leakage across groups
+def test_a_split_made_without_group_warns_that_it_is_per_sample(tmp_path):
+    n = 60
+    path = write(tmp_path, label=np.arange(n) % 2, **{"x.a": np.ones((n, 2))})
+    data = load(path)
+    assert data.info["split"].startswith("made by mmhal")
+    (warning,) = data.info["warnings"]
+    assert "per sample" in warning and "both sides" in warning and "test figures" in warning
+    assert "'group'" in warning
+
+
+def test_no_per_sample_warning_when_the_file_has_group(tmp_path):
+    n = 60
+    path = write(tmp_path, label=np.arange(n) % 2, **{"x.a": np.ones((n, 2))}, group=np.arange(n) // 4)
+    data = load(path)
+    assert data.info["split"].startswith("made by mmhal")
+    assert data.info["warnings"] == []
+
+
+def test_val_carved_without_group_warns_too(tmp_path):
+    s = np.where(np.arange(40) % 4 == 0, "test", "train")
+    path = write(tmp_path, label=np.arange(40) % 2, **{"x.a": np.ones((40, 2))}, split=s)
+    (warning,) = load(path).info["warnings"]
+    assert "per sample" in warning and "validation" in warning
+
+
+def shared_group_file(tmp_path) -> str:
+    """split() with groups of two neighbouring samples: groups 0, 1, ... each span two splits."""
+    groups = np.array([f"person-{i // 2}" for i in range(N)])
+    return write(tmp_path, **good_arrays(group=groups))
+
+
+def test_a_file_split_that_cuts_a_group_is_refused_naming_the_group(tmp_path):
+    with pytest.raises(DataError) as err:
+        load(shared_group_file(tmp_path))
+    msg = str(err.value)
+    assert "group 'person-0' in train and val" in msg
+    assert "12 of the 12 groups" in msg and "data.allow_shared_groups=true" in msg
+    assert msg.count(". ") == 0  # one sentence
+
+
+def test_a_file_split_that_only_cuts_one_group_counts_one(tmp_path):
+    groups = np.arange(N) // 4  # each block of 4 holds train, val, test, train
+    s = np.array(["train"] * N, dtype="<U5")
+    s[groups % 3 == 1] = "val"
+    s[groups % 3 == 2] = "test"
+    s[N - 1] = "val"  # the last group (5, a test group) now spans val and test
+    path = write(tmp_path, **good_arrays(split=s, group=groups))
+    with pytest.raises(DataError, match=r"group 5 in val and test \(1 of the 6 groups"):
+        load(path)
+
+
+def test_allow_shared_groups_turns_the_error_into_a_warning(tmp_path):
+    data = load(shared_group_file(tmp_path), allow_shared_groups=True)
+    assert np.array_equal(data.split, split())  # the file's split, unchanged
+    (warning,) = data.info["warnings"]
+    assert "group 'person-0'" in warning and "allow_shared_groups is true" in warning
 
 
 def test_split_without_test_is_fine_and_noted(tmp_path):

@@ -3,6 +3,8 @@
 Keys: ``label`` int (N,) class indices 0..K-1; ``x.<modality>`` float (N, ...) per modality with a
 per-sample shape of (D,), (C, L), (C, H, W) or (C, T, H, W); optional ``split`` str (N,) of
 train/val/test; optional ``group`` (N,) (e.g. subject id); optional ``class_names`` str (K,).
+A ``group`` stays whole in every split mmhal makes, and a file's own ``split`` must not cut one
+(unless ``data.allow_shared_groups``); notes for the user go to ``info["warnings"]`` (a list of sentences).
 Files are read with ``allow_pickle=False``; every problem is reported as a DataError naming the key.
 """
 from __future__ import annotations
@@ -105,6 +107,44 @@ def _describe_split(split: np.ndarray) -> str:
     return ", ".join(f"{s} {int((split == s).sum())}" for s in SPLITS)
 
 
+def _groups_across_splits(groups: np.ndarray, split: np.ndarray) -> list[tuple[Any, list[str]]]:
+    """The groups with samples in more than one of train/val/test, each with the splits it spans (sorted by group)."""
+    uniq, index = np.unique(groups, return_inverse=True)
+    index = index.reshape(-1)
+    present = np.zeros((len(uniq), len(SPLITS)), dtype=bool)
+    for j, s in enumerate(SPLITS):
+        present[index[split == s], j] = True
+    return [
+        (uniq[g].item(), [s for j, s in enumerate(SPLITS) if present[g, j]])
+        for g in np.flatnonzero(present.sum(axis=1) > 1)
+    ]
+
+
+def _shared_groups_message(shared: list[tuple[Any, list[str]]], n_groups: int, accepted: bool) -> str:
+    """One sentence on the groups that the file's ``split`` puts in more than one split, naming the first.
+
+    ``accepted``: the sentence is a warning (``data.allow_shared_groups`` is true), not an error.
+    """
+    group, spans = shared[0]
+    count = f"{len(shared)} of the {n_groups} groups span several splits"
+    fix = (
+        "kept as given because data.allow_shared_groups is true"
+        if accepted
+        else "fix the file's 'split' or set data.allow_shared_groups=true to accept it"
+    )
+    return (
+        f"the file's 'split' puts samples of group {group!r} in {' and '.join(spans)} ({count}), so one source "
+        f"(person, video, session) is on both sides and validation/test figures are inflated; {fix}"
+    )
+
+
+PER_SAMPLE_WARNING = (
+    "the data has no 'group' key, so mmhal split it per sample: samples from one source (person, video, "
+    "session) may land on both sides of the split and inflate the {figures}; store a 'group' key (e.g. the "
+    "subject or video id per sample) to keep each source in one split"
+)
+
+
 @register_dataset("npz")
 def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     """The dataset in the ``.npz`` file at ``path`` (default ``cfg.path``), with a split made if it has none."""
@@ -154,6 +194,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
             groups = _as_strings(groups, "group")
 
     info: dict[str, Any] = {"source": str(source), "modalities": {m: list(a.shape[1:]) for m, a in modalities.items()}}
+    warnings: list[str] = []  # info["warnings"]: one sentence each, for the user to see (`mmhal run` prints them)
     ignored = [k for k in sorted(arrays) if k not in KNOWN_KEYS and not k.startswith(MODALITY_PREFIX)]
     if ignored:
         info["ignored_keys"] = ignored
@@ -170,6 +211,12 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
         split = split.astype("<U5")
         if not (split == "train").any():
             raise DataError("'split' marks no sample as 'train'")
+        if groups is not None:
+            shared = _groups_across_splits(groups, split)
+            if shared and not cfg.allow_shared_groups:
+                raise DataError(_shared_groups_message(shared, len(np.unique(groups)), accepted=False))
+            if shared:
+                warnings.append(_shared_groups_message(shared, len(np.unique(groups)), accepted=True))
         if (split == "val").any():
             info["split"] = "from the file"
         else:
@@ -183,6 +230,8 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
                 f"(val_fraction={cfg.val_fraction} of train, seed={cfg.split_seed})"
             )
             info.update(fractions)
+            if groups is None:
+                warnings.append(PER_SAMPLE_WARNING.format(figures="validation figures that pick the epoch"))
     else:
         split = make_split(labels, groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed).astype("<U5")
         info["split"] = (
@@ -190,6 +239,8 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
             f"test_fraction={cfg.test_fraction}, seed={cfg.split_seed})"
         )
         info.update(fractions, test_fraction=cfg.test_fraction)
+        if groups is None:
+            warnings.append(PER_SAMPLE_WARNING.format(figures="test figures"))
     if not (split == "test").any():
         info["test"] = "the data has no 'test' samples, so there are no test figures"
     if not (split == "val").any():
@@ -200,6 +251,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     if not (split == "train").any():
         raise DataError("the 'train' split is empty")
     info["split_sizes"] = _describe_split(split)
+    info["warnings"] = warnings
 
     present = np.bincount(labels, minlength=num_classes)
     in_train = np.bincount(labels[split == "train"], minlength=num_classes)
