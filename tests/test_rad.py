@@ -113,8 +113,11 @@ def test_rad_equals_hand_computed_per_region_kl():
 def test_every_region_weighting_sums_to_one(weighting):
     torch.manual_seed(0)
     losses = torch.rand(5, 7)
+    target = torch.randint(0, 4, (5,))
     t_logits = torch.randn(5, 7, 4)
-    w = region_weights(losses, t_logits, torch.randint(0, 4, (5,)), weighting)
+    t_logits[:, 0, :] = 0.0
+    t_logits[torch.arange(5), 0, target] = 5.0  # region 0 of every sample right: no all-wrong sample here
+    w = region_weights(losses, t_logits, target, weighting)
     assert w.shape == (5, 7)
     assert torch.all(w >= 0)
     assert torch.allclose(w.sum(1), torch.ones(5), atol=1e-6)
@@ -134,3 +137,11 @@ def test_confidence_weighting_gives_regions_where_the_teacher_is_wrong_almost_no
     w = region_weights(torch.ones(1, 3), t_logits, torch.tensor([0]), "confidence")
     assert w[0, 1] < 1e-5
     assert w[0, 0] > w[0, 2] > 0.3
+
+
+def test_confidence_weighting_gives_a_sample_whose_teacher_is_wrong_in_every_region_no_weight():
+    t_logits = torch.tensor([[[0.0, 5.0], [0.0, 2.0], [1.0, 3.0]],   # sample 0: every region says 1, truth 0
+                             [[5.0, 0.0], [0.0, 5.0], [2.0, 0.0]]])  # sample 1: regions 0 and 2 right
+    w = region_weights(torch.ones(2, 3), t_logits, torch.tensor([0, 0]), "confidence")
+    assert torch.equal(w[0], torch.zeros(3))  # not renormalised back to uniform weights
+    assert w[1].sum().item() == pytest.approx(1.0)

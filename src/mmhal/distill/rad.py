@@ -5,14 +5,15 @@ through the network's own head (one call on (B*R, C)), and take per region
 
     l_{b,r} = T^2 * KL( softmax(z^t_{b,r} / T) || softmax(z^s_{b,r} / T) ).
 
-The loss is L_RAD = mean_b sum_r w_{b,r} l_{b,r} with weights that sum to 1 over regions:
+The loss is L_RAD = mean_b sum_r w_{b,r} l_{b,r} with weights that sum to 1 over regions (but see ``confidence``):
 
 * ``uniform``:    w_r = 1 / R.
 * ``attention``:  parameter-free attention over the loss vector (the reference's video code):
                   A = softmax(l l^T) row-wise, the weighted loss A l summed over rows equals
                   sum_j (sum_i A_ij) l_j, so w_j = (1/R) sum_i A_ij.
-* ``confidence``: w_r proportional to p^t_r(y) * [argmax_k p^t_r = y] + eps, the teacher's region
-                  probability of the true class, zero where the teacher's region is wrong.
+* ``confidence``: w_r proportional to p^t_r(y) * [argmax_k p^t_r = y], the teacher's region
+                  probability of the true class, zero where the teacher's region is wrong; a sample whose
+                  teacher is wrong in every region has all weights 0 (it contributes nothing).
 
 Weights are treated as constants (no gradient through them): they choose where the student
 learns, they are not a quantity the student should shrink.
@@ -30,7 +31,8 @@ WEIGHTINGS = ("uniform", "attention", "confidence")
 def region_weights(
     losses: torch.Tensor, teacher_region_logits: torch.Tensor, target: torch.Tensor, mode: str
 ) -> torch.Tensor:
-    """(B, R) weights, each row summing to 1, for per-region losses (B, R)."""
+    """(B, R) weights for per-region losses (B, R): each row sums to 1, except ``confidence`` rows of a sample
+    whose teacher is wrong in every region, which are all 0."""
     b, r = losses.shape
     if mode == "uniform":
         return losses.new_full((b, r), 1.0 / r)
@@ -43,8 +45,11 @@ def region_weights(
         idx = target.view(b, 1, 1).expand(b, r, 1)
         p_true = probs.gather(2, idx).squeeze(2)
         correct = (probs.argmax(dim=-1) == target.view(b, 1)).float()
-        w = p_true * correct + 1e-6
-        return w / w.sum(dim=1, keepdim=True)
+        w = p_true * correct
+        total = w.sum(dim=1, keepdim=True)
+        # A sample whose teacher is wrong in every region gets all-zero weights: it contributes nothing,
+        # instead of being renormalised back to full weight towards a wrong teacher.
+        return w / torch.where(total > 0, total, torch.ones_like(total))
     raise ValueError(f"unknown region weighting '{mode}'")
 
 
@@ -69,6 +74,9 @@ def rad_term(method: Method, out, t_out, target: torch.Tensor) -> torch.Tensor:
 @register_method("rad")
 class RAD(Method):
     """L = CE(z_s, y) + lambda_RAD * L_RAD."""
+
+    tune_space = {"distill.rad_lambda": ("log", 0.1, 10.0), "distill.temperature": ("choice", [1.0, 2.0, 4.0, 8.0]),
+                  "distill.rad_weighting": ("choice", ["uniform", "attention", "confidence"])}
 
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
