@@ -8,21 +8,49 @@ from mmhal.config import TrainConfig, load_config
 from mmhal.engine.loader import EpochBatches, TrainBatches
 from mmhal.engine.loop import Split, fit
 from mmhal.errors import UserError
+from mmhal.utils import derive_seed
 from test_step import _data, _method
 
 
-def test_epoch_order_is_randperm_seeded_with_seed_plus_epoch():
+def test_epoch_order_is_randperm_seeded_with_the_derived_seed_of_seed_stream_and_epoch():
     s = EpochBatches(50, 16, seed=7)
     for epoch in (0, 3):
         s.set_epoch(epoch)
-        want = torch.randperm(50, generator=torch.Generator().manual_seed(7 + epoch)).split(16)
+        g = torch.Generator().manual_seed(derive_seed(7, "order", "student", epoch))
+        want = torch.randperm(50, generator=g).split(16)
         assert list(s) == [b.tolist() for b in want]
     s.set_epoch(0)
     first = list(s)
     s.set_epoch(1)
     assert list(s) != first
     s.set_epoch(0)
-    assert list(s) == first  # a function of (seed, epoch) alone: what resume relies on
+    assert list(s) == first  # a function of (seed, stream, epoch) alone: what resume relies on
+
+
+def _orders(seed, epochs, stream="student", n=200):
+    s = EpochBatches(n, n, seed=seed, stream=stream)  # one batch = the whole permutation
+    out = []
+    for e in range(epochs):
+        s.set_epoch(e)
+        out.append(tuple(list(s)[0]))
+    return out
+
+
+def test_seeds_are_independent_replicates_no_seed_replays_another_seeds_batches():
+    # With seed + epoch seeding, seed s at epoch e + 1 replayed seed s + 1 at epoch e.
+    orders = {seed: _orders(seed, 6) for seed in range(5)}
+    seen = [o for per_seed in orders.values() for o in per_seed]
+    assert len(set(seen)) == len(seen)  # 30 permutations of 200, all different
+    for seed in range(4):
+        for e in range(5):
+            assert orders[seed][e + 1] != orders[seed + 1][e]
+
+
+def test_the_teacher_does_not_share_student_seed_zeros_batch_order():
+    teacher = _orders(0, 4, stream="teacher")
+    student = _orders(0, 4, stream="student")
+    assert all(t != s for t, s in zip(teacher, student))
+    assert set(teacher).isdisjoint(set(student))
 
 
 @pytest.mark.parametrize("n, batch, world", [(50, 16, 1), (49, 16, 1), (33, 32, 1), (64, 16, 1), (101, 8, 4), (9, 4, 2)])

@@ -14,6 +14,7 @@ from mmhal.engine.loop import Split, fit, make_optimizer, warmup_cosine
 from mmhal.engine.step import TrainStep, autocast_dtype, compiled_forward
 from mmhal.errors import UserError
 from mmhal.models import MultimodalNet
+from mmhal.utils import derive_seed
 
 
 def _data(n=96, image=False, seed=0):
@@ -65,8 +66,9 @@ def test_fp32_fit_is_bit_identical_to_a_plain_training_loop():
     for epoch in range(tcfg.epochs):
         method.train()
         sums, n = {}, 0
-        # The documented data order: epoch e is randperm(n) from a generator seeded seed + e (seed 0 here).
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0 + epoch))
+        # The documented data order: epoch e is randperm(n) seeded derive_seed(seed, "order", stream, e).
+        g = torch.Generator().manual_seed(derive_seed(0, "order", "student", epoch))
+        perm = torch.randperm(len(train), generator=g)
         for idx in perm.split(tcfg.batch_size):
             inputs, target = train.batch(idx, method.modalities)
             _, losses = method(inputs, target)

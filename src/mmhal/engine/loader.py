@@ -1,14 +1,17 @@
 """Training batches: which samples, in which order, on which rank, and how they reach the device.
 
 **Order.** ``EpochBatches`` is a batch sampler built on ``torch.utils.data.DistributedSampler``
-(``shuffle=True``, ``seed`` = the job's seed, ``drop_last=True``) and ``BatchSampler``; ``set_epoch(e)``
-makes epoch e's permutation ``randperm(n, generator seeded seed + e)``. In a world of one it is that
+(``shuffle=True``, ``drop_last=True``) and ``BatchSampler``; ``set_epoch(e)`` makes epoch e's permutation
+``randperm(n, generator seeded derive_seed(seed, "order", stream, e))`` (``mmhal.utils.derive_seed``), where
+``stream`` names whose order it is (``teacher`` or ``student``). Every (seed, stream, epoch) thus has its own
+independent order: seed s at epoch e + 1 does not replay seed s + 1 at epoch e (as ``seed + e`` would),
+and the teacher's order is not student seed 0's. In a world of one it is that
 permutation cut into batches of ``train.batch_size``. With W processes (``torchrun``) rank r takes every
 W-th sample of the same permutation (``DistributedSampler``'s strided share), in batches of
 ``batch_size / W``; step s of the W ranks together then covers exactly the samples of the single-process
 batch s (in another order within the batch, which no loss, BatchNorm or DAD structure depends on). At the
 end of an epoch, ``n mod W`` samples are left out (``drop_last``), and a last global batch of one sample
-is dropped (training-mode BatchNorm and DAD need two). The order depends on (seed, epoch) alone, so a
+is dropped (training-mode BatchNorm and DAD need two). The order depends on (seed, stream, epoch) alone, so a
 resumed job continues it without any saved generator state.
 
 **Delivery** (``train.loader``):
@@ -29,6 +32,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import UserError
+from ..utils import derive_seed
 
 LOADERS = ("memory", "workers")
 
@@ -36,18 +40,26 @@ LOADERS = ("memory", "workers")
 class EpochBatches(Sampler[list[int]]):
     """This rank's batches (lists of sample indices) of each epoch, as described in the module docstring."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, stream: str = "student"):
         assert batch_size % world_size == 0, "the global batch must split evenly over the ranks"  # checked at start-up
         if n < max(2, world_size):
             raise UserError(f"the train split has {n} sample(s); training needs at least {max(2, world_size)} "
                             f"(two for BatchNorm and DAD, and one per process)")
-        self.world_size = world_size
-        self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+        self.world_size, self.seed, self.stream = world_size, int(seed), str(stream)
+        self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                          seed=self.epoch_seed(0),
                                           drop_last=True)
         self.batches = BatchSampler(self.sampler, batch_size // world_size, drop_last=False)
 
+    def epoch_seed(self, epoch: int) -> int:
+        """The seed of epoch ``epoch``'s permutation (the same on every rank)."""
+        return derive_seed(self.seed, "order", self.stream, epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+        # DistributedSampler seeds its permutation with seed + epoch; keep its epoch at 0 and give it the
+        # derived seed, so that epochs and seeds never share a permutation.
+        self.sampler.seed = self.epoch_seed(epoch)
+        self.sampler.set_epoch(0)
 
     def _drop_last(self, last_size: int, count: int) -> bool:
         return count > 1 and last_size * self.world_size < 2

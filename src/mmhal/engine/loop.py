@@ -3,8 +3,8 @@
 A split is a :class:`Split` of tensors, held on the compute device (``train.loader=memory``, a batch is
 then an index slice and a step does no Python work per sample) or in host memory (``workers``: a
 DataLoader gathers and copies each batch). Which samples form each batch, on every rank, is decided by
-``engine.loader.EpochBatches`` (``DistributedSampler`` seeded with the job's seed, ``set_epoch`` every
-epoch), so every method sees the same batches in the same order, and under ``torchrun`` the W ranks'
+``engine.loader.EpochBatches`` (``DistributedSampler`` seeded per epoch from the job's seed and stream, see
+there), so every method sees the same batches in the same order, and under ``torchrun`` the W ranks'
 shards of a step together are the single-process batch. Predictions are made on disjoint contiguous
 shards and gathered.
 
@@ -164,6 +164,7 @@ class FitResult:
     best_state: dict
     best_epoch: int
     history: list[dict] = field(default_factory=list)
+    last_state: Optional[dict] = None  # the weights after the last epoch (a selection-free control)
 
 
 def fit(
@@ -179,8 +180,12 @@ def fit(
     *,
     checkpoint: Optional[Path] = None,
     resume: bool = False,
+    stream: str = "student",
 ) -> FitResult:
     """Train ``method.student`` for ``tcfg.epochs`` epochs; keep the epoch best on validation.
+
+    The data order is ``EpochBatches``' for (``seed``, ``stream``): ``stream`` is ``teacher`` for the
+    teacher and ``student`` for every student, so the teacher never shares a student seed's batches.
 
     Selection uses the student's validation cross-entropy (``select_on=val_loss``) or accuracy
     (``val_acc``, ties to the lower loss). The test split is never seen here.
@@ -203,7 +208,7 @@ def fit(
     model = distributed.wrap(method, device)  # the method itself, or DDP around it under torchrun
     params = [p for p in method.parameters() if p.requires_grad]
     opt = make_optimizer(params, tcfg)
-    sampler = EpochBatches(len(train), tcfg.batch_size, seed, ctx.rank, ctx.world_size)
+    sampler = EpochBatches(len(train), tcfg.batch_size, seed, ctx.rank, ctx.world_size, stream)
     batches = TrainBatches(train, mods, sampler, str(getattr(tcfg, "loader", "memory")),
                            int(getattr(tcfg, "loader_workers", 0)))
     steps_per_epoch = len(sampler)
@@ -271,5 +276,6 @@ def fit(
                 on_epoch(epoch, rec)
     bar.close()
     batches.close()
+    last = copy.deepcopy(student.state_dict())
     student.load_state_dict(best[1])
-    return FitResult(best[1], best[0], history)
+    return FitResult(best[1], best[0], history, last)
