@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mmhal.cli import main
 from mmhal.data.npz import save_npz
@@ -55,7 +56,21 @@ def test_run_on_a_tiny_npz_prints_the_table_and_writes_results(tmp_path, capsys)
             assert r[metric]["mean"] == pytest.approx(np.mean(r[metric]["per_seed"]))
     assert (out / "config.yaml").is_file()
     csv_lines = (out / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("method,modalities,accuracy_mean")
+    assert csv_lines[0].startswith("method,modalities,networks,accuracy_mean")
+    for name, r in report["results"].items():
+        assert len(r["per_class_accuracy"]["mean"]) == 3
+        if name == "unimodal":
+            assert "vs_unimodal" not in r
+            continue
+        vs = r["vs_unimodal"]
+        assert set(vs) >= {"mean_diff", "se", "ci95", "p_value", "wins", "ties", "losses"}
+        assert vs["wins"] + vs["ties"] + vs["losses"] == 2
+        assert vs["ci95"][0] <= vs["mean_diff"] <= vs["ci95"][1]
+        if name != "teacher":
+            assert r["gap_recovered"] is None or set(r["gap_recovered"]) == {"mean", "ci95"}
+            assert len(r["last_epoch_accuracy"]["per_seed"]) == 2
+    assert report["recommendation"]["method"] in METHODS
+    assert cap.out.strip().splitlines()[-1].startswith("recommendation (validation only): deploy")
     assert len(csv_lines) == 1 + 1 + len(METHODS)
     assert (out / "models" / "mmh-seed1.pt").is_file()
 
@@ -132,6 +147,9 @@ def test_a_teacher_file_of_an_earlier_run_is_distilled_instead_of_the_cache(tmp_
         (["teacher_path=/nonexistent/teacher.pt"], "teacher_path '/nonexistent/teacher.pt' does not exist"),
         (["--teacher", "strong"], "is a teacher of strong+weak, this run's teacher sees strong"),
         (["model.width=6"], "holds a network of another shape than this run's teacher"),
+        # same shapes, other data: a teacher of another split (e.g. one that saw the test samples) is refused
+        (["data.split_seed=1"], "was trained on other data or another split"),
+        (["data.val_fraction=0.3"], "was trained on other data or another split"),
     ],
 )
 def test_a_wrong_teacher_file_is_one_sentence_and_exit_code_2(tmp_path, capsys, extra, words):
@@ -162,3 +180,21 @@ def test_the_dataloader_path_gives_the_same_run_inside_the_worker_processes(tmp_
     a = json.loads((tmp_path / "memory" / "results.json").read_text())["results"]
     b = json.loads((tmp_path / "workers" / "results.json").read_text())["results"]
     assert a == b
+
+
+def test_resume_refuses_a_teacher_other_than_the_one_the_finished_students_were_distilled_from(tmp_path, capsys):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--methods", "unimodal,kd", "--seeds", "1",
+            "--epochs", "1", "--no-progress", "model.width=4", "train.batch_size=32", "workers=1", "--out", str(tmp_path / "a")]
+    assert main(base) == 0
+    assert main(base + ["--resume"]) == 0  # the same cached teacher: accepted
+    capsys.readouterr()
+    # The cache entry is retrained or swapped (here: other weights of the same shape) between the two starts.
+    (entry,) = (tmp_path / "mmhal-cache" / "teachers").glob("*.pt")
+    ckpt = torch.load(entry, weights_only=True)
+    ckpt["model"] = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    torch.save(ckpt, entry)
+    rc = main(base + ["--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert "is not the one the run in" in err.strip().splitlines()[-1]

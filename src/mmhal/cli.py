@@ -6,6 +6,8 @@
     mmhal run --config recipes/hapt.yaml distill.rad_weighting=uniform train.lr=1e-3
     mmhal run --device cuda --precision bf16 --channels-last --compile
     mmhal run --resume --out runs/my-run                # continue an interrupted run where it stopped
+    mmhal tune --trials 8 --out runs/tuned          # every method's hyperparameters, same budget, validation only
+    mmhal run --config runs/tuned/tuned.yaml --seeds 10
     mmhal list                                  # datasets and methods known by name
 
     torchrun --nproc-per-node=4 -m mmhal run ...            # data-parallel (DDP) on one node, 4 processes
@@ -30,6 +32,21 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results")
+    _common_arguments(r)
+    r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
+                        "from its last epoch (its saved config.yaml is the base; other settings must match it)")
+    t = sub.add_parser("tune", help="tune every method's own hyperparameters with the same budget, on validation only")
+    _common_arguments(t)
+    t.add_argument("--trials", type=int, default=8, help="configurations tried per method (trial 0 = current settings)")
+    t.add_argument("--tune-seeds", type=int, default=2,
+                   help="students per trial (seeds 1000, 1001, ...: never the reporting seeds; default 2)")
+    sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
+    return p
+
+
+def _common_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--config", help="YAML recipe (a resolved config.yaml of an earlier run repeats that run)")
     r.add_argument("--data", help="a dataset name (e.g. hapt) or a path to a .npz file in mmhal's format")
     r.add_argument("--teacher", type=_csv, help="teacher modalities, comma-separated (default: every modality)")
@@ -37,35 +54,21 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", type=_csv, help="comma-separated, e.g. unimodal,kd,rad,dad,mmh,mmh-ensemble")
     r.add_argument("--seeds", type=int, help="number of seeds: runs seeds 0..N-1")
     r.add_argument("--epochs", type=int, help="training epochs for the teacher and every student")
-    r.add_argument("--out", help="run folder (default: runs/<dataset>-<student>-<date-time>)")
+    r.add_argument("--out", help="output folder (default: runs/<dataset>-<student>-<date-time>)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
-    r.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
-                        "from its last epoch (its saved config.yaml is the base; other settings must match it)")
     r.add_argument("--precision", help="32 (default), bf16 (CPU or CUDA) or 16 (CUDA, with loss scaling): train.precision")
     r.add_argument("--channels-last", action="store_true", help="NHWC layout for image models: train.channels_last=true")
     r.add_argument("--compile", action="store_true", help="torch.compile the networks' forward: train.compile=true")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.rad_lambda=0.5")
-    sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
-    return p
 
 
-def cmd_run(args) -> int:
+def build_config(args, base=None, kind: str = "run"):
+    """The configuration of a ``run`` or ``tune`` command: recipe (``base`` or ``--config``), ``key=value``
+    overrides, then the flags; ``out`` defaults to a new, timestamped folder under runs/."""
     from .config import load_config, validate
-    from .engine import distributed
-    from .engine.run import format_table, run
 
-    base = args.config
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
-        saved = Path(args.out) / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"there is no run to resume in '{args.out}' (it has no config.yaml); start it without --resume")
-        base = base or str(saved)  # the interrupted run's own settings, unless a recipe is named
-    cfg = load_config(base, args.overrides)
+    cfg = load_config(base or args.config, args.overrides)
     if args.data:
         cfg.data.name = args.data
     if args.teacher:
@@ -94,8 +97,25 @@ def cmd_run(args) -> int:
         cfg.out = args.out
     elif not cfg.out:
         stem = Path(cfg.data.name).stem if cfg.data.name.endswith(".npz") else cfg.data.name
-        cfg.out = str(Path("runs") / f"{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
+        prefix = "tune-" if kind == "tune" else ""
+        cfg.out = str(Path("runs") / f"{prefix}{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
     validate(cfg)
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from .engine import distributed
+    from .engine.run import format_table, recommendation_line, run
+
+    base = args.config
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
+        saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"there is no run to resume in '{args.out}' (it has no config.yaml); start it without --resume")
+        base = base or str(saved)  # the interrupted run's own settings, unless a recipe is named
+    cfg = build_config(args, base)
     if (Path(cfg.out) / "results.json").exists() and not (args.overwrite or args.resume):
         raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
     from tqdm.auto import tqdm
@@ -104,7 +124,28 @@ def cmd_run(args) -> int:
         report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume)
         if job.is_main:
             print(format_table(report))
+            for w in report["warnings"]:
+                print(f"warning: {w}")
             print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
+            print(recommendation_line(report["recommendation"]))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .engine.tune import TUNE_SEED_BASE, format_tune, tune
+
+    if args.tune_seeds < 1:
+        raise UserError("--tune-seeds must be at least 1")
+    cfg = build_config(args, kind="tune")
+    if (Path(cfg.out) / "tuned.yaml").exists():
+        raise UserError(f"'{cfg.out}' already holds a tuning result (tuned.yaml); choose another --out")
+    seeds = [TUNE_SEED_BASE + i for i in range(args.tune_seeds)]
+    summary = tune(cfg, args.trials, seeds, log=lambda s: tqdm.write(s, file=sys.stderr))
+    print(format_tune(summary))
+    print(f"trials: {Path(cfg.out) / 'trials.csv'}; recipe: {Path(cfg.out) / 'tuned.yaml'} ({summary['seconds']:.0f} s)")
+    print(f"next: mmhal run --config {Path(cfg.out) / 'tuned.yaml'}")
     return 0
 
 
@@ -120,9 +161,16 @@ def cmd_list(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list}[args.command](args)
     except UserError as exc:
         print(f"mmhal: error: {exc}", file=sys.stderr)
         return 2

@@ -5,11 +5,13 @@ repeated from it with ``mmhal run --config RUN/config.yaml``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -29,6 +31,9 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     split_seed: int = 0
+    # An npz file's own `split` that puts samples of one `group` (person, video, session) in more than one of
+    # train/val/test is an error (the test figures would be inflated); true: accept it, with a warning.
+    allow_shared_groups: bool = False
     # HAPT: train subjects held out for validation (model selection). Six of the 21 train subjects:
     # three left validation accuracy at 97-99 % for every epoch, so epoch choice was noise.
     hapt_val_subjects: list[int] = field(default_factory=lambda: [5, 11, 16, 22, 27, 30])
@@ -104,42 +109,167 @@ class RunConfig:
     # small models); 0 = min(2, CPU count). On a GPU they run one after another.
     workers: int = 0
     progress: bool = True
+    # Per-method settings, e.g. {kd: {distill.kd_alpha: 0.7, train.lr: 0.002}}: a method's students train
+    # with these train.* / distill.* values instead of the common ones (what `mmhal tune` writes). Members
+    # of an ensemble use their own method's entry (mmh-ensemble: rad's and dad's).
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+METHOD_OVERRIDE_SECTIONS = ("train.", "distill.")
+
+
+def method_config(cfg: "RunConfig", method: str, extra: Optional[dict] = None) -> "RunConfig":
+    """The configuration method ``method``'s students train with: ``cfg`` with
+    ``cfg.method_overrides[method]`` and then ``extra`` (dotted train.*/distill.* keys) applied; ``cfg``
+    itself when there is nothing to apply. A UserError for a key outside train.* and distill.*."""
+    overrides = {**cfg.method_overrides.get(method, {}), **(extra or {})}
+    if not overrides:
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        key = str(key)
+        if not key.startswith(METHOD_OVERRIDE_SECTIONS):
+            raise UserError(f"method_overrides.{method} sets '{key}'; a method may set only train.* and distill.* keys")
+        _set(out, key, value, f"method_overrides.{method}.{key}")
+    out.method_overrides = {}
+    try:
+        validate(out)
+    except UserError as exc:
+        raise UserError(f"method_overrides.{method}: {exc}") from None
+    return out
 
 
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _coerce(value: Any, example: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the type of the dataclass field's current value."""
-    if isinstance(example, bool):
+class _Text(str):
+    """The value of a ``key=value`` override as typed, before it is read as YAML: string fields keep it verbatim."""
+
+
+_NONE_WORDS = ("", "null", "none", "~")  # what an Optional field reads as None
+_KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a single text value"}
+
+
+def _expects(tp: Any) -> str:
+    """The declared type ``tp`` of a config field in words, as an error message names it."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        return f"{_expects(inner[0])} or null" if len(inner) == 1 else "a value"
+    if origin is list:
+        elem = args[0] if args else str
+        words = {bool: "true/false values", int: "integers", float: "numbers", str: "names"}
+        example = {int: "0,1,2 or [0, 1, 2]", float: "0.5,1 or [0.5, 1]", str: "acc,gyro or [acc, gyro]"}
+        return f"a list of {words.get(elem, 'values')} (e.g. {example.get(elem, 'a,b or [a, b]')})"
+    if origin is dict:
+        return "a mapping"
+    return _KINDS.get(tp, "a value")
+
+
+def _parse(text: str) -> Any:
+    """An override's text read as YAML (``""`` stays ``""``; text that is not valid YAML stays text)."""
+    if not text.strip():
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(value: Any, tp: Any, key: str, want: Optional[str] = None, got: Any = None) -> Any:
+    """``value`` (from a YAML recipe, or a ``_Text`` override) converted to the field's declared type ``tp``.
+
+    Handles bool, int, float, str, ``Optional[X]`` (null/none/empty give None) and ``list[X]`` (a YAML list,
+    a comma-separated string or one value); anything else is a UserError naming ``key`` and the type.
+    ``want`` and ``got`` are the whole field's type in words and the whole value, for errors about a list element.
+    """
+    if want is None:
+        want, got = _expects(tp), value
+
+    def bad() -> UserError:
+        shown = "null" if got is None else f"'{got}'" if isinstance(got, str) else str(got)
+        return UserError(f"config key '{key}' expects {want}, got {shown}")
+
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+            return None
+        return _coerce(value, inner[0], key, want, got) if len(inner) == 1 else value
+    if origin is list:
+        elem = args[0] if args else str
+        if isinstance(value, _Text) and value.strip().startswith("["):
+            value = _parse(value)
         if isinstance(value, str):
-            low = value.lower()
+            value = [_Text(v.strip()) if isinstance(value, _Text) else v.strip() for v in value.split(",") if v.strip()]
+        elif value is None or isinstance(value, dict):
+            raise bad()
+        elif not isinstance(value, (list, tuple)):
+            value = [value]  # one value: a list of one
+        return [_coerce(v, elem, key, want, got) for v in value]
+
+    if origin is dict:  # method_overrides: {method: {dotted key: value}}, checked by method_config in validate
+        if isinstance(value, _Text):
+            value = _parse(value)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise UserError(f"config key '{key}' expects a mapping of method names to mappings of "
+                            "train.*/distill.* keys, e.g. {kd: {distill.kd_alpha: 0.7}}")
+        return {str(k): {str(kk): vv for kk, vv in v.items()} for k, v in value.items()}
+    if isinstance(value, _Text):
+        parsed = _parse(value)
+        if tp is str and not isinstance(parsed, (list, dict)):
+            # YAML would turn `01` into 1 and `yes` into True; a string field keeps the text (quotes removed).
+            return parsed if isinstance(parsed, str) else value.strip()
+        value = parsed
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str):
+            low = value.strip().lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-            raise UserError(f"config key '{key}' expects true/false, got '{value}'")
-        return bool(value)
-    if isinstance(example, int) and not isinstance(example, bool):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise UserError(f"config key '{key}' expects an integer, got '{value}'") from None
-    if isinstance(example, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"config key '{key}' expects a number, got '{value}'") from None
-    if isinstance(example, list) or (example is None and isinstance(value, (list, str))):
+        raise bad()
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if example:
-            value = [_coerce(v, example[0], key) for v in value]
-        return list(value)
-    if isinstance(value, (list, dict)) and isinstance(example, str):
-        raise UserError(f"config key '{key}' expects a single value, got '{value}'")
-    return value if value is None else (str(value) if isinstance(example, str) else value)
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    value = float(value.strip())
+                except ValueError:
+                    raise bad() from None
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            return int(value)  # a whole number written as 2.0 or 1e3
+        raise bad()
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        raise bad()
+    if tp is str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None or isinstance(value, (list, tuple, dict)):
+            raise bad()
+        return str(value)
+    return value
 
 
 def _set(obj: Any, dotted: str, value: Any, full: str) -> None:
@@ -153,12 +283,14 @@ def _set(obj: Any, dotted: str, value: Any, full: str) -> None:
             raise UserError(f"config key '{full}' goes below '{head}', which is a value")
         _set(current, rest, value, full)
     elif dataclasses.is_dataclass(current):
+        if isinstance(value, _Text):
+            value = _parse(value)
         if not isinstance(value, dict):
             raise UserError(f"config key '{full}' expects a mapping")
         for k, v in value.items():
             _set(current, str(k), v, f"{full}.{k}")
     else:
-        setattr(obj, head, _coerce(value, current, full))
+        setattr(obj, head, _coerce(value, get_type_hints(type(obj))[head], full))
 
 
 def apply_mapping(cfg: RunConfig, mapping: dict) -> RunConfig:
@@ -185,7 +317,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         if "=" not in item:
             raise UserError(f"override '{item}' must look like key=value")
         key, _, value = item.partition("=")
-        _set(cfg, key.strip(), yaml.safe_load(value) if value.strip() else "", key.strip())
+        _set(cfg, key.strip(), _Text(value), key.strip())
     validate(cfg)
     return cfg
 
@@ -216,12 +348,32 @@ def validate(cfg: RunConfig) -> None:
     if dg not in ("auto", "true", "false"):
         raise UserError(f"distill.dad_global must be auto, true or false, got '{cfg.distill.dad_global}'")
     cfg.distill.dad_global = dg
+    if not cfg.train.lr > 0:
+        raise UserError(f"train.lr must be positive, got {cfg.train.lr}")
+    if cfg.train.weight_decay < 0:
+        raise UserError(f"train.weight_decay must be 0 or more, got {cfg.train.weight_decay}")
     if cfg.distill.temperature <= 0:
         raise UserError("distill.temperature must be positive")
+    if not 0.0 <= cfg.distill.kd_alpha <= 1.0:
+        raise UserError(f"distill.kd_alpha must lie in [0, 1] (the KL term's share of the loss), got {cfg.distill.kd_alpha}")
+    if not cfg.distill.rad_levels:
+        raise UserError("distill.rad_levels needs at least one pyramid level (grid size per axis), e.g. [4, 2, 1]")
+    if min(cfg.distill.rad_levels) < 1:
+        raise UserError(f"distill.rad_levels must be grid sizes of 1 or more, got {cfg.distill.rad_levels}")
+    for key in ("rad_lambda", "dad_lambda"):
+        if getattr(cfg.distill, key) < 0:
+            raise UserError(f"distill.{key} must be 0 or more, got {getattr(cfg.distill, key)}")
+    if cfg.distill.dad_k < 1:
+        raise UserError(f"distill.dad_k must be at least 1 (neighbours kept per sample), got {cfg.distill.dad_k}")
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        dup = next(s for s in cfg.seeds if cfg.seeds.count(s) > 1)
+        raise UserError(f"seeds lists the seed {dup} twice; each seed trains one student, so they must differ")
     if not cfg.student:
         raise UserError("the student needs at least one modality")
+    for method in cfg.method_overrides:
+        method_config(cfg, method)  # each method's own settings must be valid too
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

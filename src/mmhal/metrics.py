@@ -30,3 +30,12 @@ def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     v = np.asarray(values, dtype=float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K,) fraction of each class's samples predicted as that class (recall); NaN for a class with none."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    total = np.bincount(y_true, minlength=num_classes).astype(float)
+    hit = np.bincount(y_true[y_true == y_pred], minlength=num_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, hit / np.maximum(total, 1), np.nan)

@@ -35,6 +35,10 @@ register_method = METHODS.register
 
 class Method(nn.Module):
     needs_teacher: bool = True
+    #: The method's own hyperparameters for ``mmhal tune``: dotted config key -> ("log", lo, hi) |
+    #: ("uniform", lo, hi) | ("choice", [values]). The schedule (learning rate, weight decay) is searched
+    #: for every method alike, on top of these (``engine.tune.COMMON_SPACE``).
+    tune_space: dict = {}
 
     def __init__(self, student: MultimodalNet, teacher: Optional[MultimodalNet], cfg):
         super().__init__()

@@ -80,6 +80,8 @@ def dad_term(cfg, out, t_out) -> torch.Tensor:
 class DAD(Method):
     """L = CE(z_s, y) + lambda_DAD * L_DAD."""
 
+    tune_space = {"distill.dad_lambda": ("log", 10.0, 1000.0), "distill.dad_variant": ("choice", ["batch", "local"])}
+
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)

@@ -10,6 +10,8 @@ from .base import Method, kl_at_temperature, register_method
 class KD(Method):
     """L = (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))."""
 
+    tune_space = {"distill.kd_alpha": ("uniform", 0.1, 0.95), "distill.temperature": ("choice", [1.0, 2.0, 4.0, 8.0])}
+
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)

@@ -1,22 +1,27 @@
 """MMH: one student trained with CE + lambda_RAD * L_RAD + lambda_DAD * L_DAD; and the ensemble.
 
 ``mmh-ensemble`` is the authors' final model: the logits of a RAD student and a DAD student (same
-seed) summed at test time. It costs two students at inference; ``mmh`` costs one.
+seed) summed at test time. It costs two students at inference; ``mmh`` costs one. ``unimodal-ensemble``
+is its baseline at equal inference cost: two unimodal students (the second, ``unimodal@2``, with its own
+initialisation and data order), logits summed.
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
 
 from .base import Method, register_method
-from .dad import dad_term
-from .rad import rad_term
+from .dad import DAD, dad_term
+from .rad import RAD, rad_term
 
 #: ensemble name -> the methods whose students' logits are summed
-ENSEMBLES: dict[str, tuple[str, ...]] = {"mmh-ensemble": ("rad", "dad")}
+#: (a member ``method@r`` is a further student of that method with its own random stream, see engine.run)
+ENSEMBLES: dict[str, tuple[str, ...]] = {"mmh-ensemble": ("rad", "dad"), "unimodal-ensemble": ("unimodal", "unimodal@2")}
 
 
 @register_method("mmh")
 class MMH(Method):
+    tune_space = {**RAD.tune_space, **DAD.tune_space}
+
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)

@@ -3,7 +3,10 @@
 The teacher (CE on all teacher modalities) is trained once per dataset and configuration and cached
 under ``cache_dir/teachers/<hash>.pt``; every method and seed distils the same frozen teacher. A seed
 fixes the student's initialisation and the data order, identically for every method, so methods are
-compared paired by seed.
+compared paired by seed; seeds (and the teacher) draw independent streams (``utils.derive_seed``).
+A teacher carries the fingerprint of the data it was trained on: a ``teacher_path`` trained on other
+data (or another split) is refused, and ``--resume`` refuses a teacher other than the one the finished
+students were distilled from. What is reported is computed in ``engine.results``.
 
 Under ``torchrun`` (``engine.distributed``) every rank runs this same program: the teacher is trained
 by all ranks together (DDP) when it is not cached, then every (method, seed) job in the same order;
@@ -11,8 +14,6 @@ rank 0 alone logs, shows progress and writes the run folder and the teacher cach
 """
 from __future__ import annotations
 
-import csv
-import io
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,19 +30,21 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import RunConfig, save_config, to_dict
+from ..config import RunConfig, method_config, save_config, to_dict
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS
 from ..errors import UserError
-from ..metrics import accuracy, macro_f1, mean_std
+from ..metrics import accuracy
 from ..models.network import build_network
-from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text, seed_everything, stable_hash
+from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, seed_everything,
+                     stable_hash, state_digest)
 from . import distributed
 from .loop import Split, fit, make_split, output_nbytes, predict, teacher_outputs
+from .results import TEACHER, build_results, format_table, recommend, recommendation_line, results_csv, teacher_warning
 from .step import autocast_dtype
 
-TEACHER = "teacher"
+__all__ = ["run", "format_table", "recommendation_line"]
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
 
 
@@ -57,15 +60,29 @@ def normalization_stats(data: MultimodalData, modalities) -> dict[str, tuple[np.
     return stats
 
 
+def split_job_name(job: str) -> tuple[str, int]:
+    """(method, replica) of a student job name: ``kd`` -> (kd, 1); ``unimodal@2`` -> (unimodal, 2), a second,
+    independently initialised and shuffled student of the same method and seed (an ensemble member)."""
+    method, _, replica = job.partition("@")
+    return method, int(replica) if replica else 1
+
+
+def job_stream(job: str) -> str:
+    """The random stream (initialisation, data order) of a student job: shared by every method of a seed,
+    so that methods are paired; a replica ``@r`` (r > 1) has its own."""
+    _, replica = split_job_name(job)
+    return "student" if replica == 1 else f"student@{replica}"
+
+
 def resolve_methods(methods) -> tuple[list[str], list[str]]:
-    """(methods to train, in order) from the requested list; ensembles pull in their components."""
+    """(student jobs to train, methods to report), in order; ensembles pull in their members."""
     train: list[str] = []
     for name in methods:
         if name == TEACHER:
             continue
         parts = ENSEMBLES.get(name, (name,))
         for p in parts:
-            METHODS.get(p)  # raises a one-sentence error for an unknown name
+            METHODS.get(split_job_name(p)[0])  # raises a one-sentence error for an unknown name
             if p not in train:
                 train.append(p)
     return train, [m for m in methods if m != TEACHER]
@@ -77,7 +94,7 @@ def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.
     return net
 
 
-def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods, world_size: int = 1) -> str:
+def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int = 1) -> str:
     """The teacher's cache name: a hash of what determines it (data, modalities, model, training, seed,
     and the number of processes, which changes the last batch of an epoch and the order of reductions)."""
     train = asdict(cfg.train)
@@ -89,8 +106,8 @@ def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods, world_size: 
             train.pop(name)
     return stable_hash(
         {
-            "v": "teacher-2",  # 2: data order from DistributedSampler (seed + epoch)
-            "data": data.fingerprint(),
+            "v": "teacher-3",  # 3: initialisation and data order from derive_seed(teacher_seed, ..., "teacher")
+            "data": fingerprint,
             "modalities": list(teacher_mods),
             "model": asdict(cfg.model),
             "train": train,
@@ -100,20 +117,21 @@ def teacher_key(cfg: RunConfig, data: MultimodalData, teacher_mods, world_size: 
     )
 
 
-def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[torch.nn.Module, dict]:
-    """Load the cached teacher for this data and configuration, or train and cache it.
+def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint: str) -> tuple[torch.nn.Module, dict]:
+    """Load the cached teacher for this data and configuration, or train and cache it; or load
+    ``cfg.teacher_path``, refused unless it was trained on this very data (``fingerprint``).
 
     While it trains, an epoch checkpoint ``<key>.train.pt`` sits beside the cache entry; a teacher training
     that was killed continues from it at the next start (same key, so same configuration), and ends as the
     uninterrupted training would have."""
-    seed_everything(cfg.teacher_seed)
+    seed_everything(derive_seed(cfg.teacher_seed, "init", "teacher"))
     teacher = _build(cfg, data, teacher_mods, stats).to(device)
     main = distributed.current().is_main
-    if cfg.teacher_path:  # a given teacher file, checked against this run's network; no cache key (data hash) needed
-        ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods))
+    if cfg.teacher_path:  # a given teacher file, checked against this run's network and data
+        ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods, fingerprint))
         source = cfg.teacher_path
     else:
-        key = teacher_key(cfg, data, teacher_mods, distributed.current().world_size)
+        key = teacher_key(cfg, fingerprint, teacher_mods, distributed.current().world_size)
         path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
         partial = path.with_name(f"{key}.train.pt")
         ckpt = distributed.main_only(lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
@@ -127,10 +145,11 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     if distributed.main_only(partial.is_file):
         log(f"teacher: continuing an interrupted training from {partial}")
     res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher", progress=cfg.progress,
-              checkpoint=partial, resume=True)
+              checkpoint=partial, resume=True, stream="teacher")
     ckpt = {
         "model": res.best_state,
         "modalities": list(teacher_mods),
+        "data": fingerprint,
         "best_epoch": res.best_epoch,
         "history": res.history,
         "mmhal": __version__,
@@ -142,9 +161,12 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log) -> tuple[to
     return teacher, ckpt
 
 
-def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods) -> dict:
-    """A teacher file (``{"model", "modalities"}``, as ``models/teacher.pt``) checked against ``teacher``,
-    the network this run builds: a UserError when it is missing, unreadable, or of another shape."""
+def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods, fingerprint: str) -> dict:
+    """A teacher file (``{"model", "modalities", "data"}``, as ``models/teacher.pt``) checked against
+    ``teacher``, the network this run builds, and against this run's data: a UserError when it is missing,
+    unreadable, of another shape, or was trained on other data or another split (``data`` is the
+    fingerprint of labels, split and every modality's values; a teacher that saw the test samples, or
+    other data, would make every distilled figure meaningless)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"teacher_path '{path}' does not exist")
@@ -162,6 +184,12 @@ def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods) -> dict
     if want != got:
         raise UserError(f"teacher_path '{path}' holds a network of another shape than this run's teacher "
                         "(other model settings or data shapes)")
+    if "data" not in ckpt:
+        raise UserError(f"teacher_path '{path}' does not record which data it was trained on (a teacher file of an "
+                        "older mmhal); train the teacher again with this version")
+    if ckpt["data"] != fingerprint:
+        raise UserError(f"teacher_path '{path}' was trained on other data or another split (data fingerprint "
+                        f"{ckpt['data']}, this run's is {fingerprint}); distil only a teacher trained on this run's train split")
     return ckpt
 
 
@@ -236,6 +264,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     check_modalities(data, teacher_mods, "teacher")
     check_modalities(data, student_mods, "student")
     to_train, to_report = resolve_methods(cfg.methods)
+    for name in cfg.method_overrides:
+        METHODS.get(name)  # an unknown method name in method_overrides is a one-sentence error
     cfg.teacher = teacher_mods
     if resume:
         distributed.main_only(lambda: check_resumable(cfg, out))
@@ -263,11 +293,15 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         log("note: the data has no test split; results below are on the validation split")
     y_eval = splits[eval_split].labels.cpu().numpy()
 
-    teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log)
+    fingerprint = data.fingerprint()
+    teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint)
+    digest = state_digest(teacher.state_dict())
+    if resume:  # the students already trained were distilled from the teacher in models/teacher.pt
+        distributed.main_only(lambda: check_same_teacher(out, digest))
     if main:
-        atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods}, out / "models" / "teacher.pt")
-    t_pred = predict(teacher, splits[eval_split]).argmax(1).numpy()
-    t_acc, t_f1 = accuracy(y_eval, t_pred), macro_f1(y_eval, t_pred, data.num_classes)
+        atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods, "data": fingerprint,
+                           "digest": digest}, out / "models" / "teacher.pt")
+    teacher_eval, teacher_val = predict(teacher, splits[eval_split]).numpy(), predict(teacher, splits["val"]).numpy()
 
     jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
     # Workers (and so threads per job) follow from all jobs, not the ones left: a resumed job then runs
@@ -275,38 +309,39 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     workers = resolve_workers(cfg, device, len(jobs))
     done = {}
     if resume:
-        done, partial = distributed.main_only(lambda: _finished_jobs(out, jobs))
+        done, partial = distributed.main_only(lambda: _finished_jobs(out, jobs, digest))
         log(f"resume: {len(done)} of {len(jobs)} students already finished, {partial} continue from an epoch checkpoint")
         for (name, seed), r in done.items():
             _report(log, eval_split, y_eval, name, seed, r)
     todo = [j for j in jobs if j not in done]
     where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
-    ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume)
+    ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume,
+                     digest)
     if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
         ctx.prime(splits, teacher)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
-    logits = {m: [torch.from_numpy(done[(m, s)]["logits"]) for s in cfg.seeds] for m in to_train}
 
-    results: dict[str, dict] = {}
-    n = len(cfg.seeds)
-    results[TEACHER] = _entry(teacher_mods, [t_acc] * n, [t_f1] * n)
-    results[TEACHER]["shared_across_seeds"] = True
-    for name in to_report:
-        parts = ENSEMBLES.get(name, (name,))
-        per_seed_logits = [sum(logits[p][i] for p in parts) for i in range(n)]
-        preds = [z.argmax(1).numpy() for z in per_seed_logits]
-        results[name] = _entry(
-            student_mods, [accuracy(y_eval, p) for p in preds], [macro_f1(y_eval, p, data.num_classes) for p in preds]
-        )
-    _add_gap(results)
+    y_val = splits["val"].labels.cpu().numpy()
+    results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
+                            list(cfg.seeds), data.num_classes)
+    warnings = list(data.info.get("warnings", []))
+    tw = teacher_warning(results)
+    if tw:
+        warnings.append(tw)
+    for w in warnings:
+        log(f"warning: {w}")
     report = {
         "dataset": data.name,
         "teacher_modalities": teacher_mods,
         "student_modalities": student_mods,
         "seeds": list(cfg.seeds),
         "evaluated_on": eval_split,
+        "class_names": list(data.class_names),
         "results": results,
+        "recommendation": recommend(results),
+        "warnings": warnings,
+        "teacher": {"digest": digest, "data": fingerprint, "source": cfg.teacher_path or "cache"},
         "data_info": data.info,
         "seconds": round(time.time() - t_start, 1),
         "mmhal": __version__,
@@ -321,11 +356,35 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     return report
 
 
-def _finished_jobs(out: Path, jobs) -> tuple[dict, int]:
-    """(records of the finished jobs, number of unfinished jobs with an epoch checkpoint) in run folder ``out``."""
+def check_same_teacher(out: Path, digest: str) -> None:
+    """A UserError when the teacher of this resumed run is not the one the run in ``out`` distilled so far
+    (``models/teacher.pt``, written before any student trained): a retrained or swapped cache entry would
+    otherwise mix students of two teachers in one table."""
+    saved = out / "models" / "teacher.pt"
+    if not saved.is_file():
+        return
+    try:
+        ckpt = torch.load(saved, map_location="cpu", weights_only=True)
+        was = ckpt.get("digest") or state_digest(ckpt["model"])
+    except Exception as exc:
+        raise UserError(f"'{saved}' cannot be read ({type(exc).__name__}), so the run in '{out}' cannot be resumed "
+                        "with a checked teacher; start it again without --resume") from None
+    if was != digest:
+        raise UserError(f"the teacher this run would use (weights {digest}) is not the one the run in '{out}' has "
+                        f"distilled so far (weights {was}, its models/teacher.pt); resume with that teacher "
+                        "(teacher_path=" + str(saved) + ") or start the run again")
+
+
+def _finished_jobs(out: Path, jobs, digest: str) -> tuple[dict, int]:
+    """(records of the finished jobs, number of unfinished jobs with an epoch checkpoint) in run folder ``out``;
+    a UserError when a finished job was distilled from another teacher than ``digest`` or by another
+    number of processes."""
     done = {(n, s): load_job(job_files(out, n, s)[1]) for n, s in jobs if job_files(out, n, s)[1].is_file()}
     world = distributed.current().world_size
     for (n, s), r in done.items():
+        if r.get("teacher", digest) != digest and METHODS.get(split_job_name(n)[0]).needs_teacher:
+            raise UserError(f"student {n} seed {s} of the run in '{out}' was distilled from another teacher (weights "
+                            f"{r['teacher']}) than this run's ({digest}); start the run again without --resume")
         if r.get("world_size", 1) != world:
             raise UserError(f"student {n} seed {s} of the run in '{out}' was trained by {r.get('world_size', 1)} "
                             f"process(es), this run has {world}; resume it with the same number of processes")
@@ -336,11 +395,14 @@ def _finished_jobs(out: Path, jobs) -> tuple[dict, int]:
 class JobContext:
     """What every student job needs; built once per process (in the parent, or in each worker)."""
 
-    def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split, resume=False):
+    def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split, resume=False,
+                 teacher_digest=""):
         self.cfg, self.data, self.stats = cfg, data, stats
+        self.teacher_digest = teacher_digest
         self.teacher_state, self.teacher_mods, self.student_mods = teacher_state, teacher_mods, student_mods
         self.all_mods, self.eval_split = all_mods, eval_split
         self.resume = resume
+        self.trials: dict[str, dict] = {}  # tuning trials: tag -> dotted train.*/distill.* overrides
         self._ready = None
         self._given = None
 
@@ -368,42 +430,70 @@ class JobContext:
             self._ready = (splits, teacher, cache)
         return self._ready
 
-    def train_student(self, name: str, seed: int, device, progress: bool, on_epoch=None) -> dict:
-        """Train one student (method ``name``, ``seed``), from its epoch checkpoint when resuming; save the
-        model and the finished-job record; return its eval logits."""
-        cfg = self.cfg
+    def job_config(self, name: str, trial: Optional[str] = None) -> RunConfig:
+        """The configuration job ``name`` trains with: its method's ``method_overrides``, then those of tuning
+        trial ``trial`` (a tag of ``self.trials``)."""
+        return method_config(self.cfg, split_job_name(name)[0], self.trials[trial] if trial else None)
+
+    def train_student(self, name: str, seed: int, device, progress: bool, on_epoch=None, trial=None) -> dict:
+        """Train one student (job ``name``, ``seed``), from its epoch checkpoint when resuming; save the
+        model and the finished-job record; return its logits (eval split at the selected and at the last
+        epoch, validation split at the selected epoch).
+
+        The method trains with its own settings (``method_overrides``), and with ``trial`` (a tag of
+        ``self.trials``, which maps tags to dotted overrides) with those on top: a tuning trial, whose files
+        go to ``OUT/trials/<tag>/`` and which saves no model."""
+        method_name = split_job_name(name)[0]
+        cfg = self.job_config(name, trial)
         splits, teacher, cache = self.ready(device)
-        seed_everything(seed)  # same student initialisation for every method of this seed
+        stream = job_stream(name)
+        seed_everything(derive_seed(seed, "init", stream))  # same student initialisation for every method of this seed
         student = _build(cfg, self.data, self.student_mods, self.stats).to(device)
-        method_cls = METHODS.get(name)
+        method_cls = METHODS.get(method_name)
         method = method_cls(student, teacher, cfg.distill).to(device)
-        ckpt_path, job_path = job_files(Path(cfg.out), name, seed)
+        folder = Path(self.cfg.out) / "trials" / trial if trial else Path(self.cfg.out)
+        ckpt_path, job_path = job_files(folder, name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
                   teacher_cache=cache if method_cls.needs_teacher else None,
-                  checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch)
+                  checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch, stream=stream)
         main = distributed.current().is_main
-        if main:
+        if main and not trial:
             atomic_torch_save(
                 {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
                  "best_epoch": res.best_epoch, "history": res.history},
                 Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
             )
-        z = predict(student, splits[self.eval_split])
-        r = {"logits": z.numpy(), "best_epoch": res.best_epoch, "val_loss": res.history[res.best_epoch - 1]["val_loss"],
-             "epochs": len(res.history), "world_size": distributed.current().world_size}
+        z, z_val = predict(student, splits[self.eval_split]), predict(student, splits["val"])
+        student.load_state_dict(res.last_state)
+        z_last = predict(student, splits[self.eval_split])  # selection-free control: the last epoch's weights
+        student.load_state_dict(res.best_state)
+        r = {"logits": z, "logits_last": z_last, "val_logits": z_val, "best_epoch": res.best_epoch,
+             "val_loss": res.history[res.best_epoch - 1]["val_loss"], "epochs": len(res.history),
+             "world_size": distributed.current().world_size,
+             "teacher": self.teacher_digest if method_cls.needs_teacher else ""}
         if main:
-            atomic_torch_save({**r, "logits": z}, job_path)  # the job is finished once this file exists
+            atomic_torch_save(r, job_path)  # the job is finished once this file exists
             ckpt_path.unlink(missing_ok=True)
-        return r
+        return _numpy_logits(r)
+
+
+LOGIT_KEYS = ("logits", "logits_last", "val_logits")
+
+
+def _numpy_logits(r: dict) -> dict:
+    return {**r, **{k: r[k].numpy() for k in LOGIT_KEYS if r.get(k) is not None}}
 
 
 def load_job(path: Path) -> dict:
-    """The record a finished student job wrote (its eval logits as a NumPy array)."""
+    """The record a finished student job wrote (its logits as NumPy arrays)."""
     try:
         r = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"finished-job file '{path}' cannot be read ({type(exc).__name__}); delete it to retrain that job") from None
-    return {**r, "logits": r["logits"].numpy()}
+    if "val_logits" not in r:
+        raise UserError(f"finished-job file '{path}' was written by an older mmhal (no validation logits); "
+                        "start the run again without --resume")
+    return _numpy_logits(r)
 
 
 def resolve_workers(cfg, device, n_jobs: int) -> int:
@@ -442,14 +532,14 @@ def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     _WORKER_CTX, _WORKER_QUEUE = ctx, queue
 
 
-def _worker_job(name: str, seed: int) -> dict:
+def _worker_job(name: str, seed: int, trial: Optional[str] = None) -> dict:
     assert _WORKER_CTX is not None
     on_epoch = None
     if _WORKER_QUEUE is not None:
         def on_epoch(epoch: int, rec: dict) -> None:  # progress for the parent's bar
             loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
             _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"]))
-    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch)
+    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch, trial=trial)
 
 
 def _report(log, eval_split, y_eval, name, seed, r) -> None:
@@ -458,34 +548,36 @@ def _report(log, eval_split, y_eval, name, seed, r) -> None:
 
 
 def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
+    """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``."""
     done: dict = {}
 
-    def report(name, seed, r):
-        _report(log, ctx.eval_split, y_eval, name, seed, r)
+    def report(job, r):
+        _report(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
 
     if not jobs:
         return done
     if workers == 1:
-        for name, seed in jobs:
-            done[(name, seed)] = r = ctx.train_student(name, seed, device, ctx.cfg.progress)
-            report(name, seed, r)
+        for job in jobs:
+            done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, trial=job[2] if len(job) > 2 else None)
+            report(job, r)
         return done
     threads = max(1, (os.cpu_count() or 1) // workers)
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue() if ctx.cfg.progress else None
     with ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue)) as pool:
-        futures = {pool.submit(_worker_job, name, seed): (name, seed) for name, seed in jobs}
+        futures = {pool.submit(_worker_job, *job): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
-        bar = tqdm(total=len(jobs) * ctx.cfg.train.epochs, desc=f"students ({workers} workers)", unit="ep",
+        total = sum(ctx.job_config(job[0], job[2] if len(job) > 2 else None).train.epochs for job in jobs)
+        bar = tqdm(total=total, desc=f"students ({workers} workers)", unit="ep",
                    disable=not ctx.cfg.progress, dynamic_ncols=True)
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(queue, bar)
             for fut in finished:
-                name, seed = futures[fut]
-                done[(name, seed)] = r = fut.result()
-                report(name, seed, r)
+                job = futures[fut]
+                done[job] = r = fut.result()
+                report(job, r)
         _drain(queue, bar)
         bar.n = bar.total
         bar.close()
@@ -503,61 +595,3 @@ def _drain(queue, bar) -> None:
             return
         bar.update(1)
         bar.set_postfix_str(f"{name} seed {seed} ep {epoch}: loss {loss:.3f} val_acc {val_acc:.3f}")
-
-
-def _entry(mods, accs, f1s) -> dict:
-    am, asd = mean_std(accs)
-    fm, fsd = mean_std(f1s)
-    return {
-        "modalities": list(mods),
-        "accuracy": {"mean": am, "std": asd, "per_seed": [float(a) for a in accs]},
-        "macro_f1": {"mean": fm, "std": fsd, "per_seed": [float(f) for f in f1s]},
-    }
-
-
-def _add_gap(results: dict) -> None:
-    """gap recovered = (method - unimodal) / (teacher - unimodal) on mean accuracy; paired diffs vs unimodal."""
-    if "unimodal" not in results:
-        return
-    uni = results["unimodal"]["accuracy"]
-    gap = results[TEACHER]["accuracy"]["mean"] - uni["mean"]
-    for name, r in results.items():
-        if name == TEACHER:
-            continue
-        diffs = np.asarray(r["accuracy"]["per_seed"]) - np.asarray(uni["per_seed"])
-        r["gap_recovered"] = float((r["accuracy"]["mean"] - uni["mean"]) / gap) if abs(gap) > 1e-12 else None
-        se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
-        r["vs_unimodal"] = {"mean_diff": float(diffs.mean()), "se": se, "wins": int((diffs > 0).sum())}
-
-
-def results_csv(report: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    seeds = report["seeds"]
-    w.writerow(["method", "modalities", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
-                "gap_recovered"] + [f"accuracy_seed{s}" for s in seeds])
-    for name, r in report["results"].items():
-        g = r.get("gap_recovered")
-        w.writerow([name, "+".join(r["modalities"]), f"{r['accuracy']['mean']:.6f}", f"{r['accuracy']['std']:.6f}",
-                    f"{r['macro_f1']['mean']:.6f}", f"{r['macro_f1']['std']:.6f}", "" if g is None else f"{g:.4f}"]
-                   + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]])
-    return buf.getvalue()
-
-
-def format_table(report: dict) -> str:
-    """The printed table: accuracy/F1 as percent mean ± std over seeds, gap recovered, paired diff vs unimodal."""
-    split = report.get("evaluated_on", "test")
-    head = f"{'method':<13} {'modalities':<16} {split + ' acc %':>14} {'macro-F1 %':>14} {'gap rec.':>9} {'vs unimodal (paired)':>22}"
-    lines = [head, "-" * len(head)]
-    for name, r in report["results"].items():
-        a, f = r["accuracy"], r["macro_f1"]
-        g = r.get("gap_recovered")
-        vs = r.get("vs_unimodal")
-        vs_s = "" if vs is None or name == "unimodal" else f"{100 * vs['mean_diff']:+.2f} ± {100 * vs['se']:.2f} ({vs['wins']}/{len(report['seeds'])})"
-        lines.append(
-            f"{name:<13} {'+'.join(r['modalities']):<16} {100 * a['mean']:>7.2f} ± {100 * a['std']:<4.2f} "
-            f"{100 * f['mean']:>7.2f} ± {100 * f['std']:<4.2f} {'' if g is None else f'{100 * g:7.1f}%':>9} {vs_s:>22}"
-        )
-    lines.append(f"seeds {report['seeds']}; ± is the sample std over seeds; the teacher is one model shared by all seeds;")
-    lines.append("gap rec. = (method - unimodal) / (teacher - unimodal); vs unimodal = mean paired difference ± SE (seeds won).")
-    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""``mmhal tune``: the same tuning budget for every method, on the validation split only.
+
+For every method asked for (ensembles stand for their members), ``trials`` configurations are tried:
+trial 0 is the method's current settings, trials 1.. are drawn at random (seeded) from the method's own
+search space (``Method.tune_space``: KD's alpha and T; RAD's lambda, T and region weighting; DAD's lambda
+and variant; MMH's union of both) together with the schedule every method shares (``COMMON_SPACE``:
+learning rate and weight decay, so the unimodal baseline's schedule is tuned as well). Every trial of
+every method trains ``len(tune seeds)`` students on the train split with the same teacher, data and
+epoch budget, and is scored by its students' mean validation accuracy (ties: lower validation loss).
+The test split is never loaded into a batch, predicted or read.
+
+Tuning seeds are not the reporting seeds (by default 1000, 1001, ...): the run that reports test
+figures then draws students that played no part in choosing the settings.
+
+Writes into the tune folder: ``trials.csv`` and ``tune.json`` (every trial: its settings, per-seed
+validation accuracy and loss), and ``tuned.yaml``, a recipe (the resolved configuration with
+``method_overrides`` = each method's best trial) for ``mmhal run --config DIR/tuned.yaml``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import RunConfig, to_dict
+from ..data.base import load_dataset
+from ..data.select import check_modalities
+from ..distill import METHODS
+from ..errors import UserError
+from ..metrics import accuracy
+from ..utils import atomic_write_json, atomic_write_text, derive_seed
+from . import distributed
+from .loop import make_split
+from .run import JobContext, _run_jobs, get_teacher, normalization_stats, resolve_methods, resolve_workers, split_job_name
+
+#: searched for every method alike (the schedule), on top of the method's own ``tune_space``
+COMMON_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2)}
+TUNE_SEED_BASE = 1000
+
+
+def _round(x: float) -> float:
+    """Three significant digits: settings a person can read and type again."""
+    return float(f"{x:.3g}")
+
+
+def draw(space: dict, rng: np.random.Generator) -> dict:
+    """One configuration from a search space (``("log"|"uniform", lo, hi)`` or ``("choice", values)``)."""
+    out = {}
+    for key, spec in space.items():
+        kind = spec[0]
+        if kind == "log":
+            out[key] = _round(math.exp(rng.uniform(math.log(spec[1]), math.log(spec[2]))))
+        elif kind == "uniform":
+            out[key] = _round(rng.uniform(spec[1], spec[2]))
+        elif kind == "choice":
+            out[key] = spec[1][int(rng.integers(len(spec[1])))]
+        else:
+            raise ValueError(f"unknown search-space kind {kind!r} for {key}")
+    return out
+
+
+def method_trials(method: str, trials: int, seed: int) -> list[dict]:
+    """The ``trials`` configurations tried for ``method``: {} (its current settings), then random draws."""
+    space = {**COMMON_SPACE, **METHODS.get(method).tune_space}
+    rng = np.random.default_rng(derive_seed(seed, "tune", method))
+    return [{}] + [draw(space, rng) for _ in range(trials - 1)]
+
+
+def tune_methods(methods) -> list[str]:
+    """The methods to tune for a list of reported methods: ensembles stand for their members' methods."""
+    train, _ = resolve_methods(methods)
+    out: list[str] = []
+    for job in train:
+        m = split_job_name(job)[0]
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
+    """Tune every method of ``cfg.methods`` with ``trials`` trials of ``len(tune_seeds)`` students each, on
+    validation; write trials.csv, tune.json and tuned.yaml into ``cfg.out``; return the summary."""
+    log = log or (lambda s: tqdm.write(s))
+    if trials < 1:
+        raise UserError("--trials must be at least 1")
+    if distributed.current().enabled:
+        raise UserError("mmhal tune runs in one process (its trials run in parallel workers); start it without torchrun")
+    t_start = time.time()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = distributed.job_device(cfg.device, distributed.current())
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(cfg.data)
+    teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
+    check_modalities(data, teacher_mods, "teacher")
+    check_modalities(data, cfg.student, "student")
+    cfg.teacher = teacher_mods
+    methods = tune_methods(cfg.methods)
+    all_mods = sorted(set(teacher_mods) | set(cfg.student))
+    stats = normalization_stats(data, all_mods)
+    splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val")}  # never test
+    teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
+
+    job_cfg = copy.deepcopy(cfg)
+    job_cfg.out = str(out)
+    job_cfg.method_overrides = {}  # each trial states its settings in full on top of the common ones
+    ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, list(cfg.student), all_mods, "val")
+    table: dict[str, list[dict]] = {}
+    for m in methods:
+        base = cfg.method_overrides.get(m, {})
+        table[m] = [{"trial": i, "settings": {**base, **t}} for i, t in enumerate(method_trials(m, trials, cfg.teacher_seed))]
+        for row in table[m]:
+            ctx.trials[f"{m}-trial{row['trial']}"] = row["settings"]
+            ctx.job_config(m, f"{m}-trial{row['trial']}")  # an invalid drawn setting fails now, not in a worker
+    jobs = [(m, s, f"{m}-trial{row['trial']}") for m in methods for row in table[m] for s in tune_seeds]
+    workers = resolve_workers(cfg, device, len(jobs))
+    log(f"tuning {', '.join(methods)}: {trials} trial(s) each x {len(tune_seeds)} seed(s) {tune_seeds} = {len(jobs)} "
+        f"students on the validation split, {workers} worker process(es)")
+    if workers == 1:
+        ctx.prime(splits, teacher)
+    y_val = splits["val"].labels.cpu().numpy()
+    done = _run_jobs(ctx, jobs, workers, device, log, y_val)
+
+    best: dict[str, dict] = {}
+    for m in methods:
+        for row in table[m]:
+            recs = [done[(m, s, f"{m}-trial{row['trial']}")] for s in tune_seeds]
+            row["val_accuracy"] = [accuracy(y_val, r["val_logits"].argmax(1)) for r in recs]
+            row["val_loss"] = [float(r["val_loss"]) for r in recs]
+            row["best_epoch"] = [int(r["best_epoch"]) for r in recs]
+            row["mean_val_accuracy"] = float(np.mean(row["val_accuracy"]))
+        best[m] = min(table[m], key=lambda r: (-r["mean_val_accuracy"], float(np.mean(r["val_loss"])), r["trial"]))
+
+    tuned = copy.deepcopy(cfg)
+    tuned.method_overrides = {m: dict(best[m]["settings"]) for m in methods if best[m]["settings"]}
+    tuned.out = ""  # the run that uses the recipe names its own folder
+    header = (f"# written by mmhal tune {__version__}: {trials} trial(s) per method ({', '.join(methods)}), each "
+              f"{len(tune_seeds)} student(s) (seeds {tune_seeds}), chosen by mean validation accuracy; test never "
+              f"used.\n# run it: mmhal run --config {out / 'tuned.yaml'}\n")
+    atomic_write_text(out / "tuned.yaml", header + yaml.safe_dump(to_dict(tuned), sort_keys=False))
+    summary = {"methods": methods, "trials": trials, "tune_seeds": list(tune_seeds), "selected_on": "val",
+               "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
+                            "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},
+               "table": table, "seconds": round(time.time() - t_start, 1), "mmhal": __version__}
+    atomic_write_json(out / "tune.json", summary)
+    atomic_write_text(out / "trials.csv", trials_csv(summary))
+    for job in jobs:  # the trials' finished-job records served their purpose
+        path = out / "trials" / job[2] / "jobs" / f"{job[0]}-seed{job[1]}.pt"
+        path.unlink(missing_ok=True)
+    return summary
+
+
+def trials_csv(summary: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "trial", "mean_val_accuracy", "val_accuracy_per_seed", "mean_val_loss", "settings"])
+    for m, rows in summary["table"].items():
+        for r in rows:
+            w.writerow([m, r["trial"], f"{r['mean_val_accuracy']:.6f}", " ".join(f"{a:.4f}" for a in r["val_accuracy"]),
+                        f"{np.mean(r['val_loss']):.6f}", " ".join(f"{k}={v}" for k, v in r["settings"].items())])
+    return buf.getvalue()
+
+
+def format_tune(summary: dict) -> str:
+    lines = [f"{'method':<10} {'best trial':>10} {'mean val acc %':>15}  settings"]
+    for m in summary["methods"]:
+        b = summary["best"][m]
+        shown = ", ".join(f"{k}={v}" for k, v in b["settings"].items()) or "(the current settings)"
+        lines.append(f"{m:<10} {b['trial']:>10} {100 * b['mean_val_accuracy']:>15.2f}  {shown}")
+    lines.append(f"{summary['trials']} trial(s) per method, {len(summary['tune_seeds'])} seed(s) each, validation only.")
+    return "\n".join(lines)

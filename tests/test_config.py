@@ -1,0 +1,136 @@
+"""Configuration: overrides coerced by each field's declared type, recipes, the saved round trip, validation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmhal.config import RunConfig, load_config, save_config
+from mmhal.errors import UserError
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+# ----------------------------------------------------------------------------- overrides by declared type
+def test_a_path_for_an_optional_string_stays_a_string():
+    cfg = load_config(None, ["data.path=/some/file.pkl.gz"])
+    assert cfg.data.path == "/some/file.pkl.gz"
+    assert load_config(None, ["data.path=null"]).data.path is None
+    assert load_config(None, ["data.path="]).data.path is None
+
+
+def test_string_fields_keep_the_text_as_typed():
+    cfg = load_config(None, ["out=01", "teacher_path=yes", "train.precision=32", "data.name='my data.npz'"])
+    assert (cfg.out, cfg.teacher_path, cfg.train.precision, cfg.data.name) == ("01", "yes", "32", "my data.npz")
+
+
+def test_optional_list_of_names_takes_commas_a_yaml_list_or_null():
+    assert load_config(None, ["teacher=acc,gyro"]).teacher == ["acc", "gyro"]
+    assert load_config(None, ["teacher=[acc, gyro]"]).teacher == ["acc", "gyro"]
+    assert load_config(None, ["teacher=acc"]).teacher == ["acc"]
+    assert load_config(None, ["teacher=acc,gyro", "teacher=null"]).teacher is None
+    assert load_config(None, ["teacher="]).teacher is None
+
+
+def test_lists_of_integers():
+    assert load_config(None, ["seeds=[0,1]"]).seeds == [0, 1]
+    assert load_config(None, ["seeds=3,4"]).seeds == [3, 4]
+    assert load_config(None, ["seeds=5"]).seeds == [5]
+    assert load_config(None, ["data.hapt_val_subjects=[1, 2]"]).data.hapt_val_subjects == [1, 2]
+    assert load_config(None, ["methods=kd,rad", "student=[acc]"]).methods == ["kd", "rad"]
+
+
+def test_numbers_and_booleans():
+    cfg = load_config(None, ["train.lr=1e-3", "train.epochs=2.0", "train.weight_decay=0", "train.compile=yes",
+                             "train.cache_teacher=false", "distill.dad_lambda=5"])
+    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 2 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.weight_decay == 0.0 and cfg.distill.dad_lambda == 5.0
+    assert cfg.train.compile is True and cfg.train.cache_teacher is False
+
+
+def test_a_nested_mapping_override():
+    cfg = load_config(None, ["data={name: x.npz, split_seed: 3}"])
+    assert cfg.data.name == "x.npz" and cfg.data.split_seed == 3
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.epochs=1.5", "config key 'train.epochs' expects an integer, got '1.5'"),
+        ("train.epochs=true", "config key 'train.epochs' expects an integer, got 'true'"),
+        ("train.lr=abc", "config key 'train.lr' expects a number, got 'abc'"),
+        ("train.lr=.nan", "config key 'train.lr' expects a number"),
+        ("train.cache_teacher=maybe", "config key 'train.cache_teacher' expects true/false, got 'maybe'"),
+        ("seeds=[0, a]", "config key 'seeds' expects a list of integers"),
+        ("teacher={a: 1}", "config key 'teacher' expects a list of names"),
+        ("data.name=[a, b]", "config key 'data.name' expects a single text value"),
+        ("data.nonsense=1", "unknown config key 'data.nonsense'"),
+    ],
+)
+def test_bad_values_are_one_sentence_user_errors(override, words):
+    with pytest.raises(UserError) as err:
+        load_config(None, [override])
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_recipe_values_are_coerced_too(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("teacher: acc,gyro\nseeds: 4\ntrain:\n  lr: 1e-3\n  precision: 16\ndistill:\n  dad_global: true\n")
+    cfg = load_config(str(recipe))
+    assert cfg.teacher == ["acc", "gyro"] and cfg.seeds == [4]
+    assert cfg.train.lr == 0.001 and cfg.train.precision == "16" and cfg.distill.dad_global == "true"
+    recipe.write_text("train:\n  epochs: 1.5\n")
+    with pytest.raises(UserError, match="'train.epochs' expects an integer"):
+        load_config(str(recipe))
+
+
+# ----------------------------------------------------------------------------- recipes and the saved config
+def test_there_are_recipes():
+    assert RECIPES
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_loads(recipe):
+    cfg = load_config(str(recipe))
+    assert isinstance(cfg, RunConfig) and cfg.student and cfg.seeds
+
+
+def test_a_saved_config_loads_back_equal(tmp_path):
+    cfg = load_config(None, ["data.path=/some/file.pkl.gz", "teacher=acc,gyro", "seeds=[0,1]", "out=01",
+                             "train.precision=bf16", "distill.rad_levels=[2, 1]", "data.allow_shared_groups=true"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+    default = RunConfig()
+    save_config(default, tmp_path / "default.yaml")
+    assert load_config(str(tmp_path / "default.yaml")) == default
+
+
+# ----------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("train.lr=0", "train.lr must be positive"),
+        ("train.lr=-0.1", "train.lr must be positive"),
+        ("train.weight_decay=-1e-4", "train.weight_decay must be 0 or more"),
+        ("distill.rad_levels=[]", "distill.rad_levels needs at least one pyramid level"),
+        ("distill.rad_levels=[4, 0]", "distill.rad_levels must be grid sizes of 1 or more"),
+        ("distill.kd_alpha=1.5", "distill.kd_alpha must lie in [0, 1]"),
+        ("distill.kd_alpha=-0.1", "distill.kd_alpha must lie in [0, 1]"),
+        ("seeds=[0, 1, 0]", "seeds lists the seed 0 twice"),
+        ("distill.rad_lambda=-1", "distill.rad_lambda must be 0 or more"),
+        ("distill.dad_lambda=-0.5", "distill.dad_lambda must be 0 or more"),
+        ("distill.dad_k=0", "distill.dad_k must be at least 1"),
+    ],
+)
+def test_invalid_settings_are_one_sentence_user_errors(override, words):
+    with pytest.raises(UserError) as err:
+        load_config(None, [override])
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["distill.kd_alpha=0", "distill.kd_alpha=1", "distill.rad_lambda=0",
+                                      "distill.dad_lambda=0", "train.weight_decay=0", "distill.dad_k=1"])
+def test_boundary_settings_are_valid(override):
+    load_config(None, [override])

@@ -1,0 +1,89 @@
+"""`mmhal tune`: the same budget for every method, chosen on validation only, and a recipe `mmhal run` uses."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from mmhal.cli import main
+from mmhal.config import DataConfig, load_config, method_config
+from mmhal.data.npz import load_npz, save_npz
+from mmhal.engine.tune import COMMON_SPACE, method_trials
+from test_cli_run import _tiny
+
+ARGS = ["--student", "weak", "--methods", "unimodal,kd,mmh-ensemble", "--trials", "3", "--tune-seeds", "2",
+        "--epochs", "2", "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
+
+
+def _with_file_split(src, dst, scramble_test=False):
+    """``src`` with its mmhal-made split written into the file; optionally the test split's labels and
+    inputs replaced by noise (tuning must not notice)."""
+    d = load_npz(DataConfig(), path=str(src))
+    mods = {m: a.copy() for m, a in d.modalities.items()}
+    y = d.labels.copy()
+    if scramble_test:
+        rng = np.random.default_rng(1)
+        test = d.split == "test"
+        y[test] = rng.integers(0, 3, test.sum())
+        for a in mods.values():
+            a[test] = rng.normal(size=a[test].shape)
+    save_npz(dst, mods, y, split=d.split, groups=d.groups, class_names=d.class_names)
+    return dst
+
+
+def test_tuning_never_looks_at_the_test_split(tmp_path, capsys):
+    base = _tiny(tmp_path / "tiny.npz")
+    a = _with_file_split(base, tmp_path / "a.npz")
+    b = _with_file_split(base, tmp_path / "b.npz", scramble_test=True)
+    assert main(["tune", "--data", str(a), "--out", str(tmp_path / "ta"), *ARGS]) == 0
+    assert main(["tune", "--data", str(b), "--out", str(tmp_path / "tb"), *ARGS]) == 0
+    ta = json.loads((tmp_path / "ta" / "tune.json").read_text())
+    tb = json.loads((tmp_path / "tb" / "tune.json").read_text())
+    assert ta["table"] == tb["table"] and ta["best"] == tb["best"]
+
+
+def test_every_method_gets_the_same_trials_and_seeds_and_the_recipe_applies_the_best(tmp_path, capsys):
+    data = _tiny(tmp_path / "tiny.npz")
+    assert main(["tune", "--data", str(data), "--out", str(tmp_path / "t"), *ARGS]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "t" / "tune.json").read_text())
+    assert summary["methods"] == ["unimodal", "kd", "rad", "dad"]  # the ensemble stands for its members
+    assert summary["tune_seeds"] == [1000, 1001]  # never the reporting seeds 0, 1, 2
+    for m, rows in summary["table"].items():
+        assert [r["trial"] for r in rows] == [0, 1, 2]
+        assert rows[0]["settings"] == {}  # trial 0: the current settings
+        assert all(len(r["val_accuracy"]) == 2 for r in rows)
+        best = max(rows, key=lambda r: (r["mean_val_accuracy"], -np.mean(r["val_loss"]), -r["trial"]))
+        assert summary["best"][m]["trial"] == best["trial"]
+        for r in rows[1:]:  # the schedule is searched for every method, the unimodal baseline included
+            assert set(COMMON_SPACE) <= set(r["settings"])
+    assert "mmhal run --config" in out
+    cfg = load_config(str(tmp_path / "t" / "tuned.yaml"))
+    for m, b in summary["best"].items():
+        assert cfg.method_overrides.get(m, {}) == b["settings"]
+        mc = method_config(cfg, m)
+        for key, value in b["settings"].items():
+            section, name = key.split(".")
+            assert getattr(getattr(mc, section), name) == value
+    assert len((tmp_path / "t" / "trials.csv").read_text().splitlines()) == 1 + 4 * 3
+
+
+def test_trials_are_seeded_draws_from_the_methods_own_space():
+    assert method_trials("kd", 4, 0) == method_trials("kd", 4, 0)
+    kd = method_trials("kd", 4, 0)[1:]
+    assert all(set(t) == {*COMMON_SPACE, "distill.kd_alpha", "distill.temperature"} for t in kd)
+    assert all(set(t) == set(COMMON_SPACE) for t in method_trials("unimodal", 4, 0)[1:])
+
+
+@pytest.mark.parametrize("override, words", [
+    ("method_overrides={kd: {seeds: 3}}", "a method may set only train.* and distill.* keys"),
+    ("method_overrides={kd: {distill.kd_alpha: 3}}", "method_overrides.kd: distill.kd_alpha must lie in [0, 1]"),
+    ("method_overrides={nosuch: {train.lr: 0.01}}", "nosuch"),
+])
+def test_bad_method_overrides_are_one_sentence_and_exit_code_2(tmp_path, capsys, override, words):
+    data = _tiny(tmp_path / "tiny.npz")
+    rc = main(["run", "--data", str(data), "--student", "weak", "--methods", "kd", "--seeds", "1", "--epochs", "1",
+               "--no-progress", "model.width=4", "--out", str(tmp_path / "r"), override])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert words in err.strip().splitlines()[-1]
