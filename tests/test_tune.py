@@ -87,3 +87,51 @@ def test_bad_method_overrides_are_one_sentence_and_exit_code_2(tmp_path, capsys,
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert words in err.strip().splitlines()[-1]
+
+
+def test_init_from_teacher_copies_every_matching_tensor_and_leaves_the_fusion_layer():
+    import torch
+
+    from mmhal.config import ModelConfig
+    from mmhal.engine.run import init_from_teacher
+    from mmhal.models.network import build_network
+
+    spec = {"weak": (2, 16), "strong": (5,)}
+    torch.manual_seed(0)
+    teacher = build_network(spec, ["strong", "weak"], 3, ModelConfig(width=4))
+    student = build_network(spec, ["weak"], 3, ModelConfig(width=4))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    n = init_from_teacher(student, teacher)
+    s, t = student.state_dict(), teacher.state_dict()
+    assert n > 0
+    for k in s:
+        if k.startswith(("stems.weak.", "stage3.", "stage4.", "head.")):
+            assert torch.equal(s[k], t[k]), k
+    se = [k for k in s if k.startswith("se.")]
+    assert se and all(torch.equal(s[k], before[k]) for k in se)  # the fusion layer is wider in the teacher
+
+
+def test_the_teacher_trains_with_its_own_overrides_and_they_key_its_cache(tmp_path, capsys):
+    data = _tiny(tmp_path / "tiny.npz")
+    base = ["run", "--data", str(data), "--student", "weak", "--methods", "kd", "--seeds", "1", "--epochs", "1",
+            "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "method_overrides={teacher: {train.epochs: 3}}"]) == 0
+    err = capsys.readouterr().err
+    assert "best epoch" in err and err.count("teacher: trained") == 2  # another key: trained again, not loaded
+    teachers = sorted((tmp_path / "mmhal-cache" / "teachers").glob("*.pt"))
+    assert len(teachers) == 2
+    import torch
+
+    epochs = sorted(len(torch.load(p, weights_only=True)["history"]) for p in teachers)
+    assert epochs == [1, 3]
+
+
+def test_methods_all_reports_every_registered_method_and_ensemble(tmp_path, capsys):
+    from mmhal.distill import ENSEMBLES, METHODS
+
+    data = _tiny(tmp_path / "tiny.npz")
+    assert main(["run", "--data", str(data), "--student", "weak", "--methods", "all", "--seeds", "1", "--epochs", "1",
+                 "--no-progress", "model.width=4", "train.batch_size=32", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert set(report["results"]) == {"teacher", *METHODS.names(), *ENSEMBLES}

@@ -84,6 +84,12 @@ class DistillConfig:
     # Under torchrun: DAD over the global batch (features gathered from every rank) | false: per-rank
     # shard | auto: true when the job has more than one process (docs/scaling.md). No effect in one process.
     dad_global: str = "auto"
+    # Cross-entropy label smoothing (every method's CE term; the teacher's too unless method_overrides.teacher
+    # says otherwise). 0 = plain CE.
+    label_smoothing: float = 0.0
+    # Start a distilled student from the teacher's weights wherever names and shapes match (its own
+    # modalities' stems, the trunk and the head; not the fusion layer, whose width differs). unimodal never is.
+    init_from_teacher: bool = False
 
 
 @dataclass
@@ -363,6 +369,8 @@ def validate(cfg: RunConfig) -> None:
     for key in ("rad_lambda", "dad_lambda"):
         if getattr(cfg.distill, key) < 0:
             raise UserError(f"distill.{key} must be 0 or more, got {getattr(cfg.distill, key)}")
+    if not 0.0 <= cfg.distill.label_smoothing < 1.0:
+        raise UserError(f"distill.label_smoothing must lie in [0, 1), got {cfg.distill.label_smoothing}")
     if cfg.distill.dad_k < 1:
         raise UserError(f"distill.dad_k must be at least 1 (neighbours kept per sample), got {cfg.distill.dad_k}")
     if not cfg.seeds:

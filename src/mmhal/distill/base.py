@@ -83,6 +83,10 @@ class Method(nn.Module):
         with torch.no_grad():
             return self.teacher(inputs)
 
+    def ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy term (fp32), with ``cfg.label_smoothing``."""
+        return F.cross_entropy(logits.float(), target, label_smoothing=float(getattr(self.cfg, "label_smoothing", 0.0)))
+
     def forward(self, inputs: dict[str, torch.Tensor], target: torch.Tensor, teacher_out: Optional[NetOutput] = None):
         raise NotImplementedError
 
@@ -95,7 +99,7 @@ class Unimodal(Method):
 
     def forward(self, inputs, target, teacher_out=None):
         out = self.student(inputs)
-        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target)}
+        return out.logits, {"ce": self.ce(out.logits, target)}
 
 
 def full_precision(t: torch.Tensor):

@@ -85,4 +85,4 @@ class DAD(Method):
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "dad": dad_term(self.cfg, out, t_out)}
+        return out.logits, {"ce": self.ce(out.logits, target), "dad": dad_term(self.cfg, out, t_out)}

@@ -1,7 +1,6 @@
 """Hinton et al. (2015) knowledge distillation on the global logits."""
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from .base import Method, kl_at_temperature, register_method
 
@@ -17,4 +16,4 @@ class KD(Method):
         out = self.student(inputs)
         a = self.cfg.kd_alpha
         kd = kl_at_temperature(t_out.logits, out.logits, self.cfg.temperature).mean()
-        return out.logits, {"ce": (1 - a) * F.cross_entropy(out.logits.float(), target), "kd": a * kd}
+        return out.logits, {"ce": (1 - a) * self.ce(out.logits, target), "kd": a * kd}

@@ -7,7 +7,6 @@ initialisation and data order), logits summed.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 
 from .base import Method, register_method
 from .dad import DAD, dad_term
@@ -26,7 +25,7 @@ class MMH(Method):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         return out.logits, {
-            "ce": F.cross_entropy(out.logits.float(), target),
+            "ce": self.ce(out.logits, target),
             "rad": rad_term(self, out, t_out, target),
             "dad": dad_term(self.cfg, out, t_out),
         }

@@ -21,7 +21,6 @@ learns, they are not a quantity the student should shrink.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .base import Method, kl_at_temperature, register_method
 
@@ -81,4 +80,4 @@ class RAD(Method):
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        return out.logits, {"ce": F.cross_entropy(out.logits.float(), target), "rad": rad_term(self, out, t_out, target)}
+        return out.logits, {"ce": self.ce(out.logits, target), "rad": rad_term(self, out, t_out, target)}

@@ -40,7 +40,7 @@ from ..models.network import build_network
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, seed_everything,
                      stable_hash, state_digest)
 from . import distributed
-from .loop import Split, fit, make_split, output_nbytes, predict, teacher_outputs
+from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .results import TEACHER, build_results, format_table, recommend, recommendation_line, results_csv, teacher_warning
 from .step import autocast_dtype
 
@@ -74,8 +74,17 @@ def job_stream(job: str) -> str:
     return "student" if replica == 1 else f"student@{replica}"
 
 
+def all_methods() -> list[str]:
+    """Every registered method (unimodal first) and every ensemble: what ``--methods all`` reports."""
+    names = METHODS.names()
+    return ["unimodal", *[n for n in names if n != "unimodal"], *ENSEMBLES]
+
+
 def resolve_methods(methods) -> tuple[list[str], list[str]]:
-    """(student jobs to train, methods to report), in order; ensembles pull in their members."""
+    """(student jobs to train, methods to report), in order; ensembles pull in their members; ``all``
+    stands for every registered method and ensemble."""
+    if "all" in methods:
+        methods = [*all_methods(), *[m for m in methods if m != "all" and m not in all_methods()]]
     train: list[str] = []
     for name in methods:
         if name == TEACHER:
@@ -85,7 +94,7 @@ def resolve_methods(methods) -> tuple[list[str], list[str]]:
             METHODS.get(split_job_name(p)[0])  # raises a one-sentence error for an unknown name
             if p not in train:
                 train.append(p)
-    return train, [m for m in methods if m != TEACHER]
+    return train, list(dict.fromkeys(m for m in methods if m != TEACHER))
 
 
 def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.Module:
@@ -96,7 +105,8 @@ def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.
 
 def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int = 1) -> str:
     """The teacher's cache name: a hash of what determines it (data, modalities, model, training, seed,
-    and the number of processes, which changes the last batch of an epoch and the order of reductions)."""
+    and the number of processes, which changes the last batch of an epoch and the order of reductions).
+    ``cfg`` is the teacher's own configuration (``teacher_config``)."""
     train = asdict(cfg.train)
     for name in ("threads", "loader", "loader_workers"):  # how fast, not what: the same batches either way
         train.pop(name, None)
@@ -111,6 +121,7 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
             "modalities": list(teacher_mods),
             "model": asdict(cfg.model),
             "train": train,
+            **({"label_smoothing": cfg.distill.label_smoothing} if cfg.distill.label_smoothing else {}),
             "seed": cfg.teacher_seed,
             **({"world_size": world_size} if world_size > 1 else {}),
         }
@@ -124,6 +135,7 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
     While it trains, an epoch checkpoint ``<key>.train.pt`` sits beside the cache entry; a teacher training
     that was killed continues from it at the next start (same key, so same configuration), and ends as the
     uninterrupted training would have."""
+    cfg = teacher_config(cfg)
     seed_everything(derive_seed(cfg.teacher_seed, "init", "teacher"))
     teacher = _build(cfg, data, teacher_mods, stats).to(device)
     main = distributed.current().is_main
@@ -159,6 +171,27 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
         partial.unlink(missing_ok=True)
     log(f"teacher: trained in {time.time() - t0:.1f}s, best epoch {res.best_epoch}, cached at {path}")
     return teacher, ckpt
+
+
+def teacher_config(cfg: RunConfig) -> RunConfig:
+    """The configuration the teacher trains with: ``cfg`` with ``method_overrides.teacher`` applied (e.g. its
+    own epoch budget, ``{teacher: {train.epochs: 30}}``); it is trained once, so it may train longer."""
+    return method_config(cfg, TEACHER)
+
+
+FUSION = ("se.", "proj.")  # the fusion layer: its input is the concatenation of every modality's stem
+
+
+def init_from_teacher(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
+    """Copy the teacher's weights into the student wherever a name and shape match (the stems and
+    normalisers of the student's modalities, the trunk, the head), but never the fusion layer, whose
+    input width differs (a bias that happens to match would mean nothing without its weight); returns
+    how many tensors were copied."""
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    copied = {k: v.clone() for k, v in t_state.items()
+              if k in s_state and s_state[k].shape == v.shape and not k.startswith(FUSION)}
+    student.load_state_dict({**s_state, **copied})
+    return len(copied)
 
 
 def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods, fingerprint: str) -> dict:
@@ -265,7 +298,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     check_modalities(data, student_mods, "student")
     to_train, to_report = resolve_methods(cfg.methods)
     for name in cfg.method_overrides:
-        METHODS.get(name)  # an unknown method name in method_overrides is a one-sentence error
+        if name != TEACHER:
+            METHODS.get(name)  # an unknown method name in method_overrides is a one-sentence error
     cfg.teacher = teacher_mods
     if resume:
         distributed.main_only(lambda: check_resumable(cfg, out))
@@ -450,6 +484,8 @@ class JobContext:
         seed_everything(derive_seed(seed, "init", stream))  # same student initialisation for every method of this seed
         student = _build(cfg, self.data, self.student_mods, self.stats).to(device)
         method_cls = METHODS.get(method_name)
+        if cfg.distill.init_from_teacher and method_cls.needs_teacher:
+            init_from_teacher(student, teacher)
         method = method_cls(student, teacher, cfg.distill).to(device)
         folder = Path(self.cfg.out) / "trials" / trial if trial else Path(self.cfg.out)
         ckpt_path, job_path = job_files(folder, name, seed)
