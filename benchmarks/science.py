@@ -39,6 +39,8 @@ VARIANTS = {
     "init-teacher30": ["distill.init_from_teacher=true", "method_overrides={teacher: {train.epochs: 30}}"],
     "epochs24": ["--epochs", "24"],
     "init-epochs24": ["distill.init_from_teacher=true", "--epochs", "24"],
+    "ema": ["train.ema=0.99"],
+    "init-ema": ["distill.init_from_teacher=true", "train.ema=0.99"],
 }
 PLANS = {
     "screen": {"settings": list(SETTINGS), "variants": ["base", "init", "teacher30", "init-teacher30"], "seeds": 3},

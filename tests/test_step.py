@@ -5,12 +5,13 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmhal.config import DistillConfig, TrainConfig
 from mmhal.distill import METHODS, full_precision
 from mmhal.distill.dad import similarity
 from mmhal.engine.checkpoint import load_checkpoint
-from mmhal.engine.loop import Split, fit, make_optimizer, warmup_cosine
+from mmhal.engine.loop import Split, fit, make_optimizer, predict, warmup_cosine
 from mmhal.engine.step import TrainStep, autocast_dtype, compiled_forward
 from mmhal.errors import UserError
 from mmhal.models import MultimodalNet
@@ -182,10 +183,10 @@ def test_compiled_student_trains_like_the_eager_one():
     assert res.history[0]["val_loss"] == pytest.approx(ref.history[0]["val_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["mmh", "unimodal"])
-def test_fit_resumed_from_an_epoch_checkpoint_ends_exactly_as_the_uninterrupted_fit(tmp_path, name):
+@pytest.mark.parametrize("name, ema", [("mmh", 0.0), ("unimodal", 0.0), ("mmh", 0.9)])
+def test_fit_resumed_from_an_epoch_checkpoint_ends_exactly_as_the_uninterrupted_fit(tmp_path, name, ema):
     spec, train, val = _data()
-    tcfg = _tcfg(epochs=3)
+    tcfg = _tcfg(epochs=3, ema=ema)
     ckpt, kept = tmp_path / "job.pt", tmp_path / "after-epoch-1.pt"
 
     def keep_first(epoch, rec):
@@ -204,6 +205,22 @@ def test_fit_resumed_from_an_epoch_checkpoint_ends_exactly_as_the_uninterrupted_
     assert resumed.history == full.history
     assert resumed.best_epoch == full.best_epoch
     assert all(torch.equal(resumed.best_state[k], full.best_state[k]) for k in full.best_state)
+    assert all(torch.equal(resumed.last_state[k], full.last_state[k]) for k in full.last_state)
+
+
+def test_weight_averaging_selects_and_returns_the_averaged_weights():
+    spec, train, val = _data()
+    seen = []
+    method = _method(spec, "unimodal")
+    res = fit(method, train, val, _tcfg(epochs=2, ema=0.5), seed=0, progress=False,
+              on_epoch=lambda e, r: seen.append(copy.deepcopy(method.student.state_dict())))
+    own = seen[-1]  # the student's own weights after the last epoch (the average is applied only to evaluate)
+    assert any(not torch.equal(res.last_state[k], own[k]) for k in own if own[k].is_floating_point())
+    # a = min(0.5, (1 + t) / (10 + t)) = 0.5 from t = 8 on: the average stays within the last steps' weights
+    assert all(torch.equal(res.last_state[k], own[k]) for k in own if not own[k].is_floating_point())
+    method.student.load_state_dict(res.best_state)
+    assert F.cross_entropy(predict(method.student, val), val.labels).item() == pytest.approx(
+        res.history[res.best_epoch - 1]["val_loss"], rel=1e-6)
 
 
 def test_fit_without_resume_ignores_an_existing_checkpoint(tmp_path):

@@ -55,6 +55,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw | sgd (SGD is Nesterov, momentum 0.9, as the reference)
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     select_on: str = "val_loss"  # val_loss | val_acc: which validation figure picks the epoch
+    # Exponential moving average of the weights (decay per step; 0 = off): validation, selection and the
+    # saved model use the averaged weights (engine.loop.WeightAverage).
+    ema: float = 0.0
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
     # Compute the frozen teacher's outputs on the train split once and reuse them every epoch
     # (exact while inputs are not randomly augmented; skipped when the cache would exceed 2 GiB).
@@ -341,6 +344,8 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.loader must be 'memory' or 'workers', got '{cfg.train.loader}'")
     if cfg.train.loader_workers < 0:
         raise UserError("train.loader_workers must be 0 or more (0: the DataLoader gathers batches in the training process)")
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise UserError(f"train.ema must lie in [0, 1) (0 = no weight averaging), got {cfg.train.ema}")
     if cfg.train.select_on not in ("val_loss", "val_acc"):
         raise UserError(f"train.select_on must be 'val_loss' or 'val_acc', got '{cfg.train.select_on}'")
     if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence"):

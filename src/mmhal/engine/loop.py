@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -159,6 +160,38 @@ def _log_step(path: Path, desc: str, i: int, losses: dict, params, main: bool) -
             f.write(json.dumps(rec) + "\n")
 
 
+class WeightAverage:
+    """An exponential moving average of the student's weights and buffers (``train.ema`` = decay d):
+    after step t, ``avg = a * avg + (1 - a) * w`` with ``a = min(d, (1 + t) / (10 + t))`` (a short start-up,
+    so the average does not lean on the random initialisation); integer buffers are copied. Evaluation and
+    selection then use the averaged weights, which vary less from epoch to epoch and seed to seed."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: Optional[dict] = None):
+        self.model, self.decay = model, float(decay)
+        source = state if state is not None else model.state_dict()
+        self.state = {k: v.detach().clone().to(model.state_dict()[k].device) for k, v in source.items()}
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        a = min(self.decay, (1.0 + step) / (10.0 + step))
+        for k, w in self.model.state_dict().items():
+            avg = self.state[k]
+            if avg.is_floating_point():
+                avg.mul_(a).add_(w.detach(), alpha=1.0 - a)
+            else:
+                avg.copy_(w)
+
+    @contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own weights again after it."""
+        own = copy.deepcopy(self.model.state_dict())
+        self.model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(own)
+
+
 @dataclass
 class FitResult:
     best_state: dict
@@ -235,6 +268,8 @@ def fit(
         start, history = ckpt["epoch"], list(ckpt["history"])
         best_key = tuple(ckpt["best"]["key"])
         best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()})
+    decay = float(getattr(tcfg, "ema", 0.0))
+    ema = WeightAverage(student, decay, ckpt.get("ema") if ckpt is not None else None) if decay > 0 else None
     bar = tqdm(range(start, tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
                initial=start, total=tcfg.epochs)
     with compiled_forward(student, bool(getattr(tcfg, "compile", False))):
@@ -246,6 +281,8 @@ def fit(
             for inputs, target, idx in batches:
                 t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
                 losses = step(inputs, target, t_out)
+                if ema is not None:
+                    ema.update(sched.last_epoch)  # the number of steps taken so far: exact across a resume
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
@@ -254,7 +291,9 @@ def fit(
                     n_logged += 1
             if ctx.enabled:  # the epoch's mean losses over all ranks, the same on every rank
                 sums = {k: collective.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
-            logits = predict(student, val)
+            with ema.applied() if ema is not None else nullcontext():  # what is evaluated, kept and selected
+                logits = predict(student, val)
+                weights = copy.deepcopy(student.state_dict())
             val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
             val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
             rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
@@ -262,7 +301,7 @@ def fit(
             key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
             if best_key is None or key < best_key:
                 best_key = key
-                best = (epoch + 1, copy.deepcopy(student.state_dict()))
+                best = (epoch + 1, weights)
             if checkpoint is not None and ctx.is_main:
                 save_checkpoint(
                     checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
@@ -270,12 +309,13 @@ def fit(
                     scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(),
                     world_size=ctx.world_size,
                     best={"epoch": best[0], "key": list(best_key), "state": best[1]}, history=history,
+                    ema=ema.state if ema is not None else None,
                 )
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
             if on_epoch is not None:
                 on_epoch(epoch, rec)
     bar.close()
     batches.close()
-    last = copy.deepcopy(student.state_dict())
+    last = copy.deepcopy(ema.state if ema is not None else student.state_dict())
     student.load_state_dict(best[1])
     return FitResult(best[1], best[0], history, last)

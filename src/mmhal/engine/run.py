@@ -110,8 +110,9 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
     train = asdict(cfg.train)
     for name in ("threads", "loader", "loader_workers"):  # how fast, not what: the same batches either way
         train.pop(name, None)
-    # Step settings at their defaults stay out of the key (a key names only what differs from the defaults).
-    for name, default in (("precision", "32"), ("channels_last", False), ("compile", False)):
+    # Settings at their defaults stay out of the key (a key names only what differs from the defaults, and a
+    # setting added later leaves the keys of cached teachers as they were).
+    for name, default in (("precision", "32"), ("channels_last", False), ("compile", False), ("ema", 0.0)):
         if train.get(name) == default:
             train.pop(name)
     return stable_hash(
