@@ -97,6 +97,13 @@ def test_every_recipe_loads(recipe):
     assert isinstance(cfg, RunConfig) and cfg.student and cfg.seeds
 
 
+def test_the_hapt_recipe_is_the_defaults_written_out():
+    recipe = next(p for p in RECIPES if p.name == "hapt.yaml")
+    cfg, default = load_config(str(recipe)), RunConfig()
+    cfg.cache_dir = default.cache_dir
+    assert cfg == default
+
+
 def test_a_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(None, ["data.path=/some/file.pkl.gz", "teacher=acc,gyro", "seeds=[0,1]", "out=01",
                              "train.precision=bf16", "distill.rad_levels=[2, 1]", "data.allow_shared_groups=true"])
