@@ -87,6 +87,32 @@ def file_from_deb(deb: Path, member_path: str) -> bytes:
     raise SystemExit(f"{deb} has no data.tar member")
 
 
+def add_rda_arguments(p: argparse.ArgumentParser, member: str, package: str) -> None:
+    """``--rda`` (the installed file, default /<member>) and ``--deb`` (read it from a downloaded .deb instead)."""
+    default = Path("/") / member
+    p.add_argument("--rda", type=Path, default=default, help=f"the R data file (default {default})")
+    p.add_argument("--deb", type=Path, help=f"read the R data file from this {package} .deb instead")
+
+
+def rda_bytes(args: argparse.Namespace, member: str, package: str) -> bytes:
+    """The bytes of the R data file that ``--deb`` or ``--rda`` name (see ``add_rda_arguments``)."""
+    if args.deb is not None:
+        return file_from_deb(args.deb, member)
+    if args.rda.is_file():
+        return args.rda.read_bytes()
+    raise SystemExit(f"{args.rda} not found: apt-get install {package}, or apt-get download {package} and pass --deb")
+
+
+def write_npz(out, modalities, labels, class_names, split=None, groups=None) -> None:
+    """Save the dataset in mmhal's .npz format at ``out`` (folders made) and print its summary."""
+    from mmhal.data.npz import save_npz
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(out, modalities, labels, split=split, groups=groups, class_names=class_names)
+    summary(out, modalities, labels, class_names, split=split, groups=groups)
+
+
 def read_r_data(raw: bytes, name: str):
     """The object ``name`` (a data frame) of an .rda/.RData file's bytes, parsed by the pure-Python
     ``rdata`` package (R's serialisation format; no R, no pickle)."""

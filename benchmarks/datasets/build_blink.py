@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import package_dir, parser, stratified_holdout, summary  # noqa: E402
+from _common import package_dir, parser, stratified_holdout, write_npz  # noqa: E402
 
-from mmhal.data.npz import save_npz  # noqa: E402
 
 CLASSES = ["LongBlink", "ShortBlink"]
 LENGTH = 510
@@ -67,10 +66,7 @@ def main() -> None:
     n_tr = len(y_tr)
     split = np.array(["train"] * n_tr + ["test"] * len(y_te), dtype="<U5")
     split[stratified_holdout(labels, np.arange(n_tr), 0.2, args.seed)] = "val"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(out, modalities, labels, split=split, class_names=CLASSES)
-    summary(out, modalities, labels, CLASSES, split=split)
+    write_npz(args.out, modalities, labels, CLASSES, split=split)
 
 
 if __name__ == "__main__":

@@ -28,30 +28,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import file_from_deb, parser, read_r_data, stratified_holdout, summary  # noqa: E402
+from _common import add_rda_arguments, parser, rda_bytes, read_r_data, stratified_holdout, write_npz  # noqa: E402
 
-from mmhal.data.npz import save_npz  # noqa: E402
 
 RDA_IN_DEB = "usr/lib/R/site-library/caret/data/segmentationData.RData"
-DEFAULT_RDA = Path("/") / RDA_IN_DEB
 CHANNELS = {"body": "Ch1", "nucleus": "Ch2", "actin": "Ch3", "tubulin": "Ch4"}
 CLASSES = ["PS", "WS"]
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "data/cellseg.npz")
-    p.add_argument("--rda", type=Path, default=DEFAULT_RDA, help=f"segmentationData.RData (default {DEFAULT_RDA})")
-    p.add_argument("--deb", type=Path, help="read segmentationData.RData from this r-cran-caret .deb instead")
+    add_rda_arguments(p, RDA_IN_DEB, "r-cran-caret")
     args = p.parse_args()
-    if args.deb is not None:
-        raw = file_from_deb(args.deb, RDA_IN_DEB)
-    elif args.rda.is_file():
-        raw = args.rda.read_bytes()
-    else:
-        raise SystemExit(
-            f"{args.rda} not found: apt-get install r-cran-caret, or apt-get download r-cran-caret and pass --deb"
-        )
-    df = read_r_data(raw, "segmentationData")
+    df = read_r_data(rda_bytes(args, RDA_IN_DEB, "r-cran-caret"), "segmentationData")
     if len(df) != 2019:
         raise SystemExit(f"expected 2019 cells, got {len(df)}")
     cols = [str(c) for c in df.columns]
@@ -68,10 +57,7 @@ def main() -> None:
     case = np.array([str(c) for c in df["Case"]])
     split = np.where(case == "Train", "train", "test").astype("<U5")
     split[stratified_holdout(labels, np.flatnonzero(case == "Train"), 0.2, args.seed)] = "val"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(out, modalities, labels, split=split, class_names=CLASSES)
-    summary(out, modalities, labels, CLASSES, split=split)
+    write_npz(args.out, modalities, labels, CLASSES, split=split)
 
 
 if __name__ == "__main__":

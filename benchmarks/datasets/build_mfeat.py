@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import package_dir, parser, summary  # noqa: E402
+from _common import package_dir, parser, write_npz  # noqa: E402
 
-from mmhal.data.npz import save_npz  # noqa: E402
 
 VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
 
@@ -42,10 +41,7 @@ def main() -> None:
         modalities[v] = a[:, :-1].astype(np.float32)
     assert labels is not None and len(labels) == 2000 and set(labels.tolist()) == set(range(10))
     class_names = [str(d) for d in range(10)]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(out, modalities, labels, class_names=class_names)
-    summary(out, modalities, labels, class_names)
+    write_npz(args.out, modalities, labels, class_names)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import file_from_deb, parser, read_r_data, stratified_holdout, summary  # noqa: E402
+from _common import add_rda_arguments, parser, rda_bytes, read_r_data, stratified_holdout, write_npz  # noqa: E402
 
-from mmhal.data.npz import save_npz  # noqa: E402
 
 RDA_IN_DEB = "usr/lib/R/site-library/mlbench/data/Satellite.rda"
-DEFAULT_RDA = Path("/") / RDA_IN_DEB
 N_TRAIN = 4435
 # class counts of the original sat.trn / sat.tst, in mlbench's level order
 LEVELS = ["red soil", "cotton crop", "grey soil", "damp grey soil", "vegetation stubble", "very damp grey soil"]
@@ -40,18 +38,9 @@ TEST_COUNTS = [461, 224, 397, 211, 237, 470]
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0], "data/satellite.npz")
-    p.add_argument("--rda", type=Path, default=DEFAULT_RDA, help=f"Satellite.rda (default {DEFAULT_RDA})")
-    p.add_argument("--deb", type=Path, help="read Satellite.rda from this r-cran-mlbench .deb instead")
+    add_rda_arguments(p, RDA_IN_DEB, "r-cran-mlbench")
     args = p.parse_args()
-    if args.deb is not None:
-        raw = file_from_deb(args.deb, RDA_IN_DEB)
-    elif args.rda.is_file():
-        raw = args.rda.read_bytes()
-    else:
-        raise SystemExit(
-            f"{args.rda} not found: apt-get install r-cran-mlbench, or apt-get download r-cran-mlbench and pass --deb"
-        )
-    df = read_r_data(raw, "Satellite")
+    df = read_r_data(rda_bytes(args, RDA_IN_DEB, "r-cran-mlbench"), "Satellite")
     levels = [str(c) for c in df["classes"].cat.categories]
     if levels != LEVELS:
         raise SystemExit(f"unexpected class levels {levels}")
@@ -66,10 +55,7 @@ def main() -> None:
     modalities = {"visible": np.ascontiguousarray(img[:, :2]), "nir": np.ascontiguousarray(img[:, 2:])}
     split = np.array(["train"] * N_TRAIN + ["test"] * (len(labels) - N_TRAIN), dtype="<U5")
     split[stratified_holdout(labels, np.arange(N_TRAIN), 0.2, args.seed)] = "val"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(out, modalities, labels, split=split, class_names=LEVELS)
-    summary(out, modalities, labels, LEVELS, split=split)
+    write_npz(args.out, modalities, labels, LEVELS, split=split)
 
 
 if __name__ == "__main__":
