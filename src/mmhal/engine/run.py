@@ -406,8 +406,8 @@ def check_same_teacher(out: Path, digest: str) -> None:
                         "with a checked teacher; start it again without --resume") from None
     if was != digest:
         raise UserError(f"the teacher this run would use (weights {digest}) is not the one the run in '{out}' has "
-                        f"distilled so far (weights {was}, its models/teacher.pt); resume with that teacher "
-                        "(teacher_path=" + str(saved) + ") or start the run again")
+                        f"distilled so far (weights {was}, its models/teacher.pt; the cached teacher was retrained or "
+                        "replaced); start the run again without --resume, or into a new --out")
 
 
 def _finished_jobs(out: Path, jobs, digest: str) -> tuple[dict, int]:
