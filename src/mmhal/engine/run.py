@@ -266,6 +266,21 @@ def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, o
     return diffs
 
 
+def load_run_data(cfg: RunConfig) -> tuple[MultimodalData, list[str], list[str], list[str]]:
+    """The dataset of ``cfg`` and its (teacher, student, all) modalities, after checking both modality lists and
+    the method names of ``method_overrides``; sets ``cfg.teacher`` to the teacher's modalities (default: all)."""
+    data = load_dataset(cfg.data)
+    teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
+    student_mods = list(cfg.student)
+    check_modalities(data, teacher_mods, "teacher")
+    check_modalities(data, student_mods, "student")
+    for name in cfg.method_overrides:
+        if name != TEACHER:
+            METHODS.get(name)  # an unknown method name in method_overrides is a one-sentence error
+    cfg.teacher = teacher_mods
+    return data, teacher_mods, student_mods, sorted(set(teacher_mods) | set(student_mods))
+
+
 def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     """Run the whole comparison; writes config.yaml, results.json, results.csv and models/ into ``cfg.out``.
 
@@ -292,16 +307,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
 
-    data = load_dataset(cfg.data)
-    teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
-    student_mods = list(cfg.student)
-    check_modalities(data, teacher_mods, "teacher")
-    check_modalities(data, student_mods, "student")
+    data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     to_train, to_report = resolve_methods(cfg.methods)
-    for name in cfg.method_overrides:
-        if name != TEACHER:
-            METHODS.get(name)  # an unknown method name in method_overrides is a one-sentence error
-    cfg.teacher = teacher_mods
     if resume:
         distributed.main_only(lambda: check_resumable(cfg, out))
     elif main:  # state of an earlier, interrupted run in this folder must not leak into a later --resume
@@ -319,7 +326,6 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         f"modalities {', '.join(f'{m}{list(s)}' for m, s in data.shapes.items())}; "
         f"train/val/test {len(data.indices('train'))}/{len(data.indices('val'))}/{len(data.indices('test'))}"
     )
-    all_mods = sorted(set(teacher_mods) | set(student_mods))
     stats = normalization_stats(data, all_mods)
     splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val", "test")}
     has_test = len(splits["test"]) > 0

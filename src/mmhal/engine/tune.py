@@ -32,15 +32,14 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..config import RunConfig, to_dict
-from ..data.base import load_dataset
-from ..data.select import check_modalities
 from ..distill import METHODS
 from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed
 from . import distributed
 from .loop import make_split
-from .run import JobContext, _run_jobs, get_teacher, normalization_stats, resolve_methods, resolve_workers, split_job_name
+from .run import (JobContext, _run_jobs, get_teacher, load_run_data, normalization_stats, resolve_methods,
+                  resolve_workers, split_job_name)
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
 COMMON_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2)}
@@ -100,13 +99,8 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     device = distributed.job_device(cfg.device, distributed.current())
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(cfg.data)
-    teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
-    check_modalities(data, teacher_mods, "teacher")
-    check_modalities(data, cfg.student, "student")
-    cfg.teacher = teacher_mods
+    data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     methods = tune_methods(cfg.methods)
-    all_mods = sorted(set(teacher_mods) | set(cfg.student))
     stats = normalization_stats(data, all_mods)
     splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val")}  # never test
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
@@ -114,7 +108,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     job_cfg = copy.deepcopy(cfg)
     job_cfg.out = str(out)
     job_cfg.method_overrides = {}  # each trial states its settings in full on top of the common ones
-    ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, list(cfg.student), all_mods, "val")
+    ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, "val")
     table: dict[str, list[dict]] = {}
     for m in methods:
         base = cfg.method_overrides.get(m, {})
