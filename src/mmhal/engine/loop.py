@@ -293,7 +293,6 @@ def fit(
                 sums = {k: collective.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
             with ema.applied() if ema is not None else nullcontext():  # what is evaluated, kept and selected
                 logits = predict(student, val)
-                weights = copy.deepcopy(student.state_dict())
             val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
             val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
             rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
@@ -301,7 +300,7 @@ def fit(
             key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
             if best_key is None or key < best_key:
                 best_key = key
-                best = (epoch + 1, weights)
+                best = (epoch + 1, copy.deepcopy(ema.state if ema is not None else student.state_dict()))
             if checkpoint is not None and ctx.is_main:
                 save_checkpoint(
                     checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),

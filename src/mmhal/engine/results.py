@@ -64,15 +64,14 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
 
     ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays."""
     n = len(seeds)
-    t_acc = accuracy(y_eval, teacher_eval.argmax(1))
-    t_val = accuracy(y_val, teacher_val.argmax(1))
+    t_pred = teacher_eval.argmax(1)
     results: dict[str, dict] = {
         TEACHER: {
             "modalities": list(teacher_mods),
-            "accuracy": _summary([t_acc] * n),
-            "macro_f1": _summary([macro_f1(y_eval, teacher_eval.argmax(1), num_classes)] * n),
-            "val_accuracy": _summary([t_val] * n),
-            "per_class_accuracy": {"mean": _floats(per_class_accuracy(y_eval, teacher_eval.argmax(1), num_classes))},
+            "accuracy": _summary([accuracy(y_eval, t_pred)] * n),
+            "macro_f1": _summary([macro_f1(y_eval, t_pred, num_classes)] * n),
+            "val_accuracy": _summary([accuracy(y_val, teacher_val.argmax(1))] * n),
+            "per_class_accuracy": {"mean": _floats(per_class_accuracy(y_eval, t_pred, num_classes))},
             "shared_across_seeds": True,
             "networks": 1,
         }

@@ -41,7 +41,8 @@ from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, de
                      stable_hash, state_digest)
 from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
-from .results import TEACHER, build_results, format_table, recommend, recommendation_line, results_csv, teacher_warning
+from .results import (TEACHER, build_results, format_table, members, recommend, recommendation_line, results_csv,
+                      teacher_warning)
 from .step import autocast_dtype
 
 __all__ = ["run", "format_table", "recommendation_line"]
@@ -89,8 +90,7 @@ def resolve_methods(methods) -> tuple[list[str], list[str]]:
     for name in methods:
         if name == TEACHER:
             continue
-        parts = ENSEMBLES.get(name, (name,))
-        for p in parts:
+        for p in members(name):
             METHODS.get(split_job_name(p)[0])  # raises a one-sentence error for an unknown name
             if p not in train:
                 train.append(p)
