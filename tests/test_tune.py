@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from mmhal.cli import main
 from mmhal.config import DataConfig, load_config, method_config

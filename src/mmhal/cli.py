@@ -3,6 +3,8 @@
     mmhal run                                   # HAPT: teacher acc+gyro, student gyro, 6 methods, 3 seeds
     mmhal run --student acc
     mmhal run --data my.npz --teacher rgb,depth --student rgb --epochs 20 --seeds 5
+    mmhal run --data my_images.csv --student rgb     # a manifest of image files (decoded on demand)
+    mmhal run --config recipes/casia-surf.yaml --root /data/CASIA-SURF   # face anti-spoofing, RGB student
     mmhal run --config recipes/hapt.yaml distill.rad_weighting=uniform train.lr=1e-3
     mmhal run --device cuda --precision bf16 --channels-last --compile
     mmhal run --resume --out runs/my-run                # continue an interrupted run where it stopped
@@ -48,7 +50,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _common_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--config", help="YAML recipe (a resolved config.yaml of an earlier run repeats that run)")
-    r.add_argument("--data", help="a dataset name (e.g. hapt) or a path to a .npz file in mmhal's format")
+    r.add_argument("--data", help="a dataset name (hapt, casia-surf, cefa), a path to a .npz file in mmhal's format, "
+                                  "or a path to a manifest .csv of image files")
+    r.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa): data.path")
     r.add_argument("--teacher", type=_csv, help="teacher modalities, comma-separated (default: every modality)")
     r.add_argument("--student", type=_csv, help="student (available) modalities, comma-separated (default: gyro)")
     r.add_argument("--methods", type=_csv, help="comma-separated, e.g. unimodal,kd,mmh,mmh-ensemble, or all (every method and ensemble)")
@@ -71,6 +75,8 @@ def build_config(args, base=None, kind: str = "run"):
     cfg = load_config(base or args.config, args.overrides)
     if args.data:
         cfg.data.name = args.data
+    if args.root:
+        cfg.data.path = args.root
     if args.teacher:
         cfg.teacher = args.teacher
     if args.student:
@@ -96,7 +102,7 @@ def build_config(args, base=None, kind: str = "run"):
     if args.out:
         cfg.out = args.out
     elif not cfg.out:
-        stem = Path(cfg.data.name).stem if cfg.data.name.endswith(".npz") else cfg.data.name
+        stem = Path(cfg.data.name).stem if cfg.data.name.endswith((".npz", ".csv")) else cfg.data.name
         prefix = "tune-" if kind == "tune" else ""
         cfg.out = str(Path("runs") / f"{prefix}{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
     validate(cfg)
@@ -150,11 +156,12 @@ def cmd_tune(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from .data import casia_surf, cefa, hapt, manifest, npz  # noqa: F401
     from .data.base import DATASETS
-    from .data import hapt, npz  # noqa: F401
     from .distill import ENSEMBLES, METHODS
 
-    print("datasets:  " + ", ".join(DATASETS.names()) + "  (or a path to a .npz file)")
+    print("datasets:  " + ", ".join(n for n in DATASETS.names() if n not in ("npz", "manifest"))
+          + "  (or a path to a .npz file or a manifest .csv)")
     print("methods:   " + ", ".join(METHODS.names()))
     print("ensembles: " + ", ".join(f"{k} = {'+'.join(v)}" for k, v in ENSEMBLES.items()))
     return 0

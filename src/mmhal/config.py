@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -24,9 +25,58 @@ def default_cache_dir() -> str:
 
 
 @dataclass
+class AugmentConfig:
+    """Random augmentation of image modalities while training (``mmhal.data.augment``). Geometric operations
+    draw once per sample for every modality (RAD compares teacher and student regions, so both see the same
+    crop); photometric ones draw per modality and touch only ``photometric_modalities``. Every draw is a
+    function of (seed, stream, epoch, sample index). Everything off (the default) = no augmentation."""
+
+    flip: bool = False  # horizontal flip with probability 0.5 (shared)
+    rotate: float = 0.0  # rotation by an angle uniform in [-rotate, rotate] degrees (shared)
+    crop: float = 1.0  # a random square-ish crop of side crop * size, resized back to the size (shared); 1 = off
+    erase: float = 0.0  # probability of erasing one random box (shared), as random erasing / cutout
+    brightness: float = 0.0  # brightness factor uniform in [1 - b, 1 + b] (per modality)
+    contrast: float = 0.0  # contrast factor uniform in [1 - c, 1 + c] (per modality)
+    photometric_modalities: list[str] = field(default_factory=lambda: ["rgb"])  # who gets brightness/contrast
+
+    @property
+    def active(self) -> bool:
+        return bool(self.flip or self.rotate or self.crop < 1.0 or self.erase or self.brightness or self.contrast)
+
+
+@dataclass
+class CefaConfig:
+    """CASIA-SURF CeFA protocol filters (``mmhal.data.cefa``). ``data.protocol`` picks a preset (4@1, 4@2, 4@3,
+    mmh-4@5; auto = 4@1) and every field set here (non-empty) replaces the preset's; with ``data.protocol=custom``
+    only these fields count (empty = no filter; empty ID ranges = the standard 0-199 / 200-299 / 300-499)."""
+
+    train_races: list[str] = field(default_factory=list)  # ethnicities of train and dev: AF, CA, EA
+    test_races: list[str] = field(default_factory=list)  # ethnicities of test
+    train_pais: list[int] = field(default_factory=list)  # PAIs of train and dev: 1 real, 2 print, 3 photo, 4 replay
+    test_pais: list[int] = field(default_factory=list)  # PAIs of test
+    devices: list[int] = field(default_factory=list)  # acquisition devices kept (1..4), every split
+    sessions: list[int] = field(default_factory=list)  # sessions kept (1..3), every split
+    train_ids: list[int] = field(default_factory=list)  # subject ID range [first, last] (inclusive) of train
+    dev_ids: list[int] = field(default_factory=list)  # ... of dev (the val split)
+    test_ids: list[int] = field(default_factory=list)  # ... of test
+    frames_per_video: int = 0  # 0 = every frame; k > 0 = k frames per video, evenly spaced (deterministic)
+
+
+@dataclass
 class DataConfig:
-    name: str = "hapt"  # a registered dataset name, or a path to a .npz file
-    path: Optional[str] = None  # root folder / file for datasets that need one
+    name: str = "hapt"  # a registered dataset name, a path to a .npz file, or a path to a manifest .csv
+    path: Optional[str] = None  # root folder / file for datasets that need one (`--root`)
+    # Image data read from files (manifest.csv, casia-surf, cefa): every image is resized to this (H, W) when
+    # decoded; empty = the size of the first sample's image (the face loaders use 112).
+    image_size: list[int] = field(default_factory=list)
+    # Dataset-specific protocol: casia-surf: auto | challenge | rerelease (which release's lists, and so which
+    # label polarity); cefa: a preset (4@1, 4@2, 4@3, mmh-4@5) or custom (then data.cefa.* say everything).
+    protocol: str = "auto"
+    # How presentation-attack data are scored: sample (every image) | video (mean score of a video's frames)
+    # | auto (video where the data name videos, e.g. cefa).
+    scoring: str = "auto"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cefa: CefaConfig = field(default_factory=CefaConfig)  # CeFA protocol filters (see CefaConfig)
     # Splits made by the tool when the data has none (npz without `split`): fractions of groups/samples.
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -40,10 +90,31 @@ class DataConfig:
 
 
 @dataclass
+class PadConfig:
+    """Presentation-attack detection figures (ISO/IEC 30107-3), reported for binary bona fide / attack data."""
+
+    # How the threshold is chosen on the validation split: eer | min-hter | bpcer<N> (the threshold where
+    # APCER <= 1/N on validation) | a number (a fixed threshold on P(bona fide), "uncalibrated").
+    criterion: str = "eer"
+    # Also report the reference code's figures (argmax decision, its non-standard APCER*/NPCER*/ACER*).
+    legacy: bool = False
+
+
+@dataclass
 class ModelConfig:
     width: int = 12  # base width: stem -> 2*width channels, trunk stages 4*width and 8*width
     blocks: int = 1  # residual blocks per stage (ResNet-18 has 2)
     se_reduction: int = 4  # squeeze-excitation reduction ratio in the fusion layer
+    # small (MultimodalNet, any input kind; width/blocks apply) | resnet18 (torchvision ResNet-18 stems
+    # conv1..layer2 per modality and trunk layer3/layer4, images only; models/resnet.py)
+    backbone: str = "small"
+    se: bool = False  # resnet18: squeeze-excitation (reduction 16) in every residual block (ResNet-18-SE)
+    dropout: float = 0.0  # resnet18: dropout before the head, in [0, 1)
+    # resnet18: a LOCAL torchvision resnet18 ImageNet state dict (e.g. resnet18-f37072fd.pth); nothing is
+    # downloaded. Stems get conv1 (summed over RGB for 1 channel)..layer2, the trunk layer3/layer4; fc is not loaded.
+    weights: str = ""
+    weights_sha256: str = ""  # when set, the weights file's SHA-256 must equal it (checked before loading)
+    pretrained_lr_mult: float = 1.0  # learning-rate multiplier of the parameters loaded from model.weights
 
 
 @dataclass
@@ -101,6 +172,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pad: PadConfig = field(default_factory=PadConfig)
     teacher: Optional[list[str]] = None  # teacher modalities; None = every modality in the data
     student: list[str] = field(default_factory=lambda: ["gyro"])
     # The default compares the baseline, classic KD and MMH on 5 independent seeds (t = 2.78 instead of 4.30
@@ -331,7 +403,53 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     return cfg
 
 
+def _validate_cefa(c: CefaConfig) -> None:
+    """The data.cefa.* filters: known ethnicities, PAI/device/session codes, [first, last] ID ranges."""
+    for key in ("train_races", "test_races"):
+        bad = [r for r in getattr(c, key) if str(r).upper() not in ("AF", "CA", "EA")]
+        if bad:
+            raise UserError(f"data.cefa.{key} holds '{bad[0]}'; the CeFA ethnicities are AF, CA and EA")
+    for key, hi, what in (("train_pais", 4, "PAIs are 1 real, 2 print, 3 photo, 4 replay"),
+                          ("test_pais", 4, "PAIs are 1 real, 2 print, 3 photo, 4 replay"),
+                          ("devices", 4, "devices are 1 to 4"), ("sessions", 3, "sessions are 1 to 3")):
+        bad = [v for v in getattr(c, key) if not 1 <= v <= hi]
+        if bad:
+            raise UserError(f"data.cefa.{key} holds {bad[0]}; the CeFA {what}")
+    for key in ("train_ids", "dev_ids", "test_ids"):
+        r = getattr(c, key)
+        if r and (len(r) != 2 or r[0] < 0 or r[0] > r[1]):
+            raise UserError(f"data.cefa.{key} must be a range [first, last] of subject IDs with 0 <= first <= last, got {r}")
+    if c.frames_per_video < 0:
+        raise UserError(f"data.cefa.frames_per_video must be 0 (every frame) or more, got {c.frames_per_video}")
+
+
+def _is_fraction(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
+
 def validate(cfg: RunConfig) -> None:
+    aug = cfg.data.augment
+    if not 0.0 < aug.crop <= 1.0:
+        raise UserError(f"data.augment.crop must lie in (0, 1] (the crop's side as a fraction; 1 = off), got {aug.crop}")
+    for key in ("rotate", "brightness", "contrast"):
+        if getattr(aug, key) < 0:
+            raise UserError(f"data.augment.{key} must be 0 or more, got {getattr(aug, key)}")
+    if not 0.0 <= aug.brightness < 1.0 or not 0.0 <= aug.contrast < 1.0:
+        raise UserError("data.augment.brightness and data.augment.contrast must lie in [0, 1)")
+    if not 0.0 <= aug.erase <= 1.0:
+        raise UserError(f"data.augment.erase is a probability in [0, 1], got {aug.erase}")
+    if cfg.data.image_size and (len(cfg.data.image_size) not in (1, 2) or min(cfg.data.image_size) < 1):
+        raise UserError(f"data.image_size must be one size or [height, width] of 1 or more, got {cfg.data.image_size}")
+    crit = str(cfg.pad.criterion).strip().lower()
+    if not (crit in ("eer", "min-hter") or re.fullmatch(r"(bpcer|apcer)[1-9][0-9]*", crit) or _is_fraction(crit)):
+        raise UserError(f"pad.criterion must be eer, min-hter, bpcer<N>, apcer<N> (e.g. bpcer20) or a fixed threshold "
+                        f"in [0, 1] on P(bona fide), got '{cfg.pad.criterion}'")
+    if cfg.data.scoring not in ("auto", "sample", "video"):
+        raise UserError(f"data.scoring must be auto, sample or video, got '{cfg.data.scoring}'")
+    _validate_cefa(cfg.data.cefa)
     if cfg.train.epochs < 1:
         raise UserError("train.epochs must be at least 1")
     if cfg.train.batch_size < 2:
@@ -378,6 +496,19 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"distill.label_smoothing must lie in [0, 1), got {cfg.distill.label_smoothing}")
     if cfg.distill.dad_k < 1:
         raise UserError(f"distill.dad_k must be at least 1 (neighbours kept per sample), got {cfg.distill.dad_k}")
+    from .models.network import BACKBONES  # here: config stays importable without torch
+
+    if cfg.model.backbone not in BACKBONES:
+        raise UserError(f"model.backbone must be one of {', '.join(BACKBONES.names())}, got '{cfg.model.backbone}'")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise UserError(f"model.dropout must lie in [0, 1), got {cfg.model.dropout}")
+    if not cfg.model.pretrained_lr_mult > 0:
+        raise UserError(f"model.pretrained_lr_mult must be positive, got {cfg.model.pretrained_lr_mult}")
+    sha = cfg.model.weights_sha256.strip().lower()
+    if sha and (len(sha) != 64 or any(ch not in "0123456789abcdef" for ch in sha)):
+        raise UserError(f"model.weights_sha256 must be 64 hexadecimal digits, got '{cfg.model.weights_sha256}'")
+    if sha and not cfg.model.weights:
+        raise UserError("model.weights_sha256 is set but model.weights names no file to check")
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
     if len(set(cfg.seeds)) != len(cfg.seeds):

@@ -1,9 +1,16 @@
-"""The data model: a sample is ``{modality name: tensor}`` plus a label.
+"""The data model: a dataset is a sequence of samples ``{modality name: tensor}`` plus a label.
 
-A loaded dataset is a :class:`MultimodalData`: one float32 array per modality, all with the same
-first dimension N, integer labels 0..K-1 and a ``split`` array (``train``/``val``/``test``).
-Shapes per sample decide the input kind: (D,) vector, (C, L) sequence, (C, H, W) image,
-(C, T, H, W) clip.
+Every dataset carries, per sample, integer labels 0..K-1, a ``split`` (``train``/``val``/``test``) and
+optionally a ``group`` (subject, video), and for presentation-attack data a ``bona_fide`` flag (True =
+bona fide, whatever the release's label polarity), an attack ``species`` and a scoring ``video``.
+There are two implementations of how the samples themselves are held:
+
+* :class:`MultimodalData` (``in_memory``): one float32 array per modality, all with first dimension N;
+* ``data.files.FileData``: one file path per sample and modality, decoded on demand (in DataLoader
+  workers), so nothing requires the whole dataset in memory.
+
+Both give ``read(i, modalities)`` (one sample as tensors) and ``shapes``; shapes per sample decide the
+input kind: (D,) vector, (C, L) sequence, (C, H, W) image, (C, T, H, W) clip.
 """
 from __future__ import annotations
 
@@ -42,6 +49,11 @@ class MultimodalData:
     class_names: list[str]
     groups: Optional[np.ndarray] = None  # e.g. subject id per sample
     info: dict = field(default_factory=dict)  # provenance, e.g. how the split was made
+    bona_fide: Optional[np.ndarray] = None  # bool (N,): presentation-attack data (labels = bona_fide, 1 = bona fide)
+    species: Optional[np.ndarray] = None  # str (N,): attack species ("" for bona fide); None when unknown
+    video: Optional[np.ndarray] = None  # str (N,): the scoring unit (frames of one video are scored together)
+
+    in_memory = True
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +65,12 @@ class MultimodalData:
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
+
+    def read(self, i: int, modalities) -> dict:
+        """Sample ``i`` as ``{modality: float32 tensor}`` (a view of the arrays, no copy)."""
+        import torch
+
+        return {m: torch.from_numpy(self.modalities[m][i]) for m in modalities}
 
     def fingerprint(self) -> str:
         """A content hash (labels, split, every modality's bytes): identifies the data a teacher saw."""
@@ -73,21 +91,39 @@ class MultimodalData:
             if a.shape[0] != n:
                 raise DataError(f"modality '{m}' has {a.shape[0]} samples but there are {n} labels")
             input_kind(a.shape[1:])
-        for s in SPLITS[:2]:
-            if not (self.split == s).any():
-                raise DataError(f"the '{s}' split is empty")
-        train_classes = set(np.unique(self.labels[self.split == "train"]).tolist())
-        missing = [self.class_names[k] for k in range(self.num_classes) if k not in train_classes]
-        if missing:
-            raise DataError(f"class {missing[0]!r} has no sample in the train split")
+        check_common(self)
 
 
-def load_dataset(cfg) -> MultimodalData:
-    """Load the dataset named by ``cfg.name`` (a registered name, or a path to a ``.npz`` file)."""
-    from . import hapt, npz  # noqa: F401  (register the built-in loaders)
+def check_common(data) -> None:
+    """The invariants of the per-sample fields every dataset implementation shares (DataError, one sentence)."""
+    n = len(data.labels)
+    for name in ("split", "groups", "bona_fide", "species", "video"):
+        a = getattr(data, name)
+        if a is not None and len(a) != n:
+            raise DataError(f"the data has {n} labels but {len(a)} '{name}' entries")
+    for s in SPLITS[:2]:
+        if not (data.split == s).any():
+            raise DataError(f"the '{s}' split is empty")
+    train_classes = set(np.unique(data.labels[data.split == "train"]).tolist())
+    missing = [data.class_names[k] for k in range(data.num_classes) if k not in train_classes]
+    if missing:
+        raise DataError(f"class {missing[0]!r} has no sample in the train split")
+    if data.bona_fide is not None and not np.array_equal(data.labels, data.bona_fide.astype(np.int64)):
+        raise DataError("presentation-attack data must have labels equal to the bona fide flag (1 = bona fide)")
+
+
+PAD_CLASSES = ["attack", "bona_fide"]  # class names of presentation-attack data: label 1 = bona fide
+
+
+def load_dataset(cfg):
+    """Load the dataset named by ``cfg.name``: a registered name, a path to a ``.npz`` file, or a path to
+    a ``manifest.csv`` (files on disk, decoded on demand)."""
+    from . import casia_surf, cefa, hapt, manifest, npz  # noqa: F401  (register the built-in loaders)
 
     name = cfg.name
-    if name.endswith(".npz") or (name not in DATASETS and ("/" in name or "." in name)):
+    if name.endswith(".csv"):
+        data = DATASETS.get("manifest")(cfg, path=name)
+    elif name.endswith(".npz") or (name not in DATASETS and ("/" in name or "." in name)):
         data = DATASETS.get("npz")(cfg, path=name)
     else:
         data = DATASETS.get(name)(cfg)

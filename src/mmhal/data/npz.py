@@ -145,6 +145,64 @@ PER_SAMPLE_WARNING = (
 )
 
 
+def make_or_check_split(
+    cfg: DataConfig, labels: np.ndarray, groups: Optional[np.ndarray], given: Optional[np.ndarray],
+    info: dict[str, Any], warnings: list[str], per_sample_warning: str = PER_SAMPLE_WARNING,
+    no_train: str = "'split' marks no sample as 'train'",
+) -> np.ndarray:
+    """The split as ``.npz`` files (and manifests) get it: ``given`` (checked not to cut a group, completed with a val share of
+    train when it has no val) or, when None, a seeded stratified split made by mmhal (whole groups per split).
+    Fills ``info`` (how the split was made) and ``warnings``."""
+    fractions = {"split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
+    how = "group-aware (whole groups per split), stratified" if groups is not None else "stratified"
+    if given is not None:
+        split = given.astype("<U5")
+        if not (split == "train").any():
+            raise DataError(no_train)
+        if groups is not None:
+            shared = _groups_across_splits(groups, split)
+            if shared and not cfg.allow_shared_groups:
+                raise DataError(_shared_groups_message(shared, len(np.unique(groups)), accepted=False))
+            if shared:
+                warnings.append(_shared_groups_message(shared, len(np.unique(groups)), accepted=True))
+        if (split == "val").any():
+            info["split"] = "from the file"
+        else:
+            train = np.flatnonzero(split == "train")
+            sub = make_split(
+                labels[train], None if groups is None else groups[train], cfg.val_fraction, 0.0, cfg.split_seed
+            )
+            split[train[sub == "val"]] = "val"
+            info["split"] = (
+                f"from the file, which has no 'val': made by mmhal, a {how} seeded share of train "
+                f"(val_fraction={cfg.val_fraction} of train, seed={cfg.split_seed})"
+            )
+            info.update(fractions)
+            if groups is None:
+                warnings.append(per_sample_warning.format(figures="validation figures that pick the epoch"))
+    else:
+        split = make_split(labels, groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed).astype("<U5")
+        info["split"] = (
+            f"made by mmhal: {how} seeded split (val_fraction={cfg.val_fraction}, "
+            f"test_fraction={cfg.test_fraction}, seed={cfg.split_seed})"
+        )
+        info.update(fractions, test_fraction=cfg.test_fraction)
+        if groups is None:
+            warnings.append(per_sample_warning.format(figures="test figures"))
+    if not (split == "test").any():
+        info["test"] = "the data has no 'test' samples, so there are no test figures"
+    if not (split == "val").any():
+        raise DataError(
+            f"the 'val' split is empty (data.val_fraction={cfg.val_fraction}); validation needs at least one "
+            "sample (and group)"
+        )
+    if not (split == "train").any():
+        raise DataError("the 'train' split is empty")
+    info["split_sizes"] = _describe_split(split)
+    return split
+
+
+
 @register_dataset("npz")
 def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     """The dataset in the ``.npz`` file at ``path`` (default ``cfg.path``), with a split made if it has none."""
@@ -198,59 +256,16 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     ignored = [k for k in sorted(arrays) if k not in KNOWN_KEYS and not k.startswith(MODALITY_PREFIX)]
     if ignored:
         info["ignored_keys"] = ignored
-    fractions = {"split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
-    how = "group-aware (whole groups per split), stratified" if groups is not None else "stratified"
 
+    given = None
     if "split" in arrays:
-        split = _as_strings(arrays["split"], "split")
-        if len(split) != n:
-            raise DataError(f"'split' has {len(split)} entries but 'label' has {n}")
-        unknown = sorted(set(np.unique(split).tolist()) - set(SPLITS))
+        given = _as_strings(arrays["split"], "split")
+        if len(given) != n:
+            raise DataError(f"'split' has {len(given)} entries but 'label' has {n}")
+        unknown = sorted(set(np.unique(given).tolist()) - set(SPLITS))
         if unknown:
             raise DataError(f"'split' holds the value {unknown[0]!r}; each entry must be train, val or test")
-        split = split.astype("<U5")
-        if not (split == "train").any():
-            raise DataError("'split' marks no sample as 'train'")
-        if groups is not None:
-            shared = _groups_across_splits(groups, split)
-            if shared and not cfg.allow_shared_groups:
-                raise DataError(_shared_groups_message(shared, len(np.unique(groups)), accepted=False))
-            if shared:
-                warnings.append(_shared_groups_message(shared, len(np.unique(groups)), accepted=True))
-        if (split == "val").any():
-            info["split"] = "from the file"
-        else:
-            train = np.flatnonzero(split == "train")
-            sub = make_split(
-                labels[train], None if groups is None else groups[train], cfg.val_fraction, 0.0, cfg.split_seed
-            )
-            split[train[sub == "val"]] = "val"
-            info["split"] = (
-                f"from the file, which has no 'val': made by mmhal, a {how} seeded share of train "
-                f"(val_fraction={cfg.val_fraction} of train, seed={cfg.split_seed})"
-            )
-            info.update(fractions)
-            if groups is None:
-                warnings.append(PER_SAMPLE_WARNING.format(figures="validation figures that pick the epoch"))
-    else:
-        split = make_split(labels, groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed).astype("<U5")
-        info["split"] = (
-            f"made by mmhal: {how} seeded split (val_fraction={cfg.val_fraction}, "
-            f"test_fraction={cfg.test_fraction}, seed={cfg.split_seed})"
-        )
-        info.update(fractions, test_fraction=cfg.test_fraction)
-        if groups is None:
-            warnings.append(PER_SAMPLE_WARNING.format(figures="test figures"))
-    if not (split == "test").any():
-        info["test"] = "the data has no 'test' samples, so there are no test figures"
-    if not (split == "val").any():
-        raise DataError(
-            f"the 'val' split is empty (data.val_fraction={cfg.val_fraction}); validation needs at least one "
-            "sample (and group)"
-        )
-    if not (split == "train").any():
-        raise DataError("the 'train' split is empty")
-    info["split_sizes"] = _describe_split(split)
+    split = make_or_check_split(cfg, labels, groups, given, info, warnings)
     info["warnings"] = warnings
 
     present = np.bincount(labels, minlength=num_classes)

@@ -94,20 +94,34 @@ class SplitDataset(Dataset):
         return {m: self.split.inputs[m][idx] for m in self.modalities}, self.split.labels[idx], idx
 
 
+def _float(t: torch.Tensor) -> torch.Tensor:
+    """Images decoded from files travel as integers and become float32 on the device."""
+    return t if t.is_floating_point() else t.float()
+
+
 def _whole_batch(batch):
     """``collate_fn`` for ``SplitDataset``: its ``__getitems__`` already returns the collated batch."""
     return batch
 
 
 class TrainBatches:
-    """Iterates (inputs, target, indices) of one epoch, on the compute device; ``set_epoch`` first."""
+    """Iterates (inputs, target, indices) of one epoch, on the compute device; ``set_epoch`` first.
+
+    A ``samples.SampleSplit`` (files, or augmentation) always goes through its DataLoader, whose batches
+    carry the epoch so that each sample's augmentation is that of (seed, stream, epoch, index)."""
 
     def __init__(self, split, modalities, sampler: EpochBatches, loader: str = "memory", workers: int = 0):
+        from .samples import SampleSplit, TaggedBatches
+
         assert loader in LOADERS, loader
         self.split, self.modalities, self.sampler = split, list(modalities), sampler
         self.device = split.device
         self.loader: Optional[DataLoader] = None
-        if loader == "workers":
+        if isinstance(split, SampleSplit):
+            self.sampler = TaggedBatches(sampler)
+            self.loader = split.loader(self.sampler, modalities, seed=derive_seed(sampler.seed, "augment", sampler.stream),
+                                       persistent=True)
+        elif loader == "workers":
             self.loader = DataLoader(
                 SplitDataset(split, modalities), batch_sampler=sampler, num_workers=workers,
                 collate_fn=_whole_batch, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -128,7 +142,7 @@ class TrainBatches:
             return
         dev = self.device
         for inputs, target, idx in self.loader:
-            yield ({m: t.to(dev, non_blocking=True) for m, t in inputs.items()}, target.to(dev, non_blocking=True),
+            yield ({m: _float(t.to(dev, non_blocking=True)) for m, t in inputs.items()}, target.to(dev, non_blocking=True),
                    idx.to(dev, non_blocking=True))
 
     def close(self) -> None:

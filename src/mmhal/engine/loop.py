@@ -32,10 +32,11 @@ from tqdm.auto import tqdm
 from .. import collective
 from ..errors import UserError
 from ..metrics import accuracy
-from ..models.network import NetOutput
+from ..models.network import NetOutput, param_groups
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .loader import EpochBatches, TrainBatches
+from .samples import SampleSplit
 from .step import TrainStep, compiled_forward, to_channels_last
 
 
@@ -60,10 +61,15 @@ class Split:
         return {m: self.inputs[m][idx].to(self.device) for m in modalities}, self.labels[idx].to(self.device)
 
 
-def make_split(data, split: str, modalities, device, loader: str = "memory") -> Split:
-    """Tensors of one split of a MultimodalData, on ``device`` (``loader`` memory) or in host memory
-    (``workers``); a UserError when ``memory`` does not fit on the device."""
+def make_split(data, split: str, modalities, device, loader: str = "memory", workers: int = 0, augment=None):
+    """One split of a dataset: a ``Split`` of tensors on ``device`` (``loader`` memory) or in host memory
+    (``workers``); a UserError when ``memory`` does not fit on the device. Data on disk (``FileData``), and
+    the train split under augmentation (``augment``, a ``config.AugmentConfig``), give a
+    ``samples.SampleSplit`` instead: read sample by sample by ``workers`` DataLoader processes."""
     idx = data.indices(split)
+    augment = augment if augment is not None and augment.active and split == "train" else None
+    if not data.in_memory or augment is not None:
+        return SampleSplit(data, idx, modalities, device, workers, augment)
     store = torch.device(device) if loader == "memory" else torch.device("cpu")
     arrays = {m: np.ascontiguousarray(data.modalities[m][idx]) for m in modalities}
     try:
@@ -88,13 +94,21 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov, momentum 0.9) over ``params``: parameters, or groups with their own ``lr``
+    (``models.network.param_groups``: pretrained parameters at ``model.pretrained_lr_mult`` times the rate)."""
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=tcfg.lr, momentum=0.9, nesterov=True, weight_decay=tcfg.weight_decay)
     return torch.optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay)
 
 
-def eval_batches(split: Split, modalities, start: int, stop: int, batch_size: int):
+SAMPLE_EVAL_BATCH = 128  # evaluation batch of data read sample by sample (memory stays bounded for images)
+
+
+def eval_batches(split, modalities, start: int, stop: int, batch_size: int):
     """The inputs of samples ``start..stop-1`` of a split, in order, ``batch_size`` at a time."""
+    if isinstance(split, SampleSplit):  # decoded by worker processes; smaller batches (images, larger networks)
+        yield from split.eval_batches(modalities, start, stop, min(batch_size, SAMPLE_EVAL_BATCH))
+        return
     for i in range(start, stop, batch_size):
         idx = torch.arange(i, min(i + batch_size, stop), device=split.labels.device)  # where the tensors are
         yield split.batch(idx, modalities)[0]
@@ -240,7 +254,7 @@ def fit(
     distributed.check_batch_size(tcfg.batch_size, ctx.world_size)
     model = distributed.wrap(method, device)  # the method itself, or DDP around it under torchrun
     params = [p for p in method.parameters() if p.requires_grad]
-    opt = make_optimizer(params, tcfg)
+    opt = make_optimizer(param_groups(method, tcfg.lr, tcfg.weight_decay), tcfg)
     sampler = EpochBatches(len(train), tcfg.batch_size, seed, ctx.rank, ctx.world_size, stream)
     batches = TrainBatches(train, mods, sampler, str(getattr(tcfg, "loader", "memory")),
                            int(getattr(tcfg, "loader_workers", 0)))

@@ -7,6 +7,11 @@ evaluation split at the selected epoch and at the last epoch, and on the validat
 
 Every comparison is paired by seed (``mmhal.stats``); the recommendation of what to deploy looks at the
 validation split only.
+
+For presentation-attack-detection data (labels 0 = attack, 1 = bona fide) ``build_results(..., pad=...)``
+adds ISO/IEC 30107-3 figures per method (``mmhal.metrics.pad_metrics``): the score is softmax(logits)[:, 1],
+the threshold is chosen on the validation scores and applied to the evaluation scores, per sample or on the
+mean score per video.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ import numpy as np
 
 from .. import stats
 from ..distill import ENSEMBLES
-from ..metrics import accuracy, macro_f1, mean_std, per_class_accuracy
+from ..metrics import (PAD_APCER_POINTS, VideoGroups, accuracy, macro_f1, mean_std, pad_legacy, pad_metrics,
+                       per_class_accuracy)
 
 TEACHER = "teacher"
 UNIMODAL = "unimodal"
@@ -33,6 +39,15 @@ def _floats(a) -> list:
 def _summary(values) -> dict:
     m, sd = mean_std(values)
     return {"mean": m, "std": sd, "ci95": stats.mean_ci(values), "per_seed": [float(v) for v in values]}
+
+
+def _summary_or_none(values) -> dict:
+    """``_summary`` when every value is finite; otherwise None for the non-finite seeds and no mean (a rate
+    with an empty denominator, or an infinite threshold that rejects everything). Keeps results.json valid."""
+    v = [float(x) for x in values]
+    if all(np.isfinite(v)):
+        return _summary(v)
+    return {"mean": None, "std": None, "ci95": None, "per_seed": [x if np.isfinite(x) else None for x in v]}
 
 
 def members(name: str) -> tuple[str, ...]:
@@ -57,12 +72,133 @@ def method_entry(mods, y_eval, y_val, eval_logits, last_logits, val_logits, num_
     return entry
 
 
+def bona_fide_scores(logits) -> np.ndarray:
+    """P(bona fide) = softmax(logits)[:, 1] of 2-way logits (class 0 = attack, 1 = bona fide), computed
+    stably (the row maximum is subtracted before exponentiating)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != 2:
+        raise ValueError(f"PAD figures need 2-way logits (attack, bona fide); got shape {tuple(z.shape)}.")
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e[:, 1] / e.sum(axis=1)
+
+
+_PAD_RATES = ("apcer", "apcer_pooled", "bpcer", "acer", "hter", "eer", "auc", "threshold")
+_LEGACY_KEYS = ("legacy_acc", "legacy_far", "legacy_frr", "legacy_hter", "legacy_apcer_star", "legacy_npcer_star",
+                "legacy_acer_star")
+
+
+class PadSetup:
+    """The PAD options of a run, checked once, and the per-method figures built from them.
+
+    ``pad``: ``val_bona_fide`` / ``eval_bona_fide`` (bool per sample; default: label == 1), ``eval_species``
+    and optionally ``val_species`` (str per sample or None), ``val_video`` / ``eval_video`` (video id per
+    sample or None; required for ``scoring == "video"``), ``scoring`` ("sample" | "video"), ``criterion``
+    (see ``mmhal.metrics.pad_threshold``) and ``legacy`` (also the reference code's argmax figures)."""
+
+    def __init__(self, pad: dict, y_eval=None, y_val=None):
+        self.scoring = str(pad.get("scoring", "sample"))
+        if self.scoring not in ("sample", "video"):
+            raise ValueError(f"PAD scoring must be 'sample' or 'video', not '{self.scoring}'.")
+        self.criterion = pad.get("criterion", "eer")
+        self.legacy = bool(pad.get("legacy", False))
+        self.split = {}
+        for name, y in (("val", y_val), ("eval", y_eval)):
+            bf = pad.get(f"{name}_bona_fide")
+            if bf is None:
+                if y is None:
+                    raise ValueError(f"the PAD options lack {name}_bona_fide.")
+                bf = np.asarray(y) == 1
+            bf = np.asarray(bf).astype(bool).ravel()
+            if y is not None and len(bf) != len(y):
+                raise ValueError(f"{name}_bona_fide has {len(bf)} entries for {len(y)} samples.")
+            sample_bf = bf
+            sp = pad.get(f"{name}_species")
+            sp = None if sp is None else np.asarray(sp).astype(str).ravel()
+            groups = None
+            if self.scoring == "video":
+                video = pad.get(f"{name}_video")
+                if video is None:
+                    raise ValueError(f"per-video PAD scoring needs the video of every {name} sample.")
+                groups = VideoGroups(video, bf, sp)
+                bf, sp = groups.bona_fide, groups.species
+            self.split[name] = {"bona_fide": bf, "species": sp, "groups": groups, "sample_bona_fide": sample_bf}
+
+    def _unit_scores(self, name: str, logits) -> np.ndarray:
+        s = bona_fide_scores(logits)
+        g = self.split[name]["groups"]
+        return s if g is None else g.mean(s)
+
+    def metrics(self, eval_logits, val_logits) -> dict:
+        """``pad_metrics`` of one model (one seed) in the scoring unit."""
+        v, e = self.split["val"], self.split["eval"]
+        return pad_metrics(self._unit_scores("val", val_logits), v["bona_fide"],
+                           self._unit_scores("eval", eval_logits), e["bona_fide"], e["species"],
+                           criterion=self.criterion, val_species=v["species"])
+
+    def legacy_metrics(self, eval_logits) -> dict:
+        """The reference code's figures from the argmax decision of every evaluation sample (per sample
+        whatever the scoring unit, as the reference code counts them)."""
+        return pad_legacy(np.asarray(eval_logits).argmax(1) == 1, self.split["eval"]["sample_bona_fide"])
+
+    def add(self, entry: dict, eval_logits: list, val_logits: list) -> None:
+        """Add ``pad`` (and ``pad_legacy``) to a method's entry from its per-seed logits."""
+        memo: dict = {}
+        per_seed = []
+        for e, v in zip(eval_logits, val_logits):
+            key = (id(e), id(v))  # the teacher: one model repeated over the seeds
+            if key not in memo:
+                memo[key] = self.metrics(e, v)
+            per_seed.append(memo[key])
+        first = per_seed[0]
+        out = {"criterion": str(self.criterion), "scoring": self.scoring, "calibrated": first["calibrated"]}
+        for k in _PAD_RATES:
+            out[k] = _summary_or_none([m[k] for m in per_seed])
+        out["bpcer_at_apcer"] = {x: _summary_or_none([m["bpcer_at_apcer"][x] for m in per_seed])
+                                 for x in PAD_APCER_POINTS}
+        out["apcer_per_species"] = {}
+        for sp in first["apcer_per_species"]:
+            s = _summary_or_none([m["apcer_per_species"][sp] for m in per_seed])
+            out["apcer_per_species"][sp] = {"mean": s["mean"], "per_seed": s["per_seed"]}
+        out.update(n_bona_fide=first["n_bona_fide"], n_attack=first["n_attack"],
+                   n_attack_per_species=first["n_attack_per_species"])
+        entry["pad"] = out
+        if self.legacy:
+            memo = {}
+            figures = []
+            for e in eval_logits:
+                if id(e) not in memo:
+                    memo[id(e)] = self.legacy_metrics(e)
+                figures.append(memo[id(e)])
+            entry["pad_legacy"] = {k: _summary_or_none([f[k] for f in figures]) for k in _LEGACY_KEYS}
+            entry["pad_legacy"].update(unit="sample", decision="argmax")
+
+    def counts(self) -> dict:
+        """Bona fide and attack counts of the validation and evaluation splits in the scoring unit."""
+        out = {"scoring": self.scoring, "criterion": str(self.criterion)}
+        for name, s in self.split.items():
+            bf, sp = s["bona_fide"], s["species"]
+            per = ({"all": int((~bf).sum())} if sp is None
+                   else {str(k): int(c) for k, c in zip(*np.unique(sp[~bf], return_counts=True))})
+            out[name] = {"n_bona_fide": int(bf.sum()), "n_attack": int((~bf).sum()), "n_attack_per_species": per}
+        return out
+
+
+def pad_counts(pad: dict) -> dict:
+    """``{"scoring", "criterion", "val": {...}, "eval": {...}}`` with ``n_bona_fide``, ``n_attack`` and
+    ``n_attack_per_species`` (``{"all": n}`` without species) per split, in the scoring unit (videos for
+    ``scoring == "video"``): the block a run puts next to its results (``report["pad_counts"]``)."""
+    return PadSetup(pad).counts()
+
+
 def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, jobs,
-                  seeds, num_classes) -> dict:
+                  seeds, num_classes, *, pad: Optional[dict] = None) -> dict:
     """``{name: entry}`` for the teacher and every reported method, with paired statistics against
     unimodal (and, for two-network ensembles, against ``unimodal-ensemble`` when it was run).
 
-    ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays."""
+    ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays.
+
+    ``pad`` (presentation-attack detection, see :class:`PadSetup`) adds ``"pad"`` (and with ``legacy``
+    ``"pad_legacy"``) to every entry and ``"acer_vs_unimodal"`` to the comparisons."""
     n = len(seeds)
     t_pred = teacher_eval.argmax(1)
     results: dict[str, dict] = {
@@ -76,6 +212,9 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
             "networks": 1,
         }
     }
+    setup = None if pad is None else PadSetup(pad, y_eval, y_val)
+    if setup is not None:
+        setup.add(results[TEACHER], [teacher_eval] * n, [teacher_val] * n)
     for name in report_names:
         parts = members(name)
         per_seed = [[jobs[(p, s)] for p in parts] for s in seeds]
@@ -85,13 +224,19 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
                   for rs in per_seed]
         results[name] = method_entry(student_mods, y_eval, y_val, eval_z, last_z, val_z, num_classes)
         results[name]["networks"] = len(parts)
+        if setup is not None:
+            setup.add(results[name], eval_z, val_z)
     add_comparisons(results)
     return results
 
 
 def add_comparisons(results: dict) -> None:
     """``vs_unimodal`` (paired test accuracy) and ``gap_recovered`` for every entry but unimodal itself; the
-    teacher's ``vs_unimodal`` is its margin, which decides whether a gap share is defined at all."""
+    teacher's ``vs_unimodal`` is its margin, which decides whether a gap share is defined at all.
+
+    With PAD figures also ``acer_vs_unimodal``: ``stats.paired`` of the per-seed ACER, signed **method -
+    unimodal** like every other difference, so for ACER (lower is better) a negative difference is an
+    improvement and stats.paired's ``wins`` count the seeds where the method's ACER is *higher* (worse)."""
     if UNIMODAL not in results:
         return
     uni = results[UNIMODAL]["accuracy"]["per_seed"]
@@ -106,6 +251,13 @@ def add_comparisons(results: dict) -> None:
             r["gap_recovered"] = stats.gap_recovered(acc, uni, teacher)
             if uni_ens is not None and r["networks"] == 2 and name != UNIMODAL_ENSEMBLE:
                 r["vs_unimodal_ensemble"] = stats.paired(acc, uni_ens["accuracy"]["per_seed"])
+    uni_acer = results[UNIMODAL].get("pad", {}).get("acer", {}).get("per_seed")
+    if uni_acer is None or None in uni_acer:
+        return
+    for name, r in results.items():
+        acer = r.get("pad", {}).get("acer", {}).get("per_seed")
+        if name != UNIMODAL and acer is not None and None not in acer:
+            r["acer_vs_unimodal"] = stats.paired(acer, uni_acer)
 
 
 def recommend(results: dict) -> Optional[dict]:
@@ -168,6 +320,9 @@ def format_table(report: dict) -> str:
     n = len(report["seeds"])
     head = (f"{'method':<17} {'modalities':<14} {'nets':>4} {split + ' acc %':>14} {'macro-F1 %':>14}  "
             f"{'vs unimodal [95% CI]':<25} {'p':>6} {'W/T/L':>7}  {'gap rec. [95% CI]':<20}")
+    has_pad = any("pad" in r for r in report["results"].values())
+    if has_pad:
+        head += f"  {'ACER %':>14} {'HTER %':>14}  {'ACER vs unimodal [95% CI]':<25}"
     lines = [head, "-" * len(head)]
     for name, r in report["results"].items():
         a, f = r["accuracy"], r["macro_f1"]
@@ -184,11 +339,14 @@ def format_table(report: dict) -> str:
             gap_s = "undef."
         else:
             gap_s = f"{100 * gap['mean']:.0f}% [{100 * gap['ci95'][0]:.0f}, {100 * gap['ci95'][1]:.0f}]"
-        lines.append(
+        row = (
             f"{name:<17} {'+'.join(r['modalities']):<14} {r.get('networks', 1):>4} "
             f"{100 * a['mean']:>7.2f} ± {100 * a['std']:<4.2f} {100 * f['mean']:>7.2f} ± {100 * f['std']:<4.2f}  "
             f"{vs_s:<25} {p_s:>6} {wtl:>7}  {gap_s:<20}"
         )
+        if has_pad:
+            row += _pad_cells(r)
+        lines.append(row)
     tc = stats.t_critical(n) if n > 1 else float("nan")
     lines.append(f"seeds {report['seeds']} (independent replicates; methods paired by seed); ± = sd over seeds; "
                  "the teacher is one model shared by all seeds.")
@@ -202,17 +360,86 @@ def format_table(report: dict) -> str:
             lines.append(f"{ens} vs {UNIMODAL_ENSEMBLE} (equal inference cost): {_pct(vs['mean_diff'])} "
                          f"[{_pct(vs['ci95'][0])}, {_pct(vs['ci95'][1])}]{' *' if vs['significant'] else ''}, "
                          f"W/T/L {vs['wins']}/{vs['ties']}/{vs['losses']}")
+    if has_pad:
+        lines.extend(_pad_notes(report))
     return "\n".join(lines)
 
 
+def _mean_sd(s: Optional[dict]) -> str:
+    if not s or s.get("mean") is None:
+        return "n/a"
+    return f"{100 * s['mean']:>7.2f} ± {100 * s['std']:<4.2f}"
+
+
+def _pad_cells(r: dict) -> str:
+    """The ACER, HTER and ACER-difference cells of one row of the table."""
+    p = r.get("pad")
+    if p is None:
+        return ""
+    vs = r.get("acer_vs_unimodal")
+    vs_s = ""
+    if vs is not None:
+        ci = "" if vs["ci95"] is None else f" [{_pct(vs['ci95'][0])}, {_pct(vs['ci95'][1])}]"
+        vs_s = f"{_pct(vs['mean_diff'])}{ci}{' *' if vs['significant'] else ''}"
+    return f"  {_mean_sd(p['acer']):>14} {_mean_sd(p['hter']):>14}  {vs_s:<25}"
+
+
+def _count_text(c: dict, unit: str) -> str:
+    sp = c["n_attack_per_species"]
+    per = "" if list(sp) == ["all"] else " (" + ", ".join(f"{k}: {v}" for k, v in sp.items()) + ")"
+    return f"{c['n_bona_fide']} bona fide and {c['n_attack']} attack {unit}s{per}"
+
+
+def _pad_notes(report: dict) -> list[str]:
+    """The lines under a table with PAD figures: definitions, threshold, scoring unit and counts."""
+    first = next(r["pad"] for r in report["results"].values() if "pad" in r)
+    unit = "video" if first["scoring"] == "video" else "sample"
+    split = report.get("evaluated_on", "test")
+    if first.get("calibrated", True):
+        how = f"threshold by criterion '{first['criterion']}' on the validation scores, applied to {split}"
+    else:
+        how = f"fixed threshold {first['criterion']} on P(bona fide) (uncalibrated: not chosen on validation)"
+    score = "mean P(bona fide) per video" if unit == "video" else "P(bona fide) per sample"
+    lines = [f"PAD (ISO/IEC 30107-3): score = {score}; {how}. ACER = (APCER + BPCER)/2 with APCER the max over "
+             "attack species; HTER = (pooled APCER + BPCER)/2.",
+             "ACER vs unimodal: method - unimodal in points (lower ACER is better: negative = better), 95 % "
+             "t-interval; * = significant."]
+    counts = report.get("pad_counts")
+    if counts is not None:
+        lines.append(f"PAD counts: {split}: {_count_text(counts['eval'], unit)}; "
+                     f"validation: {_count_text(counts['val'], unit)}.")
+    else:
+        lines.append(f"PAD counts: {split}: {_count_text(first, unit)}.")
+    return lines
+
+
+_PAD_CSV = ["acer_mean", "acer_std", "hter_mean", "apcer_mean", "bpcer_mean", "eer_mean", "auc_mean",
+            "acer_diff_vs_unimodal", "acer_diff_ci95_lo", "acer_diff_ci95_hi"]
+
+
+def _pad_csv_cells(r: dict, num) -> list:
+    p = r.get("pad")
+    if p is None:
+        return [""] * len(_PAD_CSV)
+    vs = r.get("acer_vs_unimodal") or {}
+    ci = vs.get("ci95") or [None, None]
+    return ([num(p["acer"]["mean"]), num(p["acer"]["std"])]
+            + [num(p[k]["mean"]) for k in ("hter", "apcer", "bpcer", "eer", "auc")]
+            + [num(vs.get("mean_diff")), num(ci[0]), num(ci[1])])
+
+
 def results_csv(report: dict) -> str:
-    """One row per method: means, paired statistics against unimodal, gap share, per-seed accuracies."""
+    """One row per method: means, paired statistics against unimodal, gap share, per-seed accuracies; with
+    PAD figures also the means of ACER, HTER, APCER, BPCER, EER and AUC and the paired ACER difference
+    against unimodal (method - unimodal: negative = better)."""
     buf = io.StringIO()
     w = csv.writer(buf)
     seeds = report["seeds"]
+    has_pad = any("pad" in r for r in report["results"].values())
     w.writerow(["method", "modalities", "networks", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
                 "val_accuracy_mean", "diff_vs_unimodal", "diff_ci95_lo", "diff_ci95_hi", "p_value", "wins", "ties",
-                "losses", "gap_recovered", "gap_ci95_lo", "gap_ci95_hi"] + [f"accuracy_seed{s}" for s in seeds])
+                "losses", "gap_recovered", "gap_ci95_lo", "gap_ci95_hi"] + [f"accuracy_seed{s}" for s in seeds]
+               + (_PAD_CSV if has_pad else []))
 
     def num(x, fmt=".6f"):
         return "" if x is None else format(x, fmt)
@@ -227,5 +454,6 @@ def results_csv(report: dict) -> str:
                     num(r["val_accuracy"]["mean"]), num(vs.get("mean_diff")), num(ci[0]), num(ci[1]),
                     num(vs.get("p_value"), ".4g"), vs.get("wins", ""), vs.get("ties", ""), vs.get("losses", ""),
                     num(g.get("mean"), ".4f"), num(gci[0], ".4f"), num(gci[1], ".4f")]
-                   + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]])
+                   + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]]
+                   + (_pad_csv_cells(r, num) if has_pad else []))
     return buf.getvalue()

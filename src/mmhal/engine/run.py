@@ -30,7 +30,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import RunConfig, method_config, save_config, to_dict
+from ..config import ModelConfig, RunConfig, method_config, save_config, to_dict
+from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS
@@ -41,17 +42,21 @@ from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, de
                      stable_hash, state_digest)
 from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
-from .results import (TEACHER, build_results, format_table, members, recommend, recommendation_line, results_csv,
-                      teacher_warning)
+from .samples import SampleSplit, streamed_stats
+from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
+                      results_csv, teacher_warning)
 from .step import autocast_dtype
 
 __all__ = ["run", "format_table", "recommendation_line"]
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
 
 
-def normalization_stats(data: MultimodalData, modalities) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-channel mean and std of every modality over the train split (vectors: per feature)."""
+def normalization_stats(data, modalities, workers: int = 0, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and std of every modality over the train split (vectors: per feature); for data on
+    disk, streamed over the files by ``workers`` DataLoader processes (never the whole split in memory)."""
     idx = data.indices("train")
+    if not data.in_memory:
+        return streamed_stats(SampleSplit(data, idx, modalities, "cpu", workers), modalities, progress=progress)
     stats = {}
     for m in modalities:
         a = data.modalities[m][idx].astype(np.float64)
@@ -59,6 +64,51 @@ def normalization_stats(data: MultimodalData, modalities) -> dict[str, tuple[np.
         mean, std = a.mean(axis=axes), a.std(axis=axes)
         stats[m] = (mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
     return stats
+
+
+def build_splits(cfg: RunConfig, data, modalities, device, names=("train", "val", "test")) -> dict:
+    """The splits ``names`` of ``data`` for ``modalities``: tensors, or read sample by sample (data on disk;
+    the train split under ``data.augment``)."""
+    return {s: make_split(data, s, modalities, device, cfg.train.loader, cfg.train.loader_workers, cfg.data.augment)
+            for s in names}
+
+
+def check_augment(cfg: RunConfig, data) -> None:
+    """A UserError when ``data.augment`` is on but no modality is an image (C, H, W) it could change."""
+    if cfg.data.augment.active and not any(len(s) == 3 for s in data.shapes.values()):
+        raise UserError("data.augment is on, but it augments image modalities (C, H, W) and this data has none; "
+                        "turn it off")
+
+
+def pad_options(cfg: RunConfig, data, eval_split: str) -> Optional[dict]:
+    """What ``results.build_results`` needs to report presentation-attack figures (ISO/IEC 30107-3), for data
+    with a bona fide flag; None otherwise. A UserError, before anything trains, when the validation split
+    (where the threshold is chosen) lacks bona fide or attack samples."""
+    if getattr(data, "bona_fide", None) is None:
+        return None
+    scoring = data.info.get("scoring", "sample") if cfg.data.scoring == "auto" else cfg.data.scoring
+    if scoring == "video" and getattr(data, "video", None) is None:
+        raise UserError("data.scoring=video needs the video of every sample, and this data names none; use sample")
+    val, ev = data.indices("val"), data.indices(eval_split)
+    calibrated = not _is_number(cfg.pad.criterion)
+    if calibrated and (data.bona_fide[val].all() or not data.bona_fide[val].any()):
+        kind = "attack" if data.bona_fide[val].all() else "bona fide"
+        raise UserError(f"the validation split has no {kind} sample, so no PAD threshold can be chosen on it "
+                        f"(pad.criterion={cfg.pad.criterion}); give it both, or a fixed threshold, e.g. pad.criterion=0.5")
+    pick = lambda a, idx: None if a is None else np.asarray(a)[idx]  # noqa: E731
+    video = getattr(data, "video", None) if scoring == "video" else None
+    return {"val_bona_fide": data.bona_fide[val], "eval_bona_fide": data.bona_fide[ev],
+            "val_species": pick(data.species, val), "eval_species": pick(data.species, ev),
+            "val_video": pick(video, val), "eval_video": pick(video, ev),
+            "scoring": scoring, "criterion": cfg.pad.criterion, "legacy": cfg.pad.legacy}
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def split_job_name(job: str) -> tuple[str, int]:
@@ -115,13 +165,19 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
     for name, default in (("precision", "32"), ("channels_last", False), ("compile", False), ("ema", 0.0)):
         if train.get(name) == default:
             train.pop(name)
+    model, model_defaults = asdict(cfg.model), asdict(ModelConfig())
+    for name in list(model):  # model settings added after the first release, at their defaults
+        if name not in ("width", "blocks", "se_reduction") and model[name] == model_defaults[name]:
+            model.pop(name)
+    augment = describe_augment(cfg.data.augment)  # what the teacher's batches looked like (nothing when off)
     return stable_hash(
         {
             "v": "teacher-3",  # 3: initialisation and data order from derive_seed(teacher_seed, ..., "teacher")
             "data": fingerprint,
             "modalities": list(teacher_mods),
-            "model": asdict(cfg.model),
+            "model": model,
             "train": train,
+            **({"augment": augment} if augment else {}),
             **({"label_smoothing": cfg.distill.label_smoothing} if cfg.distill.label_smoothing else {}),
             "seed": cfg.teacher_seed,
             **({"world_size": world_size} if world_size > 1 else {}),
@@ -326,8 +382,10 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         f"modalities {', '.join(f'{m}{list(s)}' for m, s in data.shapes.items())}; "
         f"train/val/test {len(data.indices('train'))}/{len(data.indices('val'))}/{len(data.indices('test'))}"
     )
-    stats = normalization_stats(data, all_mods)
-    splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val", "test")}
+    check_augment(cfg, data)
+    pad = pad_options(cfg, data, "test" if len(data.indices("test")) else "val")
+    stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
+    splits = build_splits(cfg, data, all_mods, device)
     has_test = len(splits["test"]) > 0
     eval_split = "test" if has_test else "val"
     if not has_test:
@@ -347,7 +405,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
     # Workers (and so threads per job) follow from all jobs, not the ones left: a resumed job then runs
     # with the thread count it started with, which keeps CPU results identical to an uninterrupted run.
-    workers = resolve_workers(cfg, device, len(jobs))
+    workers = resolve_workers(cfg, device, len(jobs), data.in_memory)
     done = {}
     if resume:
         done, partial = distributed.main_only(lambda: _finished_jobs(out, jobs, digest))
@@ -365,7 +423,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
 
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
-                            list(cfg.seeds), data.num_classes)
+                            list(cfg.seeds), data.num_classes, pad=pad)
     warnings = list(data.info.get("warnings", []))
     tw = teacher_warning(results)
     if tw:
@@ -382,6 +440,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         "results": results,
         "recommendation": recommend(results),
         "warnings": warnings,
+        **({"pad_counts": pad_counts(pad)} if pad is not None else {}),
         "teacher": {"digest": digest, "data": fingerprint, "source": cfg.teacher_path or "cache"},
         "data_info": data.info,
         "seconds": round(time.time() - t_start, 1),
@@ -461,12 +520,13 @@ class JobContext:
             if self._given is not None:
                 splits, teacher = self._given
             else:
-                splits = {s: make_split(self.data, s, self.all_mods, device, self.cfg.train.loader)
-                          for s in ("train", "val", self.eval_split)}
+                splits = build_splits(self.cfg, self.data, self.all_mods, device, ("train", "val", self.eval_split))
                 teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
                 teacher.load_state_dict(self.teacher_state)
             cache = None
-            if self.cfg.train.cache_teacher and output_nbytes(teacher, splits["train"]) <= CACHE_LIMIT_BYTES:
+            # Under augmentation every epoch's inputs differ, so the teacher runs on each batch instead.
+            if (self.cfg.train.cache_teacher and not self.cfg.data.augment.active
+                    and output_nbytes(teacher, splits["train"]) <= CACHE_LIMIT_BYTES):
                 cache = teacher_outputs(teacher, splits["train"])
             self._ready = (splits, teacher, cache)
         return self._ready
@@ -539,10 +599,13 @@ def load_job(path: Path) -> dict:
     return _numpy_logits(r)
 
 
-def resolve_workers(cfg, device, n_jobs: int) -> int:
+def resolve_workers(cfg, device, n_jobs: int, in_memory: bool = True) -> int:
     """Parallel student trainings: on CPU, small models train faster as several 1-thread processes.
-    Under torchrun there is one: the ranks of the job already divide the work."""
+    Under torchrun there is one: the ranks of the job already divide the work; for data on disk there is
+    one unless ``workers`` says otherwise (its DataLoader processes use the cores)."""
     if device.type != "cpu" or n_jobs < 2 or distributed.current().enabled:
+        return 1
+    if not in_memory and cfg.workers <= 0:  # data on disk: one job at a time, fed by its DataLoader workers
         return 1
     w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
     return max(1, min(w, n_jobs))

@@ -37,8 +37,8 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed
 from . import distributed
-from .loop import make_split
-from .run import (JobContext, _run_jobs, get_teacher, load_run_data, normalization_stats, resolve_methods,
+from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, normalization_stats,
+                  resolve_methods,
                   resolve_workers, split_job_name)
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
@@ -101,8 +101,9 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     methods = tune_methods(cfg.methods)
-    stats = normalization_stats(data, all_mods)
-    splits = {s: make_split(data, s, all_mods, device, cfg.train.loader) for s in ("train", "val")}  # never test
+    check_augment(cfg, data)
+    stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
+    splits = build_splits(cfg, data, all_mods, device, ("train", "val"))  # never test
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
 
     job_cfg = copy.deepcopy(cfg)
@@ -117,7 +118,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
             ctx.trials[f"{m}-trial{row['trial']}"] = row["settings"]
             ctx.job_config(m, f"{m}-trial{row['trial']}")  # an invalid drawn setting fails now, not in a worker
     jobs = [(m, s, f"{m}-trial{row['trial']}") for m in methods for row in table[m] for s in tune_seeds]
-    workers = resolve_workers(cfg, device, len(jobs))
+    workers = resolve_workers(cfg, device, len(jobs), data.in_memory)
     log(f"tuning {', '.join(methods)}: {trials} trial(s) each x {len(tune_seeds)} seed(s) {tune_seeds} = {len(jobs)} "
         f"students on the validation split, {workers} worker process(es)")
     if workers == 1:

@@ -1,4 +1,15 @@
-from .network import MultimodalNet, NetOutput, build_network, trunk_geometry
+from .network import (
+    BACKBONES,
+    MultimodalNet,
+    NetOutput,
+    NetworkBase,
+    build_network,
+    param_groups,
+    trunk_geometry,
+)
 from .pyramid import num_regions, region_pool
 
-__all__ = ["MultimodalNet", "NetOutput", "build_network", "trunk_geometry", "num_regions", "region_pool"]
+__all__ = [
+    "BACKBONES", "MultimodalNet", "NetOutput", "NetworkBase", "build_network", "param_groups", "trunk_geometry",
+    "num_regions", "region_pool",
+]

@@ -12,13 +12,15 @@ align one to one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import input_kind
+from ..errors import UserError
+from ..registry import Registry
 from .layers import ResBlock, SqueezeExcite, conv, norm
 from .pyramid import region_pool
 from .stems import STEMS
@@ -66,7 +68,43 @@ class Normalizer(nn.Module):
         return (x - self.mean.view(self.view)) / self.std.view(self.view)
 
 
-class MultimodalNet(nn.Module):
+class NetworkBase(nn.Module):
+    """What every backbone's network shares: per-modality ``norms``, ``region_logits`` through ``head``, and
+    the record of which parameters hold pretrained weights (``pretrained_names``, relative to this network;
+    ``param_groups`` gives them ``lr * pretrained_lr_mult``).
+
+    A network also has ``modalities``, ``dims``, ``grid``, ``head`` (nn.Linear) and ``forward(inputs) ->
+    NetOutput`` with ``features = [f3, f4]``."""
+
+    norms: nn.ModuleDict
+    head: nn.Linear
+    modalities: list[str]
+
+    def __init__(self):
+        super().__init__()
+        self.pretrained_names: set[str] = set()
+        self.pretrained_lr_mult = 1.0
+        self.pretrained_loaded = 0  # tensors (parameters and buffers) loaded from a weights file
+
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """The parameters loaded from pretrained weights (empty for a network trained from scratch)."""
+        return [p for n, p in self.named_parameters() if n in self.pretrained_names]
+
+    def set_normalization(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Store per-channel (mean, std) of each modality's train split in the model."""
+        for m in self.modalities:
+            mean, std = stats[m]
+            self.norms[m].mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.norms[m].std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+        """(B, C, *grid) -> (B, R, K): every pyramid region through this network's own head, in one call."""
+        regions = region_pool(fmap, levels)  # (B, R, C)
+        b, r, ch = regions.shape
+        return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
+
+
+class MultimodalNet(NetworkBase):
     """Stems for ``modalities`` (a subset of ``spec``), fused, then a trunk shared in shape by every network."""
 
     def __init__(
@@ -103,13 +141,6 @@ class MultimodalNet(nn.Module):
         )
         self.head = nn.Linear(8 * width, num_classes)
 
-    def set_normalization(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Store per-channel (mean, std) of each modality's train split in the model."""
-        for m in self.modalities:
-            mean, std = stats[m]
-            self.norms[m].mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-            self.norms[m].std.copy_(torch.as_tensor(std, dtype=torch.float32))
-
     def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
         """Bring one stem output onto the trunk grid (adaptive pooling, or broadcast of a pooled vector)."""
         if z.dim() - 2 == self.dims:
@@ -129,15 +160,54 @@ class MultimodalNet(nn.Module):
         emb = f4.flatten(2).mean(-1) if f4.dim() > 2 else f4
         return NetOutput(self.head(emb), [f3, f4], emb)
 
-    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
-        """(B, C, *grid) -> (B, R, K): every pyramid region through this network's own head, in one call."""
-        regions = region_pool(fmap, levels)  # (B, R, C)
-        b, r, ch = regions.shape
-        return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
+
+#: model.backbone name -> builder(spec, modalities, num_classes, model_cfg) -> network. Adding a backbone is
+#: one module and one entry here.
+BACKBONES: Registry[Callable[..., NetworkBase]] = Registry("backbone")
 
 
-def build_network(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
+@BACKBONES.register("small")
+def _small(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
+    """The small default network (``MultimodalNet``); it takes no pretrained weights, block SE or dropout."""
+    unsupported = [
+        key for key, off in (("weights", ""), ("se", False), ("dropout", 0.0))
+        if getattr(model_cfg, key, off) != off
+    ]
+    if unsupported:
+        raise UserError(f"model.{', model.'.join(unsupported)} apply only to model.backbone=resnet18, not to small")
     return MultimodalNet(
         spec, modalities, num_classes, width=model_cfg.width, blocks=model_cfg.blocks,
         se_reduction=model_cfg.se_reduction,
     )
+
+
+@BACKBONES.register("resnet18")
+def _resnet18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
+    """torchvision ResNet-18(-SE) stems and trunk for images (``models.resnet``; torchvision is imported here)."""
+    from .resnet import build_resnet18
+
+    return build_resnet18(spec, modalities, num_classes, model_cfg)
+
+
+def build_network(spec, modalities, num_classes, model_cfg) -> NetworkBase:
+    """The network of ``model.backbone`` over ``modalities``, from the shapes ``spec`` of every modality in the data."""
+    return BACKBONES.get(getattr(model_cfg, "backbone", "small"))(spec, modalities, num_classes, model_cfg)
+
+
+def param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups for the trainable parameters of ``module`` (a network, or anything holding
+    networks, e.g. a distillation method): parameters a network marks as pretrained (``pretrained_parameters``)
+    get ``lr * pretrained_lr_mult`` of that network, every other one ``lr``. Without pretrained parameters (or
+    with every multiplier 1) this is one group holding every trainable parameter in ``module.parameters()``
+    order, as passing ``module.parameters()`` would be."""
+    mult_of: dict[int, float] = {}
+    for sub in module.modules():
+        if isinstance(sub, NetworkBase):
+            for p in sub.pretrained_parameters():
+                mult_of[id(p)] = float(sub.pretrained_lr_mult)
+    groups: dict[float, list[nn.Parameter]] = {1.0: []}
+    for p in module.parameters():
+        if p.requires_grad:
+            groups.setdefault(mult_of.get(id(p), 1.0), []).append(p)
+    out = [{"params": ps, "lr": lr * mult, "weight_decay": weight_decay} for mult, ps in groups.items() if ps]
+    return out or [{"params": [], "lr": lr, "weight_decay": weight_decay}]

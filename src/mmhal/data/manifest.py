@@ -1,0 +1,264 @@
+"""A user's own image files: ``manifest.csv`` (one row per sample, one image file per modality).
+
+The CSV has a header row. Columns (any order):
+
+* ``label``: the class index 0..K-1, **or** ``bona_fide``: 1 (bona fide) / 0 (attack) for presentation-attack
+  data (then labels = bona_fide and the classes are ``attack``, ``bona_fide``); never both;
+* ``x.<modality>``: per modality, the path of the sample's image file, relative to the CSV's folder or
+  absolute (``<modality>`` is a Python-style name without dots, e.g. ``x.rgb``, ``x.depth``);
+* optional ``split`` (train / val / test), ``group`` (subject, session: stays whole in every split mmhal
+  makes), ``video`` (the scoring unit of presentation-attack data: a video's frames are scored together),
+  ``species`` (attack type; empty for bona fide rows; only with ``bona_fide``) and ``class_name`` (the
+  name of the row's class; only with ``label``; one name per class).
+
+Channels per modality come from the first sample's file (grey = 1, else 3); every image is resized to
+``data.image_size`` (default: the first sample's image size). Without a ``split`` column mmhal makes one
+as for ``.npz`` files (whole groups per split; by ``video`` when there is no ``group``). Every file is
+checked to exist when the manifest is loaded; each problem is one sentence naming the line and column.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from .base import PAD_CLASSES, SPLITS, register_dataset
+from .files import FileData, image_channels, resolve_image_size
+from .npz import make_or_check_split
+
+MODALITY_PREFIX = "x."
+OPTIONAL_COLUMNS = ("split", "group", "video", "species", "class_name")
+
+PER_SAMPLE_WARNING = (
+    "the manifest has no 'group' (or 'video') column, so mmhal split it per sample: samples from one source "
+    "(person, video, session) may land on both sides of the split and inflate the {figures}; add a 'group' "
+    "column (e.g. the subject id per row) to keep each source in one split"
+)
+
+
+# ----------------------------------------------------------------------------- helpers shared by the face loaders
+def resolve_scoring(cfg: DataConfig, has_video: bool, default: str, what: str) -> str:
+    """``data.scoring`` resolved to ``sample`` or ``video``: ``auto`` gives ``default`` (``video`` only where the
+    data name videos); ``video`` for data without videos is a DataError naming ``what``."""
+    scoring = cfg.scoring
+    if scoring == "auto":
+        return "video" if (default == "video" and has_video) else "sample"
+    if scoring not in ("sample", "video"):
+        raise DataError(f"data.scoring must be auto, sample or video, got '{scoring}'")
+    if scoring == "video" and not has_video:
+        raise DataError(f"data.scoring=video needs videos, but {what} names none; use data.scoring=sample")
+    return scoring
+
+
+def check_files_exist(files: dict[str, list[str]], root: str, where) -> None:
+    """A DataError for the first listed file that does not exist; ``where(m, i)`` says where it was listed."""
+    for m, paths in files.items():
+        for i, rel in enumerate(paths):
+            p = os.path.join(root, rel) if root else rel
+            if not os.path.isfile(p):
+                raise DataError(f"image file '{p}' ({where(m, i)}) does not exist")
+
+
+# ----------------------------------------------------------------------------- the CSV
+def _read_rows(source: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header (stripped names) and the data rows with their line numbers (blank lines skipped)."""
+    if not source.is_file():
+        raise DataError(f"manifest '{source}' does not exist")
+    try:
+        with open(source, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header: Optional[list[str]] = None
+            rows: list[tuple[int, list[str]]] = []
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in row]
+                    continue
+                rows.append((reader.line_num, [c.strip() for c in row]))
+    except UnicodeDecodeError:
+        raise DataError(f"manifest '{source}' is not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DataError(f"manifest '{source}' is not a readable CSV file ({exc})") from None
+    if header is None:
+        raise DataError(f"manifest '{source}' is empty; it needs a header row (e.g. label,x.rgb) and one row per sample")
+    if not rows:
+        raise DataError(f"manifest '{source}' has a header but no rows: it holds no samples")
+    return header, rows
+
+
+def _check_header(header: list[str], source: Path) -> list[str]:
+    """The modality names of the ``x.<name>`` columns, after checking every column name."""
+    seen: set[str] = set()
+    modalities: list[str] = []
+    for col in header:
+        if not col:
+            raise DataError(f"manifest '{source}' has a column without a name in its header row")
+        if col in seen:
+            raise DataError(f"manifest '{source}' has the column '{col}' twice")
+        seen.add(col)
+        if col.startswith(MODALITY_PREFIX):
+            name = col[len(MODALITY_PREFIX):]
+            if not name:
+                raise DataError("column 'x.' names no modality; use 'x.<name>', e.g. 'x.rgb'")
+            if not name.isidentifier():
+                raise DataError(
+                    f"column '{col}' names the modality '{name}', which is not a plain name (letters, digits and "
+                    "underscores, no dots or spaces; e.g. 'x.rgb')"
+                )
+            modalities.append(name)
+        elif col not in ("label", "bona_fide") + OPTIONAL_COLUMNS:
+            raise DataError(
+                f"manifest '{source}' has the unknown column '{col}'; the columns are label or bona_fide, "
+                "x.<modality> per modality, and optionally split, group, video, species, class_name"
+            )
+    if "label" in seen and "bona_fide" in seen:
+        raise DataError(f"manifest '{source}' has both a 'label' and a 'bona_fide' column; keep one")
+    if "label" not in seen and "bona_fide" not in seen:
+        raise DataError(
+            f"manifest '{source}' has no 'label' column (class index 0..K-1) and no 'bona_fide' column (1/0)"
+        )
+    if not modalities:
+        raise DataError(f"manifest '{source}' has no modality column: name each one 'x.<modality>', e.g. 'x.rgb'")
+    if "species" in seen and "bona_fide" not in seen:
+        raise DataError("the 'species' column (attack type) needs a 'bona_fide' column instead of 'label'")
+    if "class_name" in seen and "label" not in seen:
+        raise DataError("the 'class_name' column needs a 'label' column (bona_fide data has fixed class names)")
+    return modalities
+
+
+@register_dataset("manifest")
+def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
+    """The samples listed in the manifest CSV at ``path`` (default ``cfg.path``); see the module docstring."""
+    file = path if path is not None else cfg.path
+    if not file:
+        raise DataError("no manifest given; pass the path of a .csv file as --data")
+    source = Path(file).expanduser()
+    header, rows = _read_rows(source)
+    modalities = _check_header(header, source)
+    col = {name: j for j, name in enumerate(header)}
+    here = f"'{source.name}'"
+
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(
+                f"line {line} of {here} has {len(row)} cells but the header has {len(header)} columns"
+            )
+        for name, j in col.items():
+            if not row[j] and name != "species":
+                raise DataError(f"line {line} of {here} has an empty '{name}' cell")
+
+    lines = [line for line, _ in rows]
+    pad = "bona_fide" in col
+    labels = np.zeros(len(rows), dtype=np.int64)
+    key = "bona_fide" if pad else "label"
+    for i, (line, row) in enumerate(rows):
+        text = row[col[key]]
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                f = float(text)
+            except ValueError:
+                f = float("nan")
+            if not (np.isfinite(f) and f == int(f)):
+                what = "1 (bona fide) or 0 (attack)" if pad else "an integer class index 0..K-1"
+                raise DataError(f"line {line} of {here} has '{key}' = '{text}', which is not {what}") from None
+            value = int(f)
+        if pad and value not in (0, 1):
+            raise DataError(f"line {line} of {here} has 'bona_fide' = '{text}'; it must be 1 (bona fide) or 0 (attack)")
+        if value < 0:
+            raise DataError(f"line {line} of {here} has 'label' = {value}; labels are class indices 0..K-1")
+        labels[i] = value
+
+    def column(name: str) -> Optional[np.ndarray]:
+        return np.array([row[col[name]] for _, row in rows], dtype=str) if name in col else None
+
+    bona_fide = labels.astype(bool) if pad else None
+    species = column("species")
+    if species is not None:
+        for i, line in enumerate(lines):
+            if bona_fide[i] and species[i]:
+                raise DataError(
+                    f"line {line} of {here} is bona fide but names the attack species '{species[i]}'; leave "
+                    "'species' empty on bona fide rows"
+                )
+            if not bona_fide[i] and not species[i]:
+                raise DataError(f"line {line} of {here} is an attack with an empty 'species' cell")
+
+    if pad:
+        class_names = list(PAD_CLASSES)
+    else:
+        num_classes = int(labels.max()) + 1
+        class_names = [str(k) for k in range(num_classes)]
+        names = column("class_name")
+        if names is not None:
+            given: dict[int, str] = {}
+            for i, line in enumerate(lines):
+                k, nm = int(labels[i]), str(names[i])
+                if given.setdefault(k, nm) != nm:
+                    raise DataError(
+                        f"line {line} of {here} names class {k} '{nm}', but an earlier row named it '{given[k]}'"
+                    )
+            owner: dict[str, int] = {}
+            for k, nm in sorted(given.items()):
+                if owner.setdefault(nm, k) != k:
+                    raise DataError(f"the 'class_name' '{nm}' is given to both label {owner[nm]} and label {k}")
+            class_names = [given.get(k, str(k)) for k in range(num_classes)]
+    present = np.bincount(labels, minlength=len(class_names))
+    for k in range(len(class_names)):
+        if present[k] == 0:
+            raise DataError(f"class {class_names[k]!r} (label {k}) has no row in {here}")
+
+    split_given = column("split")
+    if split_given is not None:
+        for i, line in enumerate(lines):
+            if split_given[i] not in SPLITS:
+                raise DataError(
+                    f"line {line} of {here} has 'split' = '{split_given[i]}'; each row's split must be train, val or test"
+                )
+
+    root = str(source.parent)
+    files = {m: [row[col[MODALITY_PREFIX + m]] for _, row in rows] for m in modalities}
+    check_files_exist(files, root, lambda m, i: f"line {lines[i]} of {here}, column 'x.{m}'")
+
+    video = column("video")
+    groups = column("group")
+    info: dict[str, Any] = {"source": str(source), "format": "manifest"}
+    warnings: list[str] = []
+    if groups is None and video is not None:
+        groups = video
+        info["groups"] = "the 'video' column (the manifest has no 'group' column)"
+    split = make_or_check_split(cfg, labels, groups, split_given, info, warnings, PER_SAMPLE_WARNING,
+                                "the 'split' column marks no row as 'train'")
+    info["warnings"] = warnings
+    if pad:
+        info["polarity"] = "bona_fide column: 1 = bona fide, 0 = attack"
+    info["scoring"] = resolve_scoring(cfg, video is not None, "video", f"manifest {here} (no 'video' column)")
+
+    def full(p: str) -> str:
+        return os.path.join(root, p)
+
+    channels = {m: image_channels(full(files[m][0])) for m in modalities}
+    image_size = resolve_image_size(cfg.image_size, full(files[modalities[0]][0]))
+    info["modalities"] = {m: [channels[m], *image_size] for m in modalities}
+    return FileData(
+        name=source.stem,
+        files={m: np.array(p, dtype=str) for m, p in files.items()},
+        labels=labels,
+        split=split,
+        class_names=class_names,
+        channels=channels,
+        image_size=image_size,
+        root=root,
+        groups=groups,
+        info=info,
+        bona_fide=bona_fide,
+        species=species,
+        video=video,
+    )

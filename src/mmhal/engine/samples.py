@@ -1,0 +1,146 @@
+"""Splits assembled sample by sample: files decoded on demand, or in-memory arrays under random augmentation.
+
+A :class:`SampleSplit` is the counterpart of ``loop.Split`` (tensors) for data that must not, or cannot, be
+held as whole tensors: ``data.files.FileData`` (images on disk), and the train split of any dataset when
+``data.augment`` is on (every epoch sees other crops). It holds the dataset object (paths and labels, no
+pixels) and the dataset indices of its samples. Batches come from a ``torch.utils.data.DataLoader`` whose
+worker processes (``train.loader_workers``; 0 = in the training process) decode and augment each sample
+(``SampleDataset``) and stack a batch; the batch then moves to the compute device and becomes float32
+there (images travel as uint8, a quarter of the bytes).
+
+Training batches follow ``EpochBatches`` exactly as for tensors (same samples, same order); each sample's
+augmentation is ``data.augment.augment_sample`` of (job seed and stream, epoch, dataset index), so every
+method of a seed sees the same augmented batches and a resumed job the same ones it would have seen.
+Evaluation (validation, test, the teacher's outputs, normalisation statistics) reads the samples in order,
+without augmentation.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from ..data.augment import augment_sample
+
+
+class SampleDataset(Dataset):
+    """Positions 0..len-1 of a split, read (and, with ``augment``, augmented) sample by sample.
+    ``__getitems__`` takes a batch of ``(position, epoch)`` pairs (epoch -1: no augmentation) and returns
+    the stacked batch ``({modality: tensor}, labels, positions)``."""
+
+    def __init__(self, data, index: np.ndarray, modalities, augment=None, seed: int = 0):
+        self.data, self.index, self.modalities = data, np.asarray(index), list(modalities)
+        self.augment, self.seed = augment, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, pos: int, epoch: int = -1) -> dict:
+        i = int(self.index[pos])
+        s = self.data.read(i, self.modalities)
+        if self.augment is not None and epoch >= 0:
+            s = augment_sample(s, self.augment, self.seed, epoch, i)
+        return s
+
+    def __getitem__(self, item):
+        return self.__getitems__([item])
+
+    def __getitems__(self, items: list):
+        items = [(it, -1) if isinstance(it, (int, np.integer)) else it for it in items]
+        samples = [self.sample(int(p), int(e)) for p, e in items]
+        pos = torch.as_tensor([int(p) for p, _ in items], dtype=torch.long)
+        inputs = {m: torch.stack([s[m] for s in samples]) for m in self.modalities}
+        labels = torch.from_numpy(self.data.labels[self.index[pos.numpy()]]).long()
+        return inputs, labels, pos
+
+
+def _whole_batch(batch):
+    return batch
+
+
+class TaggedBatches(Sampler[list]):
+    """An epoch batch sampler whose batches carry the epoch: ``[(position, epoch), ...]`` (a worker process
+    cannot see ``set_epoch`` calls made after it started; the epoch travels with the indices)."""
+
+    def __init__(self, batches):
+        self.batches, self.epoch = batches, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list]:
+        for b in self.batches:
+            yield [(int(p), self.epoch) for p in b]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_floating_point() else t.float()
+
+
+class SampleSplit:
+    """One split of ``data`` (its dataset indices ``index``) as read sample by sample; see the module docstring."""
+
+    def __init__(self, data, index: np.ndarray, modalities, device, workers: int = 0, augment=None):
+        self.data, self.index, self.modalities = data, np.asarray(index), list(modalities)
+        self.device = torch.device(device)
+        self.workers = int(workers)
+        self.augment = augment if augment is not None and augment.active else None
+        self.labels = torch.from_numpy(np.asarray(data.labels)[self.index]).long()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def dataset(self, modalities=None, seed: int = 0) -> SampleDataset:
+        return SampleDataset(self.data, self.index, modalities or self.modalities, self.augment, seed)
+
+    def batch(self, idx: torch.Tensor, modalities) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Samples at positions ``idx`` read in this process, without augmentation, on ``device``."""
+        inputs, labels, _ = self.dataset(modalities).__getitems__([int(i) for i in idx.tolist()])
+        return {m: as_float(t.to(self.device)) for m, t in inputs.items()}, labels.to(self.device)
+
+    def loader(self, batch_sampler, modalities, seed: int = 0, persistent: bool = False) -> DataLoader:
+        return DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=self.workers,
+                          collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
+                          persistent_workers=persistent and self.workers > 0)
+
+    def eval_batches(self, modalities, start: int, stop: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The inputs of positions ``start..stop-1`` in order, unaugmented, ``batch_size`` at a time, on ``device``."""
+        chunks = [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
+        if not chunks:
+            return
+        for inputs, _, _ in self.loader(chunks, modalities):
+            yield {m: as_float(t.to(self.device, non_blocking=True)) for m, t in inputs.items()}
+
+
+def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,
+                   progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and std of every modality over ``split``, accumulated batch by batch in float64
+    (one pass over the files; memory does not grow with the number of samples)."""
+    sums: dict[str, Optional[np.ndarray]] = {m: None for m in modalities}
+    squares: dict[str, Optional[np.ndarray]] = {m: None for m in modalities}
+    counts = {m: 0 for m in modalities}
+    cpu = SampleSplit(split.data, split.index, modalities, "cpu", split.workers)
+    bar = tqdm(total=len(cpu), desc="normalisation statistics", unit="sample", leave=False, disable=not progress)
+    for inputs in cpu.eval_batches(modalities, 0, len(cpu), batch_size):
+        for m, t in inputs.items():
+            x = t.double()
+            axes = (0,) + tuple(range(2, x.dim()))
+            s, q = x.sum(dim=axes).numpy(), (x * x).sum(dim=axes).numpy()
+            sums[m] = s if sums[m] is None else sums[m] + s
+            squares[m] = q if squares[m] is None else squares[m] + q
+            counts[m] += x.numel() // x.shape[1]
+        bar.update(next(iter(inputs.values())).shape[0])
+    bar.close()
+    stats = {}
+    for m in modalities:
+        mean = sums[m] / counts[m]
+        std = np.sqrt(np.maximum(squares[m] / counts[m] - mean * mean, 0.0))
+        stats[m] = (mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+    return stats
