@@ -81,26 +81,22 @@ def _axes(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _AXES[(h, w)]
 
 
-def _mul(a, b):
-    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
-
-
-def warp_matrix(g: dict, h: int, w: int) -> list[list[float]]:
+def warp_matrix(g: dict, h: int, w: int) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """The 2x3 matrix taking an output pixel's normalised coordinates to the source's, for the draw ``g``:
     the inverse of rotate (counter-clockwise by ``angle``, about the centre) -> crop (``crop`` box, scaled
-    back to the full size) -> flip, composed in pixel units so that non-square images rotate rigidly."""
-    m = [[w / 2, 0.0, 0.0], [0.0, h / 2, 0.0], [0.0, 0.0, 1.0]]  # normalised -> pixels from the centre
-    if g["flip"]:
-        m = _mul([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], m)
+    back to the full size) -> flip, composed in pixel units so that non-square images rotate rigidly:
+    pixel offsets from the centre X = u w / 2, Y = v h / 2 are flipped (X -> f X), mapped into the crop
+    (X -> sx X + tx, Y -> sy Y + ty), rotated (X -> cX - sY, Y -> sX + cY) and normalised back."""
+    f = -1.0 if g["flip"] else 1.0
+    sx = sy = 1.0
+    tx = ty = 0.0
     if g["crop"] is not None:
         top, left, ch, cw = g["crop"]
-        m = _mul([[cw / w, 0.0, left + cw / 2 - w / 2], [0.0, ch / h, top + ch / 2 - h / 2], [0.0, 0.0, 1.0]], m)
-    if g["angle"]:
-        a = math.radians(g["angle"])
-        c, s = math.cos(a), math.sin(a)
-        m = _mul([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], m)
-    m = _mul([[2 / w, 0.0, 0.0], [0.0, 2 / h, 0.0], [0.0, 0.0, 1.0]], m)  # pixels -> normalised
-    return m[:2]
+        sx, sy, tx, ty = cw / w, ch / h, left + cw / 2 - w / 2, top + ch / 2 - h / 2
+    a = math.radians(g["angle"]) if g["angle"] else 0.0
+    c, s = math.cos(a), math.sin(a)
+    return ((c * sx * f, -s * sy * h / w, 2 / w * (c * tx - s * ty)),
+            (s * sx * f * w / h, c * sy, 2 / h * (s * tx + c * ty)))
 
 
 def _grid(g: dict, h: int, w: int) -> torch.Tensor:
@@ -109,23 +105,26 @@ def _grid(g: dict, h: int, w: int) -> torch.Tensor:
     return torch.stack([a * xs + (b * ys + c), d * xs + (e * ys + f)], dim=-1)[None]  # (1, H, W, 2)
 
 
+def _warp_stacked(x: torch.Tensor, g: dict) -> torch.Tensor:
+    """A float32 (C, H, W) stack of every modality's channels under the geometric draw ``g`` (a new tensor)."""
+    h, w = x.shape[-2:]
+    if g["angle"] or g["crop"] is not None:
+        x = F.grid_sample(x[None], _grid(g, h, w), mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    elif g["flip"]:
+        x = x.flip(-1)
+    else:
+        x = x.clone()
+    if g["erase"] is not None:
+        top, left, eh, ew = g["erase"]
+        x[..., top:top + eh, left:left + ew] = 0
+    return x
+
+
 def _warp(images: dict[str, torch.Tensor], g: dict) -> dict[str, torch.Tensor]:
     """Float32 copies of every image of one sample (same (H, W)) under the geometric draw ``g``."""
     names = list(images)
-    h, w = images[names[0]].shape[-2:]
-    if g["angle"] or g["crop"] is not None:
-        stacked = torch.cat([images[m].float() for m in names], dim=0)
-        out = F.grid_sample(stacked[None], _grid(g, h, w), mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-        parts = dict(zip(names, out.split([images[m].shape[0] for m in names], dim=0)))
-    else:
-        parts = {m: (images[m].flip(-1) if g["flip"] else images[m]).float() for m in names}
-    if g["erase"] is not None:
-        top, left, eh, ew = g["erase"]
-        for m in names:
-            if parts[m].data_ptr() == images[m].data_ptr():  # a float input not copied yet
-                parts[m] = parts[m].clone()
-            parts[m][..., top:top + eh, left:left + ew] = 0
-    return parts
+    x = _warp_stacked(torch.cat([images[m].float() for m in names], dim=0), g)
+    return dict(zip(names, x.split([images[m].shape[0] for m in names], dim=0)))
 
 
 def _grey(img: torch.Tensor) -> torch.Tensor:
@@ -173,7 +172,7 @@ def apply_geometry(images: dict[str, torch.Tensor], g: dict) -> dict[str, torch.
 def augment_sample(sample: Mapping[str, torch.Tensor], cfg, seed: int, epoch: int, index: int) -> dict:
     """``sample`` (``{modality: tensor}``) augmented by ``cfg`` (``config.AugmentConfig``) for (``seed``,
     ``epoch``, ``index``); modalities that are not images (C, H, W) pass unchanged. Image modalities of one
-    sample must share their (H, W); each keeps its dtype."""
+    sample must share their (H, W); each keeps its dtype. All image channels are stacked and warped at once."""
     images = {m: t for m, t in sample.items() if t.dim() == IMAGE_DIMS}
     if not images or not cfg.active:
         return dict(sample)
@@ -181,15 +180,29 @@ def augment_sample(sample: Mapping[str, torch.Tensor], cfg, seed: int, epoch: in
     if len(sizes) > 1:
         raise ValueError(f"paired augmentation needs image modalities of one size, got {sorted(sizes)}")
     base = sample_seed(seed, epoch, index)
-    warped = _warp(images, geometry(cfg, seed, epoch, index, sizes.pop(), base))
-    photo = set(cfg.photometric_modalities) if (cfg.brightness or cfg.contrast) else set()
+    names = list(images)
+    dtypes = {images[m].dtype for m in names}
+    same = len(dtypes) == 1
+    stacked = torch.cat([images[m] for m in names], dim=0).float() if same else \
+        torch.cat([images[m].float() for m in names], dim=0)
+    x = _warp_stacked(stacked, geometry(cfg, seed, epoch, index, sizes.pop(), base))
+    bounds, c = {}, 0
+    for m in names:
+        bounds[m] = (c, c + images[m].shape[0])
+        c += images[m].shape[0]
+    if cfg.brightness or cfg.contrast:
+        for m in names:
+            if m in cfg.photometric_modalities:
+                dt = images[m].dtype
+                lim = None if dt.is_floating_point else (torch.iinfo(dt).min, torch.iinfo(dt).max)
+                lo, hi = bounds[m]
+                x[lo:hi] = jitter(x[lo:hi], photometric(cfg, seed, epoch, index, m, base), lim)
     out = dict(sample)
-    for m, img in images.items():
-        x = warped[m]
-        if m in photo:
-            rng_ = None if img.dtype.is_floating_point else (torch.iinfo(img.dtype).min, torch.iinfo(img.dtype).max)
-            x = jitter(x, photometric(cfg, seed, epoch, index, m, base), rng_)
-        out[m] = _back(x, img.dtype)
+    if same:
+        x = _back(x, dtypes.pop())
+        out.update({m: x[lo:hi] for m, (lo, hi) in bounds.items()})
+    else:
+        out.update({m: _back(x[lo:hi], images[m].dtype) for m, (lo, hi) in bounds.items()})
     return out
 
 

@@ -38,8 +38,8 @@ from ..distill import ENSEMBLES, METHODS
 from ..errors import UserError
 from ..metrics import accuracy
 from ..models.network import build_network
-from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, seed_everything,
-                     stable_hash, state_digest)
+from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
+                     seed_everything, stable_hash, state_digest)
 from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .samples import SampleSplit, streamed_stats
@@ -71,6 +71,11 @@ def build_splits(cfg: RunConfig, data, modalities, device, names=("train", "val"
     the train split under ``data.augment``)."""
     return {s: make_split(data, s, modalities, device, cfg.train.loader, cfg.train.loader_workers, cfg.data.augment)
             for s in names}
+
+
+def reads_samples(cfg: RunConfig, data) -> bool:
+    """Whether batches are assembled sample by sample (files, or augmentation): many short-lived batch buffers."""
+    return not data.in_memory or cfg.data.augment.active
 
 
 def check_augment(cfg: RunConfig, data) -> None:
@@ -383,6 +388,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         f"train/val/test {len(data.indices('train'))}/{len(data.indices('val'))}/{len(data.indices('test'))}"
     )
     check_augment(cfg, data)
+    if reads_samples(cfg, data):
+        return_freed_memory()
     pad = pad_options(cfg, data, "test" if len(data.indices("test")) else "val")
     stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
     splits = build_splits(cfg, data, all_mods, device)
@@ -446,6 +453,9 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "mmhal": __version__,
     }
+    for split in splits.values():  # worker processes of data read from files
+        if hasattr(split, "close"):
+            split.close()
     if main:
         atomic_write_json(out / "results.json", report)
         atomic_write_text(out / "results.csv", results_csv(report))
@@ -634,6 +644,8 @@ _WORKER_QUEUE = None
 def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     global _WORKER_CTX, _WORKER_QUEUE
     _exit_with_parent()
+    if reads_samples(ctx.cfg, ctx.data):
+        return_freed_memory()
     torch.set_num_threads(threads)
     _WORKER_CTX, _WORKER_QUEUE = ctx, queue
 

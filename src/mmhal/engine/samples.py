@@ -93,6 +93,7 @@ class SampleSplit:
         self.workers = int(workers)
         self.augment = augment if augment is not None and augment.active else None
         self.labels = torch.from_numpy(np.asarray(data.labels)[self.index]).long()
+        self._eval_loaders: dict = {}
 
     def __len__(self) -> int:
         return len(self.index)
@@ -105,18 +106,40 @@ class SampleSplit:
         inputs, labels, _ = self.dataset(modalities).__getitems__([int(i) for i in idx.tolist()])
         return {m: as_float(t.to(self.device)) for m, t in inputs.items()}, labels.to(self.device)
 
-    def loader(self, batch_sampler, modalities, seed: int = 0, persistent: bool = False) -> DataLoader:
-        return DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=self.workers,
+    def loader(self, batch_sampler, modalities, seed: int = 0, persistent: bool = False,
+               workers: Optional[int] = None) -> DataLoader:
+        workers = self.workers if workers is None else workers
+        return DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=workers,
                           collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
-                          persistent_workers=persistent and self.workers > 0)
+                          persistent_workers=persistent and workers > 0)
 
     def eval_batches(self, modalities, start: int, stop: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """The inputs of positions ``start..stop-1`` in order, unaugmented, ``batch_size`` at a time, on ``device``."""
+        """The inputs of positions ``start..stop-1`` in order, unaugmented, ``batch_size`` at a time, on ``device``.
+
+        The DataLoader of each (modalities, range, batch size) is kept with its worker processes (validation
+        runs every epoch: starting processes each time cost seconds); a range of one batch is read in this
+        process. ``close`` stops the kept workers."""
         chunks = [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
         if not chunks:
             return
-        for inputs, _, _ in self.loader(chunks, modalities):
+        if len(chunks) == 1 or self.workers == 0:
+            loader = self.loader(chunks, modalities, workers=0)
+        else:
+            key = (tuple(modalities), start, stop, batch_size)
+            if key not in self._eval_loaders:
+                self._eval_loaders[key] = self.loader(chunks, modalities, persistent=True)
+            loader = self._eval_loaders[key]
+        for inputs, _, _ in loader:
             yield {m: as_float(t.to(self.device, non_blocking=True)) for m, t in inputs.items()}
+
+    def close(self) -> None:
+        """Stop the worker processes of the kept evaluation DataLoaders."""
+        self._eval_loaders = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_eval_loaders"] = {}
+        return state
 
 
 def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,
@@ -138,6 +161,7 @@ def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,
             counts[m] += x.numel() // x.shape[1]
         bar.update(next(iter(inputs.values())).shape[0])
     bar.close()
+    cpu.close()
     stats = {}
     for m in modalities:
         mean = sums[m] / counts[m]

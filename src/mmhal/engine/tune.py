@@ -35,9 +35,9 @@ from ..config import RunConfig, to_dict
 from ..distill import METHODS
 from ..errors import UserError
 from ..metrics import accuracy
-from ..utils import atomic_write_json, atomic_write_text, derive_seed
+from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, normalization_stats,
+from .run import (JobContext, _run_jobs, build_splits, check_augment, reads_samples, get_teacher, load_run_data, normalization_stats,
                   resolve_methods,
                   resolve_workers, split_job_name)
 
@@ -102,6 +102,8 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     methods = tune_methods(cfg.methods)
     check_augment(cfg, data)
+    if reads_samples(cfg, data):
+        return_freed_memory()
     stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
     splits = build_splits(cfg, data, all_mods, device, ("train", "val"))  # never test
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
@@ -147,6 +149,9 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
                "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
                             "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},
                "table": table, "seconds": round(time.time() - t_start, 1), "mmhal": __version__}
+    for split in splits.values():  # worker processes of data read from files
+        if hasattr(split, "close"):
+            split.close()
     atomic_write_json(out / "tune.json", summary)
     atomic_write_text(out / "trials.csv", trials_csv(summary))
     for job in jobs:  # the trials' finished-job records served their purpose
