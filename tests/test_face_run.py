@@ -1,9 +1,10 @@
 """End to end: `mmhal run` on a fixture of each file loader (manifest.csv, casia-surf in both releases, cefa),
-with paired augmentation, and one sentence with exit 2 for a missing file."""
+with paired augmentation, and one sentence with exit 2 for a missing or undecodable file."""
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from face_fixtures import write_casia_surf_challenge, write_casia_surf_rerelease, write_cefa, write_manifest
@@ -89,3 +90,24 @@ def test_the_casia_surf_recipe_runs_on_a_fixture_of_the_challenge_release(tmp_pa
     assert report["results"]["mmh"]["pad"]["criterion"] == "eer"
     saved = (out / "config.yaml").read_text()
     assert "backbone: resnet18" in saved and "se: true" in saved
+
+
+def test_an_image_that_cannot_be_decoded_is_one_sentence_and_exit_2_also_from_a_worker_process(tmp_path, capsys):
+    from mmhal.config import DataConfig
+    from mmhal.data.manifest import load_manifest
+    from mmhal.engine.samples import SampleSplit
+    from mmhal.errors import DataError
+
+    csv_path = write_manifest(tmp_path / "mine", n=16)
+    (tmp_path / "mine" / "images" / "rgb" / "0002.png").write_bytes(b"not an image at all")
+    data = load_manifest(DataConfig(), path=str(csv_path))
+    split = SampleSplit(data, np.arange(16), ["rgb"], "cpu", workers=2)
+    with pytest.raises(DataError) as exc:  # 4 batches: read by the 2 worker processes
+        list(split.eval_batches(["rgb"], 0, 16, 4))
+    split.close()
+    msg = str(exc.value)
+    assert "\n" not in msg and "0002.png" in msg and "cannot be decoded" in msg and "worker" not in msg, msg
+    code = main(["run", "--data", str(csv_path), "--student", "rgb", "--out", str(tmp_path / "run"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert [l for l in err.splitlines() if l.startswith("mmhal: error:") and "0002.png" in l]

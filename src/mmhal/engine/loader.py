@@ -140,8 +140,10 @@ class TrainBatches:
                 inputs, target = self.split.batch(idx, self.modalities)
                 yield inputs, target, idx.to(self.device)
             return
+        from .samples import worker_batches
+
         dev = self.device
-        for inputs, target, idx in self.loader:
+        for inputs, target, idx in worker_batches(self.loader):
             yield ({m: _float(t.to(dev, non_blocking=True)) for m, t in inputs.items()}, target.to(dev, non_blocking=True),
                    idx.to(dev, non_blocking=True))
 

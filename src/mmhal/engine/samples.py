@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..data.augment import augment_sample
+from ..errors import UserError
 
 
 class SampleDataset(Dataset):
@@ -59,6 +60,20 @@ class SampleDataset(Dataset):
 
 def _whole_batch(batch):
     return batch
+
+
+def worker_batches(loader: DataLoader) -> Iterator:
+    """The batches of ``loader``; a user's data problem raised in a worker process (a DataError: an image
+    that cannot be decoded) comes back as PyTorch re-raises it, with the worker's traceback in its message:
+    it is raised again with its own one sentence."""
+    try:
+        yield from loader
+    except UserError as exc:
+        text = str(exc).strip()
+        if "Traceback" not in text:
+            raise
+        last = text.splitlines()[-1]
+        raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None
 
 
 class TaggedBatches(Sampler[list]):
@@ -129,7 +144,7 @@ class SampleSplit:
             if key not in self._eval_loaders:
                 self._eval_loaders[key] = self.loader(chunks, modalities, persistent=True)
             loader = self._eval_loaders[key]
-        for inputs, _, _ in loader:
+        for inputs, _, _ in worker_batches(loader):
             yield {m: as_float(t.to(self.device, non_blocking=True)) for m, t in inputs.items()}
 
     def close(self) -> None:
