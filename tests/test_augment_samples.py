@@ -235,3 +235,21 @@ def test_photometric_jitter_follows_torchvisions_v2_kernels():
         grey = jitter(img[:1], {"brightness": b, "contrast": c}, (0, 255))
         want = tvf.adjust_contrast(tvf.adjust_brightness(img[:1] / 255, b), c) * 255
         assert (grey - want).abs().max() < 1e-3, (b, c)
+
+
+def test_in_memory_images_are_augmented_too_and_keep_their_float_values_elsewhere():
+    rng = np.random.default_rng(0)
+    arrays = {"rgb": rng.normal(size=(16, 3, 12, 10)).astype(np.float32),
+              "depth": rng.normal(size=(16, 1, 12, 10)).astype(np.float32)}
+    data = MultimodalData("mem", arrays, (np.arange(16) % 2).astype(np.int64), np.array(["train"] * 12 + ["val"] * 4),
+                          ["a", "b"])
+    train = make_split(data, "train", ["rgb", "depth"], "cpu", augment=AugmentConfig(flip=True, rotate=15.0))
+    val = make_split(data, "val", ["rgb", "depth"], "cpu", augment=AugmentConfig(flip=True, rotate=15.0))
+    assert isinstance(train, SampleSplit) and not isinstance(val, SampleSplit)  # val stays tensors, unaugmented
+    a, b = _epoch(train, 0, 0), _epoch(train, 0, 0)
+    assert _same(a, b)
+    x, _, idx = a[0]
+    raw = torch.from_numpy(arrays["rgb"][train.index[idx.numpy()]])
+    assert x["rgb"].dtype == torch.float32 and not torch.equal(x["rgb"], raw)
+    assert x["rgb"].min() < -1.0  # standardised values are not clamped to [0, 1] or 0..255
+    assert torch.equal(x["depth"][:, 0] != 0, x["rgb"][:, 0] != 0)  # one warp: the same zero-filled corners
