@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from .base import check_common
@@ -57,7 +58,7 @@ def decode_image(path: str, channels: int, size: Optional[tuple[int, int]] = Non
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"image file '{path}' cannot be decoded as an image ({first})") from None
     if size is not None and tuple(img.shape[-2:]) != tuple(size):
-        if img.dtype != __import__("torch").uint8:
+        if img.dtype != torch.uint8:  # 16-bit images: resized in float
             img = img.float()
         img = tvf.resize(img, list(size), antialias=True)
     return img

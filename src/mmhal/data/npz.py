@@ -202,7 +202,6 @@ def make_or_check_split(
     return split
 
 
-
 @register_dataset("npz")
 def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     """The dataset in the ``.npz`` file at ``path`` (default ``cfg.path``), with a split made if it has none."""

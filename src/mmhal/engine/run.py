@@ -42,9 +42,9 @@ from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, de
                      seed_everything, stable_hash, state_digest)
 from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
-from .samples import SampleSplit, streamed_stats
 from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
                       results_csv, teacher_warning)
+from .samples import SampleSplit, close_splits, streamed_stats
 from .step import autocast_dtype
 
 __all__ = ["run", "format_table", "recommendation_line"]
@@ -453,9 +453,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         "seconds": round(time.time() - t_start, 1),
         "mmhal": __version__,
     }
-    for split in splits.values():  # worker processes of data read from files
-        if hasattr(split, "close"):
-            split.close()
+    close_splits(splits)  # worker processes of data read from files
     if main:
         atomic_write_json(out / "results.json", report)
         atomic_write_text(out / "results.csv", results_csv(report))

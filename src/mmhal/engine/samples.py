@@ -183,3 +183,10 @@ def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,
         std = np.sqrt(np.maximum(squares[m] / counts[m] - mean * mean, 0.0))
         stats[m] = (mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
     return stats
+
+
+def close_splits(splits: dict) -> None:
+    """Stop the kept worker processes of every split read sample by sample (tensors have none)."""
+    for split in splits.values():
+        if isinstance(split, SampleSplit):
+            split.close()

@@ -37,9 +37,9 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, _run_jobs, build_splits, check_augment, reads_samples, get_teacher, load_run_data, normalization_stats,
-                  resolve_methods,
-                  resolve_workers, split_job_name)
+from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, normalization_stats,
+                  reads_samples, resolve_methods, resolve_workers, split_job_name)
+from .samples import close_splits
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
 COMMON_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2)}
@@ -149,9 +149,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
                "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
                             "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},
                "table": table, "seconds": round(time.time() - t_start, 1), "mmhal": __version__}
-    for split in splits.values():  # worker processes of data read from files
-        if hasattr(split, "close"):
-            split.close()
+    close_splits(splits)  # worker processes of data read from files
     atomic_write_json(out / "tune.json", summary)
     atomic_write_text(out / "trials.csv", trials_csv(summary))
     for job in jobs:  # the trials' finished-job records served their purpose
