@@ -299,6 +299,22 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
 
 
+def make_run_folder(out: Path) -> None:
+    """Create the run folder ``out`` (and its parents); a UserError in one sentence when ``out`` or one of its
+    parents is a file, or when the folder cannot be created or written (permissions, read-only disk)."""
+    for p in [out, *out.parents]:
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == out else f"lies under '{p}', which is a file"
+            raise UserError(f"--out '{out}' {what}; give the path of a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mmhal-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"the run folder '{out}' cannot be created or written ({exc.strerror or type(exc).__name__})") from None
+
+
 def check_resumable(cfg: RunConfig, out: Path) -> None:
     """A UserError unless the run in ``out`` was started with this same configuration (``RESUME_FREE``
     aside). ``run`` has already checked, before loading any data, that ``out/config.yaml`` exists."""
@@ -366,7 +382,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     if resume and not distributed.main_only(lambda: (out / "config.yaml").is_file()):
         raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_run_folder(out)
 
     data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     to_train, to_report = resolve_methods(cfg.methods)

@@ -37,8 +37,8 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, normalization_stats,
-                  reads_samples, resolve_methods, resolve_workers, split_job_name)
+from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, make_run_folder,
+                  normalization_stats, reads_samples, resolve_methods, resolve_workers, split_job_name)
 from .samples import close_splits
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
@@ -98,7 +98,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
         torch.set_num_threads(cfg.train.threads)
     device = distributed.job_device(cfg.device, distributed.current())
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_folder(out)
     data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
     methods = tune_methods(cfg.methods)
     check_augment(cfg, data)
