@@ -120,13 +120,6 @@ def _warp_stacked(x: torch.Tensor, g: dict) -> torch.Tensor:
     return x
 
 
-def _warp(images: dict[str, torch.Tensor], g: dict) -> dict[str, torch.Tensor]:
-    """Float32 copies of every image of one sample (same (H, W)) under the geometric draw ``g``."""
-    names = list(images)
-    x = _warp_stacked(torch.cat([images[m].float() for m in names], dim=0), g)
-    return dict(zip(names, x.split([images[m].shape[0] for m in names], dim=0)))
-
-
 def _grey(img: torch.Tensor) -> torch.Tensor:
     return 0.2989 * img[0] + 0.587 * img[1] + 0.114 * img[2] if img.shape[0] == 3 else img.mean(dim=0)
 
@@ -165,8 +158,10 @@ def apply_geometry(images: dict[str, torch.Tensor], g: dict) -> dict[str, torch.
     torchvision's v2 kernels ``rotate`` -> ``resized_crop`` -> ``horizontal_flip`` applied one by one up to
     interpolation (``tests/test_augment_samples.py`` checks it against them) at a third of the cost. A flip
     alone is an exact mirror. The erased box is set to 0 in every modality."""
-    warped = _warp(images, g)
-    return {m: _back(warped[m], images[m].dtype) for m in images}
+    names = list(images)
+    x = _warp_stacked(torch.cat([images[m].float() for m in names], dim=0), g)
+    parts = x.split([images[m].shape[0] for m in names], dim=0)
+    return {m: _back(part, images[m].dtype) for m, part in zip(names, parts)}
 
 
 def augment_sample(sample: Mapping[str, torch.Tensor], cfg, seed: int, epoch: int, index: int) -> dict:

@@ -25,7 +25,6 @@ from ..errors import DataError
 from .base import check_common
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-GREY_NAMES = ("depth", "ir", "nir", "infrared", "thermal")  # modalities read as one channel by the face loaders
 
 
 # torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec; they are what this project's
@@ -64,32 +63,28 @@ def decode_image(path: str, channels: int, size: Optional[tuple[int, int]] = Non
     return img
 
 
-def image_channels(path: str) -> int:
-    """1 for a grey (or 16-bit) image file, 3 otherwise, from the file's header (Pillow reads no pixels)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-    except FileNotFoundError:
-        raise DataError(f"image file '{path}' does not exist") from None
-    except OSError as exc:
-        raise DataError(f"image file '{path}' cannot be read as an image ({exc})") from None
-    return 1 if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F") else 3
-
-
-def image_size_of(path: str) -> tuple[int, int]:
-    """(H, W) of an image file, from its header."""
+def _header(path: str) -> tuple[str, tuple[int, int]]:
+    """(Pillow mode, (H, W)) of an image file, from its header (no pixel is decoded)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             w, h = im.size
+            return im.mode, (int(h), int(w))
     except FileNotFoundError:
         raise DataError(f"image file '{path}' does not exist") from None
     except OSError as exc:
         raise DataError(f"image file '{path}' cannot be read as an image ({exc})") from None
-    return int(h), int(w)
+
+
+def image_channels(path: str) -> int:
+    """1 for a grey (or 16-bit) image file, 3 otherwise, from the file's header."""
+    return 1 if _header(path)[0] in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F") else 3
+
+
+def image_size_of(path: str) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    return _header(path)[1]
 
 
 def resolve_image_size(requested: Sequence[int], first_file: str) -> tuple[int, int]:
@@ -153,7 +148,7 @@ class FileData:
         for m in sorted(self.files):
             h.update(m.encode())
             for i, rel in enumerate(self.files[m].tolist()):
-                p = os.path.join(self.root, rel) if self.root else rel
+                p = self.path(m, i)
                 try:
                     st = os.stat(p)
                 except FileNotFoundError:
@@ -169,11 +164,3 @@ class FileData:
             if self.channels.get(m) not in (1, 3):
                 raise DataError(f"modality '{m}' must be read with 1 or 3 channels, got {self.channels.get(m)}")
         check_common(self)
-
-    def subset(self, keep: np.ndarray) -> "FileData":
-        """The samples where the boolean mask ``keep`` is true (e.g. a protocol's filter)."""
-        sel = lambda a: None if a is None else a[keep]  # noqa: E731
-        return FileData(self.name, {m: p[keep] for m, p in self.files.items()}, self.labels[keep], self.split[keep],
-                        self.class_names, dict(self.channels), self.image_size, self.root, sel(self.groups),
-                        dict(self.info), sel(self.bona_fide), sel(self.species), sel(self.video))
-
