@@ -11,6 +11,9 @@
     mmhal tune --trials 8 --out runs/tuned          # every method's hyperparameters, same budget, validation only
     mmhal run --config runs/tuned/tuned.yaml --seeds 10
     mmhal list                                  # datasets and methods known by name
+    mmhal predict runs/my-run --data new.npz --out preds.csv   # apply the recommended students to new data
+    mmhal export runs/my-run --format onnx      # a deployable student (+ model card, checked against PyTorch)
+    mmhal report runs/my-run                    # runs/my-run/report/index.html: figures, which method and why
 
     torchrun --nproc-per-node=4 -m mmhal run ...            # data-parallel (DDP) on one node, 4 processes
     torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 --rdzv-id=JOB \
@@ -45,6 +48,33 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--tune-seeds", type=int, default=2,
                    help="students per trial (seeds 1000, 1001, ...: never the reporting seeds; default 2)")
     sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
+    pr = sub.add_parser("predict", help="apply a run's trained students to new data; write one CSV row per sample")
+    pr.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
+    pr.add_argument("--data", required=True, help="the new data: a .npz file, a manifest .csv, or a dataset name "
+                                                  "(it needs only the student's modalities)")
+    pr.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa)")
+    pr.add_argument("--method", help="which method's students (default: the run's recommendation)")
+    pr.add_argument("--seed", type=int, help="one seed's student (default: every seed's, probabilities averaged)")
+    pr.add_argument("--out", help="the CSV to write (default: RUN/predictions/<method>-<data>.csv)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    pr.add_argument("--batch-size", type=int, default=1024, help="samples per forward pass (default: 1024)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ex = sub.add_parser("export", help="export one trained student for deployment (ONNX or TorchScript) with a model card")
+    ex.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
+    ex.add_argument("--method", help="which method's student (default: the run's recommendation); "
+                                     "'teacher' exports the teacher")
+    ex.add_argument("--seed", type=int, help="which seed's student (default: the one with the best validation accuracy)")
+    ex.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="onnx (default) or torchscript")
+    ex.add_argument("--out", help="the folder to write (default: RUN/export/<method>-seed<seed>-<format>)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    rp = sub.add_parser("report", help="an HTML page and PNG figures of a finished run: which method to deploy, and why")
+    rp.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
+    rp.add_argument("--out", help="the folder to write (default: RUN/report)")
+    rp.add_argument("--data-root", help="where the run's data now lives, when it has moved (data.path)")
+    rp.add_argument("--no-regions", action="store_true",
+                    help="skip the figures that need the data (per-region teacher/student agreement)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -167,6 +197,28 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .engine.predict import main as predict_main
+
+    return predict_main(args)
+
+
+def cmd_export(args) -> int:
+    from .engine.export import main as export_main
+
+    return export_main(args)
+
+
+def cmd_report(args) -> int:
+    from .engine.report import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "predict": cmd_predict, "export": cmd_export,
+            "report": cmd_report}
+
+
 def main(argv=None) -> int:
     parser = get_parser()
     # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
@@ -177,7 +229,7 @@ def main(argv=None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return {"run": cmd_run, "tune": cmd_tune, "list": cmd_list}[args.command](args)
+        return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"mmhal: error: {exc}", file=sys.stderr)
         return 2

@@ -288,6 +288,16 @@ def load_teacher_file(path: str, teacher: torch.nn.Module, teacher_mods, fingerp
     return ckpt
 
 
+def model_meta(data, cfg: RunConfig) -> dict:
+    """What rebuilds a saved network without its training data (``engine.artifacts``): the shapes of every
+    modality of the data (the trunk's grid depends on all of them), the classes, and the model settings."""
+    model = asdict(cfg.model)
+    model["weights"] = ""  # the trained weights are in the file; a pretrained file is not needed to rebuild
+    model["weights_sha256"] = ""
+    return {"shapes": {m: list(s) for m, s in data.shapes.items()}, "num_classes": int(data.num_classes),
+            "class_names": list(data.class_names), "model_config": model, "mmhal": __version__}
+
+
 def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
     """(epoch checkpoint, finished-job record) of student job (``name``, ``seed``) in run folder ``out``."""
     stem = f"{name}-seed{seed}.pt"
@@ -422,7 +432,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         distributed.main_only(lambda: check_same_teacher(out, digest))
     if main:
         atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods, "data": fingerprint,
-                           "digest": digest}, out / "models" / "teacher.pt")
+                           "digest": digest, **model_meta(data, teacher_config(cfg))}, out / "models" / "teacher.pt")
     teacher_eval, teacher_val = predict(teacher, splits[eval_split]).numpy(), predict(teacher, splits["val"]).numpy()
 
     jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
@@ -587,7 +597,7 @@ class JobContext:
         if main and not trial:
             atomic_torch_save(
                 {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
-                 "best_epoch": res.best_epoch, "history": res.history},
+                 "best_epoch": res.best_epoch, "history": res.history, **model_meta(self.data, cfg)},
                 Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
             )
         z, z_val = predict(student, splits[self.eval_split]), predict(student, splits["val"])

@@ -1,0 +1,136 @@
+"""A finished run folder, read back: its configuration, results and saved networks (for ``mmhal predict``,
+``mmhal export`` and ``mmhal report``).
+
+A run folder holds ``config.yaml``, ``results.json`` and ``models/<method>-seed<seed>.pt`` (plus
+``models/teacher.pt``). Every model file carries what rebuilds its network without the training data
+(``engine.run.model_meta``: the shapes of every modality, the classes, the model settings); files are read
+with ``torch.load(weights_only=True)`` only (never unpickled).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..config import ModelConfig, RunConfig, apply_mapping
+from ..errors import UserError
+from ..models.network import NetworkBase, build_network
+
+TEACHER_FILE = "teacher.pt"
+
+
+@dataclass
+class RunFolder:
+    """A finished run: ``path``, its ``config`` (the saved config.yaml) and ``results`` (results.json)."""
+
+    path: Path
+    config: RunConfig
+    results: dict
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods reported in results.json (the teacher excluded), in order."""
+        return [m for m in self.results.get("results", {}) if m != "teacher"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.results.get("seeds", [])]
+
+    def model_file(self, method: str, seed: int) -> Path:
+        return self.path / "models" / f"{method}-seed{seed}.pt"
+
+
+def open_run(path: str | Path) -> RunFolder:
+    """The finished run in folder ``path``; a UserError in one sentence when it is not one."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"run folder '{p}' does not exist")
+    if not p.is_dir():
+        raise UserError(f"'{p}' is a file, not a run folder (give the folder `mmhal run --out` wrote)")
+    res_path, cfg_path = p / "results.json", p / "config.yaml"
+    if not res_path.is_file() or not cfg_path.is_file():
+        missing = "results.json" if not res_path.is_file() else "config.yaml"
+        raise UserError(f"'{p}' is not a finished mmhal run (it has no {missing}); give the folder of a run that "
+                        "completed, or finish it with `mmhal run --resume --out " + str(p) + "`")
+    try:
+        results = json.loads(res_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"'{res_path}' is not valid JSON, so the run in '{p}' cannot be read") from None
+    if not isinstance(results, dict) or "results" not in results:
+        raise UserError(f"'{res_path}' is not an mmhal results file")
+    import yaml
+
+    try:
+        mapping = yaml.safe_load(cfg_path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise UserError(f"'{cfg_path}' is not valid YAML, so the run in '{p}' cannot be read") from None
+    if not isinstance(mapping, dict):
+        raise UserError(f"'{cfg_path}' is not an mmhal configuration")
+    cfg = apply_mapping(RunConfig(), mapping)
+    return RunFolder(p, cfg, results)
+
+
+def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> None:
+    """A UserError unless ``method`` names a single network this run saved (a teacher only with ``allow_teacher``)."""
+    if method == "teacher":
+        if not allow_teacher:
+            raise UserError("the teacher needs every privileged modality; ask for it by name with --teacher "
+                            "if that is really what you want (students are what mmhal deploys)")
+        return
+    if method not in run.methods:
+        raise UserError(f"the run in '{run.path}' has no method '{method}'; it has {', '.join(run.methods)}")
+    if "ensemble" in method:
+        raise UserError(f"'{method}' is an ensemble of several networks, not one saved model; choose one of its "
+                        "members or a single-network method")
+
+
+def model_files(run: RunFolder, method: str, seed: Optional[int] = None) -> list[tuple[Optional[int], Path]]:
+    """``[(seed, file)]`` of ``method``'s saved networks (``seed`` None = every seed of the run; the teacher
+    has one file, seed None); a UserError when one is missing."""
+    if method == "teacher":
+        files = [(None, run.path / "models" / TEACHER_FILE)]
+    else:
+        seeds = run.seeds if seed is None else [seed]
+        if seed is not None and seed not in run.seeds:
+            raise UserError(f"the run in '{run.path}' has no seed {seed}; its seeds are "
+                            f"{', '.join(map(str, run.seeds))}")
+        files = [(s, run.model_file(method, s)) for s in seeds]
+    for _, f in files:
+        if not f.is_file():
+            raise UserError(f"the saved model '{f}' is missing from the run folder")
+    return files
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A model file of a run (tensors and plain values only); a UserError naming it when it cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, garbage, or not a torch file; never relay torch's weights_only advice
+        raise UserError(f"the model file '{path}' cannot be read ({type(exc).__name__}); it is damaged or not an "
+                        "mmhal model file") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "modalities" not in ckpt:
+        raise UserError(f"'{path}' is not an mmhal model file")
+    if "shapes" not in ckpt:
+        raise UserError(f"the model file '{path}' was written by an older mmhal that did not record the data "
+                        "shapes; run the comparison again with this version to predict or export from it")
+    return ckpt
+
+
+def build_saved_network(ckpt: dict) -> NetworkBase:
+    """The network of a model file (``load_checkpoint``), with its trained weights, in eval mode, on the CPU."""
+    model_cfg = ModelConfig(**{f.name: ckpt["model_config"][f.name] for f in dataclasses.fields(ModelConfig)
+                               if f.name in ckpt["model_config"]})
+    shapes = {m: tuple(s) for m, s in ckpt["shapes"].items()}
+    net = build_network(shapes, list(ckpt["modalities"]), int(ckpt["num_classes"]), model_cfg)
+    net.load_state_dict(ckpt["model"])
+    return net.eval()
+
+
+def load_network(path: Path) -> tuple[NetworkBase, dict]:
+    """(network, checkpoint) of a model file."""
+    ckpt = load_checkpoint(path)
+    return build_saved_network(ckpt), ckpt
