@@ -11,3 +11,33 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def _isolated_cache(tmp_path, monkeypatch):
     if "MMHAL_TEST_KEEP_CACHE" not in os.environ:
         monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "mmhal-cache"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished run on tiny 3-class data (student ``weak``; unimodal, kd, rad, mmh, mmh-ensemble x 2 seeds).
+    Shared by the tests of one session: copy it before changing anything in it."""
+    from run_fixtures import make_run, tiny_npz
+
+    folder = tmp_path_factory.mktemp("finished-run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMHAL_CACHE", str(folder / "cache"))
+    try:
+        return make_run(folder, tiny_npz(folder / "tiny.npz"), "weak")
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def finished_pad_run(tmp_path_factory):
+    """A finished run on tiny anti-spoofing image files (manifest.csv; classes attack/bona_fide; teacher rgb+depth+ir,
+    student ``rgb``)."""
+    from run_fixtures import make_run, tiny_pad_manifest
+
+    folder = tmp_path_factory.mktemp("finished-pad-run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMHAL_CACHE", str(folder / "cache"))
+    try:
+        return make_run(folder, tiny_pad_manifest(folder / "pad"), "rgb")
+    finally:
+        mp.undo()
