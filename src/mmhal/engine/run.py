@@ -369,7 +369,7 @@ def load_run_data(cfg: RunConfig) -> tuple[MultimodalData, list[str], list[str],
 
 
 def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
-    """Run the whole comparison; writes config.yaml, results.json, results.csv and models/ into ``cfg.out``.
+    """Run the whole comparison; writes config.yaml, results.json, results.csv, evaluation.pt and models/ into ``cfg.out``.
 
     While it runs, every student job writes an epoch checkpoint to ``checkpoints/`` and, once done, its
     evaluation logits to ``jobs/``. With ``resume``, the run in ``cfg.out`` (same configuration) goes on:
@@ -481,6 +481,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     }
     close_splits(splits)  # worker processes of data read from files
     if main:
+        save_evaluation(out / EVALUATION_FILE, eval_split, y_eval, y_val, teacher_eval, teacher_val, pad)
         atomic_write_json(out / "results.json", report)
         atomic_write_text(out / "results.csv", results_csv(report))
         try:  # every job finished, so no epoch checkpoint is left
@@ -488,6 +489,20 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         except OSError:
             pass
     return report
+
+
+EVALUATION_FILE = "evaluation.pt"
+
+
+def save_evaluation(path: Path, eval_split: str, y_eval, y_val, teacher_eval, teacher_val, pad: Optional[dict]) -> None:
+    """What a report needs beside the students' logits (``jobs/``) without reading the data again: the labels of
+    the evaluation and validation splits, the teacher's logits on both, and for PAD data the bona fide flags."""
+    rec = {"eval_split": eval_split, "y_eval": torch.as_tensor(y_eval), "y_val": torch.as_tensor(y_val),
+           "teacher_logits": torch.as_tensor(teacher_eval), "teacher_val_logits": torch.as_tensor(teacher_val)}
+    if pad is not None:
+        rec["eval_bona_fide"] = torch.as_tensor(np.asarray(pad["eval_bona_fide"], dtype=bool))
+        rec["val_bona_fide"] = torch.as_tensor(np.asarray(pad["val_bona_fide"], dtype=bool))
+    atomic_torch_save(rec, path)
 
 
 def check_same_teacher(out: Path, digest: str) -> None:
