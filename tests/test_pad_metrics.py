@@ -278,3 +278,30 @@ def test_video_scores_average_per_video_in_order_of_first_appearance():
         video_scores(s, [0, 1, 0, 0, 0, 0], video)
     with pytest.raises(ValueError, match="'v3' mixes attack species"):
         video_scores(s, bf, video, ["print", "", "print", "", "replay", "print"])
+
+
+# ----------------------------------------------------------------------------- classification metrics (numpy)
+@pytest.mark.parametrize("k", [2, 6, 40])
+def test_accuracy_and_macro_f1_equal_sklearn_on_the_classes_present(k):
+    from mmhal.metrics import accuracy, macro_f1
+
+    rng = np.random.default_rng(k)
+    y = rng.integers(0, k, 3000)
+    p = np.where(rng.random(3000) < 0.7, y, rng.integers(0, k, 3000))
+    y[y == 1] = 0  # class 1 is never true, but predicted: its F1 is 0 and counts
+    p[p == k - 1] = 0
+    y[y == k - 1] = 0  # class k-1 is neither true nor predicted: skipped, as sklearn with labels=present
+    present = np.union1d(y, p)
+    assert accuracy(y, p) == pytest.approx(sklearn_metrics.accuracy_score(y, p), abs=1e-15)
+    assert macro_f1(y, p, k) == pytest.approx(sklearn_metrics.f1_score(y, p, average="macro", labels=present),
+                                              abs=1e-12)
+
+
+def test_macro_f1_on_a_hand_made_confusion():
+    from mmhal.metrics import macro_f1
+
+    # class 0: TP 2, FP 1, FN 0 -> 4/5; class 1: TP 1, FP 0, FN 1 -> 2/3; class 2: none at all (skipped)
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0, 0, 1, 0])
+    assert macro_f1(y, p, num_classes=3) == pytest.approx((4 / 5 + 2 / 3) / 2)
+    assert np.isnan(macro_f1(np.array([], dtype=int), np.array([], dtype=int), num_classes=3))

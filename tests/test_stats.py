@@ -115,3 +115,29 @@ def test_a_teacher_no_better_than_unimodal_on_validation_is_warned_about():
     assert "not better than the unimodal student on validation" in teacher_warning(results)
     results = _report({"unimodal": [0.6, 0.6, 0.7]}, {"unimodal": [0.9, 0.9, 0.9]})
     assert teacher_warning(results) is None
+
+
+# Independent of scipy: with 3 seeds (2 degrees of freedom) Student's t has closed forms,
+# two-sided p = 1 - t / sqrt(2 + t^2) and t_{0.975, 2} = sqrt(2 / (0.05 * 1.95) - 2).
+def test_paired_matches_the_closed_form_for_two_degrees_of_freedom():
+    out = stats.paired([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    t = 2.0 / (1.0 / np.sqrt(3.0))
+    assert out["se"] == pytest.approx(1.0 / np.sqrt(3.0), rel=1e-12)
+    assert out["p_value"] == pytest.approx(1.0 - t / np.sqrt(2.0 + t * t), rel=1e-9)  # 0.07418
+    half = np.sqrt(2.0 / (0.05 * 1.95) - 2.0) / np.sqrt(3.0)  # 4.3027 / sqrt(3)
+    assert out["ci95"] == pytest.approx([2.0 - half, 2.0 + half], rel=1e-9)
+    assert stats.mean_ci([1.0, 2.0, 3.0]) == pytest.approx([2.0 - half, 2.0 + half], rel=1e-9)
+
+
+def test_the_same_difference_on_every_seed_has_no_spread_and_no_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy alone warns of precision loss and returns NaN here
+        same = stats.paired([0.9, 0.8, 0.7], [0.8, 0.7, 0.6])  # differences 0.1 up to rounding
+        none = stats.paired([0.8, 0.7, 0.6], [0.8, 0.7, 0.6])
+        flat = stats.mean_ci([0.5, 0.5, 0.5])
+    assert same["se"] == 0.0 and same["p_value"] == 0.0 and same["significant"]
+    assert same["ci95"] == pytest.approx([0.1, 0.1])
+    assert none["p_value"] == 1.0 and not none["significant"] and none["ties"] == 3
+    assert flat == [0.5, 0.5]

@@ -1,4 +1,12 @@
-"""Classification and presentation-attack-detection metrics (numpy, no scikit-learn at run time)."""
+"""Classification and presentation-attack-detection metrics (numpy, no scikit-learn at run time).
+
+Why not scikit-learn: accuracy runs on the validation split after every epoch of every student, and
+the figures below once per result. On 10,000 samples (``python benchmarks/library_speed.py``, numpy 2.4,
+scikit-learn 1.9, a shared 2-core CPU, two runs) ``sklearn.metrics`` was 105-270x slower for accuracy
+(1.7-6.7 ms against 0.02-0.03 ms), 36-50x for macro-F1 (6 or 100 classes) and 21-24x for ROC AUC: its input
+validation costs more than the counting. The values are equal, and the tests check them against
+scikit-learn, which stays a test-only dependency (``tests/test_pad_metrics.py``).
+"""
 from __future__ import annotations
 
 import re
@@ -13,20 +21,23 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float((y_true == y_pred).mean()) if len(y_true) else float("nan")
 
 
+def _class_counts(a: np.ndarray, k: int) -> np.ndarray:
+    """(k,) how often each class index 0..k-1 occurs in ``a`` (other values are no class and not counted)."""
+    return np.bincount(a[(a >= 0) & (a < k)], minlength=k)
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> float:
-    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN); classes absent from both count as 0
-    only if they are among the labels (classes with no true and no predicted sample are skipped)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    """Unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), over the classes 0..K-1 that occur
+    among the labels or the predictions (a class with no true and no predicted sample is skipped, as
+    ``sklearn.metrics.f1_score(average="macro", labels=<classes present>)`` does)."""
+    y_true = np.asarray(y_true).astype(np.int64, copy=False)
+    y_pred = np.asarray(y_pred).astype(np.int64, copy=False)
     k = num_classes or int(max(y_true.max(initial=0), y_pred.max(initial=0)) + 1)
-    scores = []
-    for c in range(k):
-        tp = np.sum((y_true == c) & (y_pred == c))
-        fp = np.sum((y_true != c) & (y_pred == c))
-        fn = np.sum((y_true == c) & (y_pred != c))
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else float("nan")
+    tp = _class_counts(y_true[y_true == y_pred], k)
+    true, pred = _class_counts(y_true, k), _class_counts(y_pred, k)
+    denom = true + pred  # 2 TP + FP + FN
+    seen = denom > 0
+    return float(np.mean(2 * tp[seen] / denom[seen])) if seen.any() else float("nan")
 
 
 def mean_std(values) -> tuple[float, float]:

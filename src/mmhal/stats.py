@@ -7,7 +7,9 @@ differences d_i = method_i - unimodal_i give
     mean d,  se = sd(d) / sqrt(n),  95 % CI = mean d +- t_{0.975, n-1} * se,  two-sided p of H0: E d = 0,
 
 (Student's t with n - 1 degrees of freedom: 4.30 for 3 seeds, 2.78 for 5, 2.26 for 10; never "2 SE").
-A difference is called significant when its interval excludes 0 (p < 0.05).
+A difference is called significant when its interval excludes 0 (p < 0.05). The test, the intervals and
+the quantiles are SciPy's (``scipy.stats.ttest_1samp``, ``t.interval``, ``t.ppf``); only Fieller's
+interval, which SciPy does not offer, is computed here from its closed form.
 
 *Gap recovered* is the ratio rho = E[method - unimodal] / E[teacher - unimodal]. Its 95 % interval is
 Fieller's for a ratio of paired means: the set of rho for which the paired t-test of
@@ -32,18 +34,18 @@ def t_critical(n: int, level: float = LEVEL) -> float:
     return float(_st.t.ppf(0.5 + level / 2, n - 1))
 
 
-def _p_value(mean: float, se: float, n: int) -> float:
-    if se == 0.0:
-        return 0.0 if mean != 0.0 else 1.0
-    return float(2 * _st.t.sf(abs(mean / se), n - 1))
-
-
 def paired(values: Sequence[float], baseline: Sequence[float], tol: float = 1e-12) -> dict:
     """Paired comparison of ``values`` against ``baseline`` (same seeds, same order).
 
     Returns ``{"mean_diff", "se", "ci95": [lo, hi], "p_value", "significant", "wins", "ties", "losses", "n"}``;
     with a single seed there is no spread, so ``se``, ``ci95`` and ``p_value`` are None. A seed whose two
     values differ by at most ``tol`` is a tie (the same number of correct test samples), not a loss.
+
+    The p-value is scipy's one-sample t-test of the differences (``scipy.stats.ttest_1samp``, the same as
+    ``ttest_rel``) and the interval ``scipy.stats.t.interval`` (``TtestResult.confidence_interval`` would
+    need scipy >= 1.10). Differences that are all equal (within ``tol``, e.g. the same accuracy gain on every
+    seed) have no spread: se 0, the interval is the point, p is 0 for a non-zero difference and 1 for none
+    (scipy would give NaN and warn of precision loss).
     """
     d = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
     n = len(d)
@@ -51,11 +53,16 @@ def paired(values: Sequence[float], baseline: Sequence[float], tol: float = 1e-1
     out = {"mean_diff": float(d.mean()), "se": None, "ci95": None, "p_value": None, "significant": False,
            "wins": int((d > tol).sum()), "ties": int((np.abs(d) <= tol).sum()), "losses": int((d < -tol).sum()),
            "n": n}
-    if n > 1:
-        se = float(d.std(ddof=1) / math.sqrt(n))
-        half = t_critical(n) * se
-        p = _p_value(out["mean_diff"], se, n)
-        out.update(se=se, ci95=[out["mean_diff"] - half, out["mean_diff"] + half], p_value=p, significant=p < 1 - LEVEL)
+    if n < 2:
+        return out
+    if np.ptp(d) <= tol:
+        p = 0.0 if abs(out["mean_diff"]) > tol else 1.0
+        out.update(se=0.0, ci95=[out["mean_diff"], out["mean_diff"]], p_value=p, significant=p < 1 - LEVEL)
+        return out
+    se = float(_st.sem(d))
+    p = float(_st.ttest_1samp(d, 0.0).pvalue)
+    lo, hi = _st.t.interval(LEVEL, n - 1, loc=out["mean_diff"], scale=se)
+    out.update(se=se, ci95=[float(lo), float(hi)], p_value=p, significant=p < 1 - LEVEL)
     return out
 
 
@@ -89,5 +96,7 @@ def mean_ci(values: Sequence[float]) -> Optional[list[float]]:
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return None
-    half = t_critical(len(v)) * v.std(ddof=1) / math.sqrt(len(v))
-    return [float(v.mean() - half), float(v.mean() + half)]
+    if np.ptp(v) == 0:  # scipy gives NaN for no spread; the interval is the point
+        return [float(v[0]), float(v[0])]
+    lo, hi = _st.t.interval(LEVEL, len(v) - 1, loc=v.mean(), scale=_st.sem(v))
+    return [float(lo), float(hi)]

@@ -14,6 +14,7 @@ input kind: (D,) vector, (C, L) sequence, (C, H, W) image, (C, T, H, W) clip.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -29,6 +30,32 @@ KINDS = {1: "vector", 2: "sequence", 3: "image", 4: "clip"}
 #: name -> loader(cfg: DataConfig) -> MultimodalData
 DATASETS: Registry[Callable[..., "MultimodalData"]] = Registry("dataset")
 register_dataset = DATASETS.register
+
+#: Registered datasets read from a release's folder of files: they need that folder (``--root DIR``, data.path).
+FOLDER_DATASETS = ("casia-surf", "cefa")
+#: Registered names that are formats rather than datasets (``--data`` takes a file path for them).
+FORMAT_NAMES = ("npz", "manifest")
+
+
+@functools.lru_cache(maxsize=1)
+def _reserved_names() -> frozenset[str]:
+    """Names a modality may not take: the attributes of ``torch.nn.ModuleDict``, which holds the per-modality
+    stems and norms of every network (``nn.ModuleDict(...)["type"] = stem`` raises a KeyError)."""
+    import torch
+
+    return frozenset(dir(torch.nn.ModuleDict()))
+
+
+def modality_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` cannot name a modality, as the end of a sentence (None when it can): modality names become
+    module names in the networks, so they may not be empty, hold a dot, or be a ``torch.nn.ModuleDict`` attribute."""
+    if not name:
+        return "is empty"
+    if "." in name:
+        return "holds a dot, not allowed in a modality name (it becomes a module name in the network)"
+    if name in _reserved_names():
+        return "is taken by an attribute of the network's module dictionaries (torch.nn.ModuleDict)"
+    return None
 
 
 def input_kind(sample_shape: tuple[int, ...]) -> str:
@@ -97,6 +124,10 @@ class MultimodalData:
 def check_common(data) -> None:
     """The invariants of the per-sample fields every dataset implementation shares (DataError, one sentence)."""
     n = len(data.labels)
+    for m in data.shapes:
+        problem = modality_name_problem(m)
+        if problem:
+            raise DataError(f"the modality name '{m}' {problem}; rename it, e.g. '{suggest_modality_name(m)}'")
     for name in ("split", "groups", "bona_fide", "species", "video"):
         a = getattr(data, name)
         if a is not None and len(a) != n:
@@ -112,6 +143,12 @@ def check_common(data) -> None:
         raise DataError("presentation-attack data must have labels equal to the bona fide flag (1 = bona fide)")
 
 
+def suggest_modality_name(name: str) -> str:
+    """A usable modality name close to ``name`` (dots become underscores; a reserved name gets a trailing one)."""
+    out = name.replace(".", "_") or "m"
+    return out if modality_name_problem(out) is None else out + "_"
+
+
 PAD_CLASSES = ["attack", "bona_fide"]  # class names of presentation-attack data: label 1 = bona fide
 
 
@@ -121,6 +158,8 @@ def load_dataset(cfg):
     from . import casia_surf, cefa, hapt, manifest, npz  # noqa: F401  (register the built-in loaders)
 
     name = cfg.name
+    if name in FOLDER_DATASETS and not cfg.path:
+        raise DataError(f"dataset '{name}' is read from files: give its folder with --root DIR (or data.path)")
     if name.endswith(".csv"):
         data = DATASETS.get("manifest")(cfg, path=name)
     elif name.endswith(".npz") or (name not in DATASETS and ("/" in name or "." in name)):

@@ -27,9 +27,9 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from .base import PAD_CLASSES, SPLITS, register_dataset
+from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
 from .files import FileData, image_channels, resolve_image_size
-from .npz import make_or_check_split
+from .npz import check_label_values, make_or_check_split
 
 MODALITY_PREFIX = "x."
 OPTIONAL_COLUMNS = ("split", "group", "video", "species", "class_name")
@@ -110,6 +110,12 @@ def _check_header(header: list[str], source: Path) -> list[str]:
                 raise DataError(
                     f"column '{col}' names the modality '{name}', which is not a plain name (letters, digits and "
                     "underscores, no dots or spaces; e.g. 'x.rgb')"
+                )
+            problem = modality_name_problem(name)
+            if problem:
+                raise DataError(
+                    f"column '{col}' names the modality '{name}', which {problem}; rename the column, e.g. "
+                    f"'x.{suggest_modality_name(name)}'"
                 )
             modalities.append(name)
         elif col not in ("label", "bona_fide") + OPTIONAL_COLUMNS:
@@ -194,7 +200,7 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
     if pad:
         class_names = list(PAD_CLASSES)
     else:
-        num_classes = int(labels.max()) + 1
+        num_classes = check_label_values(labels, None, lambda i: f"line {lines[i]} of {here}", "row")
         class_names = [str(k) for k in range(num_classes)]
         names = column("class_name")
         if names is not None:

@@ -6,46 +6,97 @@ train/val/test; optional ``group`` (N,) (e.g. subject id); optional ``class_name
 A ``group`` stays whole in every split mmhal makes, and a file's own ``split`` must not cut one
 (unless ``data.allow_shared_groups``); notes for the user go to ``info["warnings"]`` (a list of sentences).
 Files are read with ``allow_pickle=False``; every problem is reported as a DataError naming the key.
+
+Arrays are channels-first: an image sample is (C, H, W) and a clip (C, T, H, W). The format has no layout
+key, so a sample that looks channels-last ((H, W, C) or (T, H, W, C) with C in 1, 3, 4, the spatial sizes
+above 4 and a first axis above 4) is refused with the ``np.transpose`` that fixes it, never reordered
+silently. A modality name (the part after ``x.``) may not hold a dot or be an attribute name of
+``torch.nn.ModuleDict`` (``type``, ``keys``, ...): it becomes a module name in the networks.
 """
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
 from ..utils import atomic_savez
-from .base import SPLITS, MultimodalData, register_dataset
+from .base import SPLITS, MultimodalData, modality_name_problem, register_dataset, suggest_modality_name
 from .split import make_split
 
 MODALITY_PREFIX = "x."
 KNOWN_KEYS = ("label", "split", "group", "class_names")
+LABEL_ALIASES = ("y", "labels", "target", "targets", "class", "classes")  # keys users store labels under
+
+
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what every .npz (a zip archive) starts with; np.load checks the same
+NPY_MAGIC = b"\x93NUMPY"
+NPZ_HOWTO = "write one with numpy.savez(path, label=y, **{'x.<name>': x}) or mmhal.data.npz.save_npz"
+
+
+def _not_npz_reason(head: bytes) -> str:
+    """What a file starting with ``head`` (not a zip archive) is, as the middle of a sentence."""
+    if head.startswith(NPY_MAGIC):
+        return "holds a single array (a .npy file from numpy.save), not a .npz archive of named arrays"
+    if head[:1] == b"\x80":
+        return "is a Python pickle, not a .npz archive (mmhal never unpickles data files)"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return "holds text, not a .npz archive (a manifest of files must end in .csv)"
+    return "is not a .npz archive (not a zip file of numpy arrays)"
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything."""
+    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything.
+
+    Zip members that are not ``.npy`` arrays are skipped; a file that is not a zip archive of arrays is a
+    DataError saying what it is instead (a folder, an empty file, text, a pickle, a single ``.npy`` array).
+    """
+    if path.is_dir():
+        raise DataError(f"data file '{path}' is a folder, not a .npz file")
     if not path.is_file():
         raise DataError(f"data file '{path}' does not exist")
     try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise DataError(f"data file '{path}' cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not head:
+        raise DataError(f"data file '{path}' is empty (0 bytes), not a .npz archive; {NPZ_HOWTO}")
+    if not head.startswith(ZIP_MAGIC):
+        raise DataError(f"data file '{path}' {_not_npz_reason(head)}; {NPZ_HOWTO}")
+    try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"data file '{path}' is not a readable .npz file ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"data file '{path}' holds a single array, not an .npz archive of named arrays")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise DataError(
+            f"data file '{path}' is a damaged or truncated zip archive, not a readable .npz file"
+        ) from None
     arrays: dict[str, np.ndarray] = {}
     with archive:
         for key in archive.files:
             try:
-                arrays[key] = archive[key]
-            except ValueError:
-                raise DataError(
-                    f"key '{key}' in '{path}' holds pickled Python objects; store plain numeric or string arrays"
-                ) from None
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataError(f"key '{key}' in '{path}' cannot be read ({exc})") from None
+                value = archive[key]
+            except ValueError as exc:
+                if "pickle" in str(exc):
+                    raise DataError(
+                        f"key '{key}' in '{path}' holds pickled Python objects; store plain numeric or string arrays"
+                    ) from None
+                raise DataError(f"key '{key}' in '{path}' is a damaged .npy array") from None
+            except (OSError, EOFError, zipfile.BadZipFile):
+                raise DataError(f"key '{key}' in '{path}' cannot be read: the archive is damaged") from None
+            if isinstance(value, np.ndarray):  # other zip members come back as raw bytes
+                arrays[key] = value
+    if not arrays:
+        raise DataError(
+            f"data file '{path}' is a zip archive that holds no numpy arrays (.npy members); {NPZ_HOWTO}"
+        )
     return arrays
 
 
@@ -64,18 +115,97 @@ def _as_strings(a: np.ndarray, key: str) -> np.ndarray:
 
 
 def _read_labels(a: np.ndarray) -> np.ndarray:
-    """The ``label`` array as int64, after checking it is a non-empty 1-D array of integers."""
+    """The ``label`` array as int64, after checking it is a non-empty 1-D array of whole numbers >= 0."""
+    if a.ndim == 2 and a.shape[1] > 1 and a.dtype.kind in "iufb" and np.isin(a, (0, 1)).all() \
+            and (a.sum(axis=1) == 1).all():
+        raise DataError(
+            f"'label' is one-hot encoded (shape {a.shape}); store the class index per sample instead, "
+            "label = y.argmax(axis=1)"
+        )
     if a.ndim != 1:
         raise DataError(f"'label' must be a 1-D array with one class index per sample, got shape {a.shape}")
     if len(a) == 0:
         raise DataError("'label' is empty: the file holds no samples")
-    if a.dtype.kind in "iu":
-        return a.astype(np.int64)
-    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
-        return a.astype(np.int64)  # whole numbers stored as floats
+    if a.dtype.kind in "US":
+        raise DataError(
+            f"'label' holds strings (dtype {a.dtype}); store class indices 0..K-1 under 'label' and the "
+            "names under 'class_names'"
+        )
     if a.dtype.kind == "f":
-        raise DataError(f"'label' holds non-integer values (dtype {a.dtype}); labels must be class indices 0..K-1")
-    raise DataError(f"'label' has dtype {a.dtype}, not integers; labels must be class indices 0..K-1")
+        bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"'label' holds {a[i].item()!r} (sample {i}), which is not a whole number; labels must be class "
+                "indices 0..K-1"
+            )
+    elif a.dtype.kind not in "iub":
+        raise DataError(f"'label' has dtype {a.dtype}, not integers; labels must be class indices 0..K-1")
+    labels = a.astype(np.int64)
+    if (labels < 0).any():
+        i = int(np.flatnonzero(labels < 0)[0])
+        raise DataError(
+            f"'label' holds the negative value {labels[i]} (sample {i}); labels must be class indices 0..K-1"
+        )
+    return labels
+
+
+def _values_phrase(labels: np.ndarray, mask: np.ndarray, where: Callable[[int], str], verb: str, unit: str) -> str:
+    """E.g. "label 7 (1 sample, first at sample 5) is": the distinct label values where ``mask`` holds (at most
+    three shown), how many ``unit``s hold them, ``where`` the first one is, and ``verb`` ("is"/"lies") agreeing."""
+    values = np.unique(labels[mask])
+    shown = ", ".join(str(int(v)) for v in values[:3]) + (", ..." if len(values) > 3 else "")
+    n = int(mask.sum())
+    plural = {"is": "are", "lies": "lie"}[verb] if len(values) > 1 else verb
+    return (f"label{'s' if len(values) > 1 else ''} {shown} ({n} {unit}{'s' if n != 1 else ''}, "
+            f"first at {where(int(np.flatnonzero(mask)[0]))}) {plural}")
+
+
+def _ranges(values: np.ndarray) -> str:
+    """Sorted distinct integers as runs, e.g. "3..6" or "1, 4..5" (at most three runs shown)."""
+    runs = np.split(values, np.flatnonzero(np.diff(values) != 1) + 1)
+    text = [f"{r[0]}" if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs[:3]]
+    return ", ".join(text) + (", ..." if len(runs) > 3 else "")
+
+
+def check_label_values(
+    labels: np.ndarray, class_names: Optional[list[str]] = None,
+    where: Callable[[int], str] = lambda i: f"sample {i}", unit: str = "sample",
+) -> int:
+    """The number of classes K, after checking the labels (ints >= 0) are class indices 0..K-1 that all occur.
+
+    With ``class_names`` K is its length and a larger label is out of range; without, K is the largest label
+    + 1, and a class index without samples below it means stray labels or labels not numbered from 0.
+    ``where(i)`` says where sample ``i`` is and ``unit`` what a sample is ("sample"; a manifest's "row").
+    Each problem is a DataError in one sentence that names the offending values.
+    """
+    present = np.bincount(labels)
+    if class_names is not None:
+        k = len(class_names)
+        if len(present) > k:
+            raise DataError(
+                f"{_values_phrase(labels, labels >= k, where, 'is', unit)} outside the {k} classes (0..{k - 1}) "
+                "named by 'class_names'"
+            )
+        missing = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+        if len(missing):
+            c = int(missing[0])
+            raise DataError(f"class {class_names[c]!r} (label {c}) has no {unit} at all")
+        return k
+    missing = np.flatnonzero(present == 0)
+    if len(missing) == 0:
+        return len(present)
+    lo = int(labels.min())
+    if lo > 0 and missing.tolist() == list(range(lo)):
+        raise DataError(f"the labels start at {lo}, but they are class indices from 0 (class 0 has no {unit}): "
+                        f"subtract {lo}")
+    absent = (f"classes {_ranges(missing)} have" if len(missing) > 1
+              else f"class '{missing[0]}' (label {missing[0]}) has")
+    stray = _values_phrase(labels, labels > missing[0], where, "lies", unit)
+    raise DataError(
+        f"{absent} no {unit}, but {stray} above {'them' if len(missing) > 1 else 'it'}: labels must be class "
+        "indices 0..K-1 with every class present (fix a stray label, or renumber the classes)"
+    )
 
 
 def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
@@ -93,6 +223,15 @@ def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
         )
     if 0 in a.shape[1:]:
         raise DataError(f"modality '{name}' (key '{key}') has an empty per-sample shape {a.shape[1:]}")
+    order = _channels_last_fix(a.shape[1:])
+    if order is not None:
+        kind, first, last = (("an image", "(H, W, C)", "(C, H, W)") if a.ndim == 4
+                             else ("a clip", "(T, H, W, C)", "(C, T, H, W)"))
+        raise DataError(
+            f"modality '{name}' (key '{key}') has per-sample shape {a.shape[1:]}, which looks like {kind} stored "
+            f"channels-last {first}, but mmhal reads {kind.split()[1]}s channels-first {last}: store "
+            f"np.transpose(x, {order}) under '{key}'"
+        )
     if a.dtype.kind == "f" and not np.isfinite(a).all():
         bad = int(np.flatnonzero(~np.isfinite(a.reshape(n, -1)).all(axis=1))[0])
         raise DataError(f"modality '{name}' (key '{key}') contains NaN or Inf values (first in sample {bad})")
@@ -101,6 +240,23 @@ def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
     if not np.isfinite(out).all():
         raise DataError(f"modality '{name}' (key '{key}') has values too large for float32")
     return out
+
+
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA (or RGB-D): the channel counts of a channels-last image
+
+
+def _channels_last_fix(sample_shape: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+    """The axis order that makes a channels-last image (H, W, C) or clip (T, H, W, C) channels-first, or None.
+
+    A sample is taken for channels-last when its last axis has 1, 3 or 4 entries, its spatial axes more than
+    4, and its first axis is not itself a plausible channel count (1 to 4): (32, 32, 3) is, (3, 32, 32) and
+    (2, 3, 3) are not. The .npz format has no layout key: such data is refused, never transposed silently.
+    """
+    if len(sample_shape) not in (3, 4) or sample_shape[-1] not in IMAGE_CHANNELS:
+        return None
+    if sample_shape[0] <= 4 or min(sample_shape[-3:-1]) <= 4:
+        return None
+    return (0, 3, 1, 2) if len(sample_shape) == 3 else (0, 4, 1, 2, 3)
 
 
 def _describe_split(split: np.ndarray) -> str:
@@ -212,15 +368,33 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     arrays = _read_arrays(source)
 
     if "label" not in arrays:
-        raise DataError(f"'{source}' has no 'label' key (it has: {', '.join(sorted(arrays)) or 'nothing'})")
+        alias = next((k for k in sorted(arrays) if k.lower() in LABEL_ALIASES), None)
+        hint = (f": rename '{alias}' to 'label'" if alias
+                else ": store the class index 0..K-1 of each sample under 'label'")
+        raise DataError(f"'{source}' has no 'label' key (it has: {', '.join(sorted(arrays))}){hint}")
     labels = _read_labels(arrays["label"])
     n = len(labels)
 
     names = [k[len(MODALITY_PREFIX) :] for k in sorted(arrays) if k.startswith(MODALITY_PREFIX)]
     if not names:
-        raise DataError(f"'{source}' has no modality: store each one under a key 'x.<name>', e.g. 'x.rgb'")
+        bare = [k for k in sorted(arrays) if k not in KNOWN_KEYS]
+        hint = f" (e.g. '{bare[0]}' as '{MODALITY_PREFIX}{bare[0]}')" if bare else ""
+        raise DataError(f"'{source}' has no modality: store each one under a key 'x.<name>', e.g. 'x.rgb'{hint}")
     if "" in names:
         raise DataError("key 'x.' names no modality; use 'x.<name>', e.g. 'x.rgb'")
+    for m in names:
+        problem = modality_name_problem(m)
+        if problem:
+            raise DataError(
+                f"key '{MODALITY_PREFIX + m}' names the modality '{m}', which {problem}; rename the key, "
+                f"e.g. '{MODALITY_PREFIX}{suggest_modality_name(m)}'"
+            )
+    counts = {m: len(arrays[MODALITY_PREFIX + m]) if arrays[MODALITY_PREFIX + m].ndim else 0 for m in names}
+    if len(names) > 1 and len(set(counts.values())) == 1 and n not in counts.values():
+        raise DataError(
+            f"'label' has {n} entries but every modality has {counts[names[0]]} samples: 'label' needs one class "
+            "index per sample"
+        )
     modalities = {m: _read_modality(m, arrays[MODALITY_PREFIX + m], n) for m in names}
 
     class_names: Optional[list[str]] = None
@@ -229,16 +403,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
         if len(set(class_names)) != len(class_names):
             dup = next(c for c in class_names if class_names.count(c) > 1)
             raise DataError(f"'class_names' lists the name {dup!r} twice")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0:
-        k = len(class_names) if class_names is not None else hi + 1
-        raise DataError(f"'label' holds values outside 0..{k - 1} (smallest {lo}); labels must be class indices")
-    if class_names is not None and hi >= len(class_names):
-        raise DataError(
-            f"'label' holds values outside 0..{len(class_names) - 1} (largest {hi}), but 'class_names' names only "
-            f"{len(class_names)} classes"
-        )
-    num_classes = len(class_names) if class_names is not None else hi + 1
+    num_classes = check_label_values(labels, class_names)
     if class_names is None:
         class_names = [str(k) for k in range(num_classes)]
 
@@ -267,11 +432,8 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     split = make_or_check_split(cfg, labels, groups, given, info, warnings)
     info["warnings"] = warnings
 
-    present = np.bincount(labels, minlength=num_classes)
     in_train = np.bincount(labels[split == "train"], minlength=num_classes)
     for k in range(num_classes):
-        if present[k] == 0:
-            raise DataError(f"class {class_names[k]!r} (label {k}) has no sample at all in 'label'")
         if in_train[k] == 0:
             raise DataError(f"class {class_names[k]!r} (label {k}) has no sample in the train split")
 
