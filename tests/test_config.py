@@ -4,8 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from mmhal.config import RunConfig, load_config, save_config
+from mmhal.config import (
+    RunConfig,
+    apply_mapping,
+    join_overrides,
+    load_config,
+    method_config,
+    save_config,
+)
 from mmhal.errors import UserError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -49,6 +57,29 @@ def test_numbers_and_booleans():
     assert cfg.train.compile is True and cfg.train.cache_teacher is False
 
 
+def test_booleans_take_words_and_0_or_1_only():
+    assert load_config(None, ["pad.legacy=1", "train.compile=on"]).pad.legacy is True
+    with pytest.raises(UserError, match="'pad.legacy' expects true/false, got '2'"):
+        load_config(None, ["pad.legacy=2"])
+
+
+def test_the_cache_folder_follows_the_environment_at_each_load(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / name))
+        assert load_config().cache_dir == str(tmp_path / name)
+
+
+def test_a_value_may_refer_to_another_setting():
+    assert load_config(None, ["out=runs/${data.name}-x"]).out == "runs/hapt-x"
+
+
+def test_a_value_the_shell_split_at_a_space_is_joined_again():
+    assert join_overrides(["distill.rad_levels=[2,", "1]", "data.name=my[1.npz", "train.lr=1",
+                           "method_overrides={kd:", "{distill.kd_alpha:", "0.7}}"]) == [
+        "distill.rad_levels=[2, 1]", "data.name=my[1.npz", "train.lr=1", "method_overrides={kd: {distill.kd_alpha: 0.7}}"]
+    assert load_config(None, ["distill.rad_levels=[2,", "1]"]).distill.rad_levels == [2, 1]
+
+
 def test_a_nested_mapping_override():
     cfg = load_config(None, ["data={name: x.npz, split_seed: 3}"])
     assert cfg.data.name == "x.npz" and cfg.data.split_seed == 3
@@ -59,8 +90,8 @@ def test_a_nested_mapping_override():
     [
         ("train.epochs=1.5", "config key 'train.epochs' expects an integer, got '1.5'"),
         ("train.epochs=true", "config key 'train.epochs' expects an integer, got 'true'"),
-        ("train.lr=abc", "config key 'train.lr' expects a number, got 'abc'"),
-        ("train.lr=.nan", "config key 'train.lr' expects a number"),
+        ("train.lr=abc", "config key 'train.lr' expects a finite number, got 'abc'"),
+        ("train.lr=.nan", "config key 'train.lr' expects a finite number, got '.nan'"),
         ("train.cache_teacher=maybe", "config key 'train.cache_teacher' expects true/false, got 'maybe'"),
         ("seeds=[0, a]", "config key 'seeds' expects a list of integers"),
         ("teacher={a: 1}", "config key 'teacher' expects a list of names"),
@@ -84,6 +115,38 @@ def test_recipe_values_are_coerced_too(tmp_path):
     recipe.write_text("train:\n  epochs: 1.5\n")
     with pytest.raises(UserError, match="'train.epochs' expects an integer"):
         load_config(str(recipe))
+
+
+# ----------------------------------------------------------------------------- method_overrides
+def test_method_overrides_as_a_mapping_or_one_dotted_key_at_a_time():
+    whole = load_config(None, ["method_overrides={kd: {distill.kd_alpha: 0.7, train.lr: 1e-3}}"])
+    dotted = load_config(None, ["method_overrides.kd.distill.kd_alpha=0.7", "method_overrides.kd.train.lr=1e-3"])
+    assert whole.method_overrides == dotted.method_overrides == {"kd": {"distill.kd_alpha": 0.7, "train.lr": 0.001}}
+    kd = method_config(dotted, "kd")
+    assert (kd.distill.kd_alpha, kd.train.lr, kd.method_overrides) == (0.7, 0.001, {})
+    assert method_config(dotted, "mmh") is dotted
+    assert load_config(None, ["method_overrides.kd.train.lr=0.1", "method_overrides.kd=null"]).method_overrides == {}
+
+
+def test_method_override_values_are_typed_and_checked_like_the_common_ones():
+    cfg = load_config(None, ["method_overrides={teacher: {train.epochs: 30.0}}"])
+    assert cfg.method_overrides["teacher"]["train.epochs"] == 30 and isinstance(cfg.method_overrides["teacher"]["train.epochs"], int)
+    assert method_config(cfg, "kd", {"distill.rad_levels": "2,1"}).distill.rad_levels == [2, 1]
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("method_overrides.kd.train.lr=abc", "config key 'method_overrides.kd.train.lr' expects a finite number"),
+        ("method_overrides.kd.train.lrr=1", "did you mean 'method_overrides.kd.train.lr'?"),
+        ("method_overrides.kd.train.epochs=0", "method_overrides.kd: train.epochs must be at least 1"),
+        ("method_overrides={kd: 3}", "expects a mapping of method names to mappings"),
+    ],
+)
+def test_bad_method_overrides_are_one_sentence_user_errors(override, words):
+    with pytest.raises(UserError) as err:
+        load_config(None, [override])
+    assert words in str(err.value) and "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- recipes and the saved config
@@ -112,6 +175,38 @@ def test_a_saved_config_loads_back_equal(tmp_path):
     default = RunConfig()
     save_config(default, tmp_path / "default.yaml")
     assert load_config(str(tmp_path / "default.yaml")) == default
+
+
+def test_the_saved_config_holds_absolute_paths_and_works_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.name=data/x.npz", "data.path=root", "teacher_path=t.pt", "model.weights=w.pth",
+                             "cache_dir=cache", "out=runs/a"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert cfg.data.name == "data/x.npz"  # the configuration in memory is left as it is
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["data"]["name"] == str(tmp_path / "data" / "x.npz") and saved["data"]["path"] == str(tmp_path / "root")
+    assert saved["teacher_path"] == str(tmp_path / "t.pt") and saved["model"]["weights"] == str(tmp_path / "w.pth")
+    assert saved["cache_dir"] == str(tmp_path / "cache") and saved["out"] == "runs/a"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again.data.name == str(tmp_path / "data" / "x.npz") and again.data.path == str(tmp_path / "root")
+
+
+def test_a_dataset_name_and_empty_paths_stay_as_they_are(tmp_path):
+    save_config(load_config(None, ["data.name=casia-surf"]), tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["data"]["name"] == "casia-surf" and saved["data"]["path"] is None
+    assert saved["teacher_path"] == "" and saved["model"]["weights"] == ""
+
+
+def test_apply_mapping_reads_a_saved_mapping_into_the_config():
+    cfg = RunConfig()
+    assert apply_mapping(cfg, {"train": {"lr": "1e-3"}, "seeds": "0,1"}) is cfg
+    assert cfg.train.lr == 0.001 and cfg.seeds == [0, 1]
+    with pytest.raises(UserError, match="unknown config key 'train.nope'"):
+        apply_mapping(RunConfig(), {"train": {"nope": 1}})
 
 
 # ----------------------------------------------------------------------------- validation

@@ -1,12 +1,22 @@
 """Typed configuration: dataclasses, filled from a YAML recipe and then ``key=value`` overrides.
 
-The resolved configuration is written into every run folder (``config.yaml``) and a run can be
-repeated from it with ``mmhal run --config RUN/config.yaml``.
+OmegaConf holds the settings as a tree typed by these dataclasses (``OmegaConf.structured``): it converts and
+checks each value against its field's declared type; ``validate`` then checks ranges and combinations. Every
+mistake is a ``UserError`` in one sentence that names the key, the value and what is expected.
+
+Overrides are dotted ``key=value`` pairs (``train.lr=1e-3``, ``data={name: x.npz, split_seed: 3}``,
+``method_overrides.kd.distill.kd_alpha=0.7``); a list is ``0,1,2``, ``[0, 1, 2]`` or one value, an Optional
+setting takes ``null``. Relative paths are relative to the current directory, in a recipe too.
+
+The resolved configuration is written into every run folder (``config.yaml``, paths made absolute) and a run
+can be repeated from it with ``mmhal run --config RUN/config.yaml``.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import functools
 import math
 import os
 import re
@@ -15,6 +25,8 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
+from omegaconf import Container, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
 
@@ -198,38 +210,46 @@ class RunConfig:
 
 METHOD_OVERRIDE_SECTIONS = ("train.", "distill.")
 
-
-def method_config(cfg: "RunConfig", method: str, extra: Optional[dict] = None) -> "RunConfig":
-    """The configuration method ``method``'s students train with: ``cfg`` with
-    ``cfg.method_overrides[method]`` and then ``extra`` (dotted train.*/distill.* keys) applied; ``cfg``
-    itself when there is nothing to apply. A UserError for a key outside train.* and distill.*."""
-    overrides = {**cfg.method_overrides.get(method, {}), **(extra or {})}
-    if not overrides:
-        return cfg
-    out = copy.deepcopy(cfg)
-    for key, value in overrides.items():
-        key = str(key)
-        if not key.startswith(METHOD_OVERRIDE_SECTIONS):
-            raise UserError(f"method_overrides.{method} sets '{key}'; a method may set only train.* and distill.* keys")
-        _set(out, key, value, f"method_overrides.{method}.{key}")
-    out.method_overrides = {}
-    try:
-        validate(out)
-    except UserError as exc:
-        raise UserError(f"method_overrides.{method}: {exc}") from None
-    return out
+# Settings that name files or folders. A saved config.yaml holds them as absolute paths, so the run can be
+# repeated from any folder (``absolute_paths``); data.name only where it is a path, not a dataset's name.
+PATH_KEYS = ("data.name", "data.path", "teacher_path", "model.weights", "cache_dir")
 
 
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+# ----------------------------------------------------------------------------- values by declared type
+# OmegaConf holds the configuration as a typed tree made from the dataclasses above: it converts every value
+# to its field's declared type and refuses one that does not fit (1.5 or `abc` for an integer, [0, a] for a
+# list of integers, a list for a text value, an unknown key), then turns the tree back into the dataclasses.
+# What it does not know are the command line's conventions, applied here before a value reaches it (_normal):
+# a list written as 0,1,2 or as one value, null words for Optional fields, text fields that keep the text as
+# typed (out=01 stays "01", not 1), whole numbers written as 2.0 or 1e3, and no NaN or infinity.
+
+_NONE_WORDS = ("", "null", "none", "~")  # what an Optional field reads as None
+_KINDS = {bool: "true/false", int: "an integer", float: "a finite number", str: "a single text value"}
+_YAML_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3: text to YAML 1.1, a number to users
 
 
 class _Text(str):
     """The value of a ``key=value`` override as typed, before it is read as YAML: string fields keep it verbatim."""
 
 
-_NONE_WORDS = ("", "null", "none", "~")  # what an Optional field reads as None
-_KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a single text value"}
+@functools.cache
+def _schema(cls: type) -> DictConfig:
+    """The typed OmegaConf tree of dataclass ``cls`` at its defaults; built once (~0.1 s), callers copy it."""
+    return OmegaConf.structured(cls)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+@functools.cache
+def _leaf_keys(cls: Optional[type] = None, prefix: str = "") -> tuple[str, ...]:
+    """Every dotted key of a setting below dataclass ``cls`` (default RunConfig), for did-you-mean hints."""
+    keys: list[str] = []
+    for name, tp in _hints(cls or RunConfig).items():
+        keys += _leaf_keys(tp, f"{prefix}{name}.") if dataclasses.is_dataclass(tp) else [prefix + name]
+    return tuple(keys)
 
 
 def _expects(tp: Any) -> str:
@@ -248,157 +268,277 @@ def _expects(tp: Any) -> str:
     return _KINDS.get(tp, "a value")
 
 
-def _parse(text: str) -> Any:
-    """An override's text read as YAML (``""`` stays ``""``; text that is not valid YAML stays text)."""
+def _shown(value: Any) -> str:
+    return "null" if value is None else f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def _bad(key: str, tp: Any, got: Any) -> UserError:
+    return UserError(f"config key '{key}' expects {_expects(tp)}, got {_shown(got)}")
+
+
+def _parse(text: str, key: str = "") -> Any:
+    """An override's text read as YAML (``""`` stays ``""``; text that is not valid YAML stays text, except an
+    unclosed bracket, which is an error naming ``key``)."""
     if not text.strip():
         return ""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
+        if text.count("[") + text.count("{") > text.count("]") + text.count("}"):
+            raise UserError(f"config key '{key}' has an unclosed bracket in '{text}'; write the value without "
+                            f"spaces (e.g. {key}=[2,1]) or quote it") from None
         return text
+    return float(value) if isinstance(value, str) and _YAML_EXPONENT.fullmatch(value) else value
 
 
-def _coerce(value: Any, tp: Any, key: str, want: Optional[str] = None, got: Any = None) -> Any:
-    """``value`` (from a YAML recipe, or a ``_Text`` override) converted to the field's declared type ``tp``.
+def _number(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a number or text of one (never a bool); else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
 
-    Handles bool, int, float, str, ``Optional[X]`` (null/none/empty give None) and ``list[X]`` (a YAML list,
-    a comma-separated string or one value); anything else is a UserError naming ``key`` and the type.
-    ``want`` and ``got`` are the whole field's type in words and the whole value, for errors about a list element.
-    """
-    if want is None:
-        want, got = _expects(tp), value
 
-    def bad() -> UserError:
-        shown = "null" if got is None else f"'{got}'" if isinstance(got, str) else str(got)
-        return UserError(f"config key '{key}' expects {want}, got {shown}")
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().startswith("${") and value.strip().endswith("}")
 
+
+def _normal(value: Any, tp: Any, key: str, got: Any) -> Any:
+    """``value`` (from a YAML recipe, or a ``_Text`` override) for the field ``key`` of declared type ``tp``, in
+    the command line's conventions made plain for OmegaConf (which then converts and checks it): a list from
+    a comma-separated text or one value, None from a null word, text as typed, whole numbers, finite floats.
+    ``got`` is the whole value, for errors about a list element."""
+    if _is_interpolation(value):
+        return value
     origin, args = get_origin(tp), get_args(tp)
-    if origin is Union:
-        inner = [a for a in args if a is not type(None)]
+    if origin is Union:  # Optional[X]
         if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
             return None
-        return _coerce(value, inner[0], key, want, got) if len(inner) == 1 else value
+        return _normal(value, next(a for a in args if a is not type(None)), key, got)
     if origin is list:
-        elem = args[0] if args else str
-        if isinstance(value, _Text) and value.strip().startswith("["):
-            value = _parse(value)
-        if isinstance(value, str):
-            value = [_Text(v.strip()) if isinstance(value, _Text) else v.strip() for v in value.split(",") if v.strip()]
-        elif value is None or isinstance(value, dict):
-            raise bad()
-        elif not isinstance(value, (list, tuple)):
-            value = [value]  # one value: a list of one
-        return [_coerce(v, elem, key, want, got) for v in value]
-
-    if origin is dict:  # method_overrides: {method: {dotted key: value}}, checked by method_config in validate
         if isinstance(value, _Text):
-            value = _parse(value)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-            raise UserError(f"config key '{key}' expects a mapping of method names to mappings of "
-                            "train.*/distill.* keys, e.g. {kd: {distill.kd_alpha: 0.7}}")
-        return {str(k): {str(kk): vv for kk, vv in v.items()} for k, v in value.items()}
+            text = value.strip()
+            if text.startswith("["):
+                value = _parse(text, key)
+            else:
+                value = [_Text(v.strip()) for v in text.split(",") if v.strip()]
+        elif isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif value is not None and not isinstance(value, (list, tuple, dict)):
+            value = [value]  # one value: a list of one
+        if isinstance(value, (list, tuple)):
+            value = [_normal(v, args[0], key, got) for v in value]
+        return value  # anything else OmegaConf refuses
+    if origin is dict:
+        return _method_overrides(value, key)
     if isinstance(value, _Text):
-        parsed = _parse(value)
+        parsed = _parse(value, key)
         if tp is str and not isinstance(parsed, (list, dict)):
-            # YAML would turn `01` into 1 and `yes` into True; a string field keeps the text (quotes removed).
+            # YAML would turn `01` into 1 and `yes` into True; a text field keeps the text (quotes removed).
             return parsed if isinstance(parsed, str) else value.strip()
         value = parsed
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        raise bad()
-    if tp is int:
-        if isinstance(value, bool):
-            raise bad()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                try:
-                    value = float(value.strip())
-                except ValueError:
-                    raise bad() from None
-        if isinstance(value, float) and math.isfinite(value) and value == int(value):
-            return int(value)  # a whole number written as 2.0 or 1e3
-        raise bad()
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad()
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-        raise bad()
-    if tp is str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if value is None or isinstance(value, (list, tuple, dict)):
-            raise bad()
-        return str(value)
+    if tp is str and isinstance(value, bool):
+        return "true" if value else "false"  # a recipe's `dad_global: true`
+    number = _number(value) if tp in (int, float, bool) else None
+    if number is not None and (not math.isfinite(number) or (tp is bool and number not in (0, 1))):
+        raise _bad(key, tp, got)  # OmegaConf would take NaN and infinity as numbers, and 2 as true
+    if tp is int and number is not None and number == int(number):
+        return int(number)  # a whole number written as 2.0 or 1e3
     return value
 
 
-def _set(obj: Any, dotted: str, value: Any, full: str) -> None:
-    head, _, rest = dotted.partition(".")
-    names = {f.name for f in dataclasses.fields(obj)}
-    if head not in names:
-        raise UserError(f"unknown config key '{full}'; known at this level: {', '.join(sorted(names))}")
-    current = getattr(obj, head)
-    if rest:
-        if not dataclasses.is_dataclass(current):
-            raise UserError(f"config key '{full}' goes below '{head}', which is a value")
-        _set(current, rest, value, full)
-    elif dataclasses.is_dataclass(current):
-        if isinstance(value, _Text):
-            value = _parse(value)
-        if not isinstance(value, dict):
-            raise UserError(f"config key '{full}' expects a mapping")
-        for k, v in value.items():
-            _set(current, str(k), v, f"{full}.{k}")
+def _assign(conf: DictConfig, cls: type, key: str, value: Any, shown: Optional[str] = None) -> None:
+    """Set the dotted ``key`` of ``conf`` (the typed tree of dataclass ``cls``) to ``value``: a ``_Text`` as typed
+    on the command line or a value read from YAML; a mapping given for a section sets each key it names.
+    ``shown`` is the key as errors name it. A UserError in one sentence for an unknown key or a value that
+    does not fit the key's declared type."""
+    shown = shown or key
+    parts = key.split(".")
+    tp: Any = cls
+    for i, name in enumerate(parts):
+        if get_origin(tp) is dict:  # method_overrides.<method>[.<train.*/distill.* key>]
+            _assign_method_override(conf, ".".join(parts[:i]), name, ".".join(parts[i + 1:]), value, shown)
+            return
+        if not dataclasses.is_dataclass(tp):
+            above = ".".join(parts[:i])
+            raise UserError(f"config key '{shown}' goes below '{above}', which holds a value, not settings")
+        if name not in _hints(tp):
+            here = shown[: len(shown) - len(key)] + "".join(p + "." for p in parts[:i])
+            raise _unknown_key(shown, here, name, ".".join(parts[i + 1:]), tp)
+        tp = _hints(tp)[name]
+    if dataclasses.is_dataclass(tp):  # a section: data={name: x.npz, split_seed: 3}
+        mapping = _parse(value, shown) if isinstance(value, _Text) else value
+        if not isinstance(mapping, dict):
+            raise UserError(f"config key '{shown}' is a section of settings and expects a mapping such as "
+                            f"{{key: value}}, got {_shown(value)}")
+        for k, v in mapping.items():
+            _assign(conf, cls, f"{key}.{k}", v, f"{shown}.{k}")
+        return
+    normal = _normal(value, tp, shown, value)
+    try:
+        OmegaConf.update(conf, key, normal, merge=False)
+    except OmegaConfBaseException:
+        raise _bad(shown, tp, value) from None
+
+
+def _unknown_key(shown: str, here: str, name: str, rest: str, cls: type) -> UserError:
+    """The error for the unknown ``name`` (after the dotted prefix ``here``, before ``rest``) in the key ``shown``,
+    with a did-you-mean: a close name at that level, else the same name in another section."""
+    known = sorted(_hints(cls))
+    close = difflib.get_close_matches(name, known, n=1)
+    elsewhere = [k for k in _leaf_keys() if k.rsplit(".", 1)[-1] == name] if not rest else []
+    if close:
+        hint = f"did you mean '{here}{close[0]}{'.' + rest if rest else ''}'?"
+    elif elsewhere:
+        hint = f"did you mean '{elsewhere[0]}'?"
     else:
-        setattr(obj, head, _coerce(value, get_type_hints(type(obj))[head], full))
+        hint = f"known keys {'under ' + repr(here[:-1]) if here else 'at the top level'}: {', '.join(known)}"
+    return UserError(f"unknown config key '{shown}'; {hint}")
+
+
+def _method_overrides(value: Any, key: str) -> dict:
+    """A ``method_overrides`` value checked and typed: {method: {train.*/distill.* key: value}}."""
+    if isinstance(value, _Text):
+        value = _parse(value, key)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
+        raise UserError(f"config key '{key}' expects a mapping of method names to mappings of train.*/distill.* "
+                        "keys, e.g. {kd: {distill.kd_alpha: 0.7}}")
+    return {str(m): {str(k): _method_setting(str(m), str(k), v) for k, v in (s or {}).items()}
+            for m, s in value.items()}
+
+
+def _assign_method_override(conf: DictConfig, field_key: str, method: str, setting: str, value: Any,
+                            shown: str) -> None:
+    """``method_overrides.<method>=MAPPING`` (null: drop it) or ``method_overrides.<method>.<setting>=VALUE``."""
+    current = OmegaConf.to_container(OmegaConf.select(conf, field_key))
+    entry = _parse(value, shown) if isinstance(value, _Text) else value
+    if setting:
+        current[method] = {**current.get(method, {}), setting: entry}
+    elif entry in (None, ""):
+        current.pop(method, None)
+    else:
+        current[method] = entry
+    OmegaConf.update(conf, field_key, _method_overrides(current, field_key), merge=False)
+
+
+def _method_setting(method: str, key: str, value: Any) -> Any:
+    """``value`` of the train.*/distill.* ``key`` in ``method_overrides.<method>``, converted to its declared type."""
+    if not key.startswith(METHOD_OVERRIDE_SECTIONS):
+        raise UserError(f"method_overrides.{method} sets '{key}'; a method may set only train.* and distill.* keys")
+    section, _, rest = key.partition(".")
+    cls = _hints(RunConfig)[section]
+    conf = copy.deepcopy(_schema(cls))
+    _assign(conf, cls, rest, value, f"method_overrides.{method}.{key}")
+    node = OmegaConf.select(conf, rest)
+    return OmegaConf.to_container(node) if isinstance(node, Container) else node
+
+
+def _to_object(conf: DictConfig) -> Any:
+    """The dataclasses of the typed tree ``conf`` (interpolations such as ``${data.name}`` resolved)."""
+    try:
+        return OmegaConf.to_object(conf)
+    except OmegaConfBaseException as exc:
+        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+        raise UserError(f"config key '{exc.full_key}' cannot be resolved ({reason})") from None
+
+
+def _fresh() -> DictConfig:
+    """The typed tree of the default RunConfig."""
+    conf = copy.deepcopy(_schema(RunConfig))
+    conf.cache_dir = default_cache_dir()  # read now: $MMHAL_CACHE may have changed since the schema was built
+    return conf
+
+
+# ----------------------------------------------------------------------------- the public functions
+def method_config(cfg: "RunConfig", method: str, extra: Optional[dict] = None) -> "RunConfig":
+    """The configuration method ``method``'s students train with: ``cfg`` with
+    ``cfg.method_overrides[method]`` and then ``extra`` (dotted train.*/distill.* keys) applied; ``cfg``
+    itself when there is nothing to apply. A UserError for a key outside train.* and distill.*."""
+    overrides = {**cfg.method_overrides.get(method, {}), **(extra or {})}
+    if not overrides:
+        return cfg
+    out = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        key = str(key)
+        section, _, name = key.partition(".")
+        typed = _method_setting(method, key, value)
+        setattr(getattr(out, section), name, typed)
+    out.method_overrides = {}
+    try:
+        validate(out)
+    except UserError as exc:
+        raise UserError(f"method_overrides.{method}: {exc}") from None
+    return out
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def join_overrides(items: list[str]) -> list[str]:
+    """``key=value`` overrides as the shell passed them, with a value it split at spaces joined again: an
+    unquoted ``distill.rad_levels=[2, 1]`` arrives as ``distill.rad_levels=[2,`` and ``1]``."""
+    joined: list[str] = []
+    for item in items:
+        prev = joined[-1] if joined else ""
+        opened = prev.partition("=")[2].lstrip().startswith(("[", "{"))  # a list or mapping value, not a file name
+        if opened and prev.count("[") + prev.count("{") > prev.count("]") + prev.count("}"):
+            joined[-1] = f"{prev} {item}"
+        else:
+            joined.append(item)
+    return joined
+
+
+def read_recipe(path: str) -> dict:
+    """The mapping in the YAML file ``path``; a UserError in one sentence when it is missing or not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file '{path}' does not exist")
+    try:
+        mapping = yaml.safe_load(p.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file '{path}' cannot be read ({type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(mapping, dict):
+        raise UserError(f"config file '{path}' must hold a mapping of keys to values")
+    return mapping
 
 
 def apply_mapping(cfg: RunConfig, mapping: dict) -> RunConfig:
+    """``cfg`` (changed in place, and returned) with the nested ``mapping`` of a recipe or config.yaml applied."""
+    conf = OmegaConf.structured(cfg)
     for k, v in mapping.items():
-        _set(cfg, str(k), v, str(k))
+        _assign(conf, RunConfig, str(k), v)
+    new = _to_object(conf)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, getattr(new, f.name))
     return cfg
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> RunConfig:
-    """Defaults, then the YAML recipe at ``path``, then ``key=value`` overrides (dotted keys)."""
-    cfg = RunConfig()
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file '{path}' does not exist")
-        try:
-            mapping = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(mapping, dict):
-            raise UserError(f"config file '{path}' must hold a mapping of keys to values")
-        apply_mapping(cfg, mapping)
-    for item in overrides or []:
+    """Defaults, then the YAML recipe at ``path``, then ``key=value`` overrides (dotted keys); validated.
+
+    Relative paths, in a recipe as in an override, are relative to the current directory (as every path on
+    the command line); ``save_config`` writes them as absolute paths.
+    """
+    conf = _fresh()
+    recipe = read_recipe(path) if path else {}
+    try:
+        for k, v in recipe.items():
+            _assign(conf, RunConfig, str(k), v)
+    except UserError as exc:
+        raise UserError(f"config file '{path}': {exc}") from None
+    for item in join_overrides(list(overrides or [])):
         if "=" not in item:
-            raise UserError(f"override '{item}' must look like key=value")
+            raise UserError(f"override '{item}' must look like key=value (e.g. train.lr=0.001)")
         key, _, value = item.partition("=")
-        _set(cfg, key.strip(), _Text(value), key.strip())
+        _assign(conf, RunConfig, key.strip(), _Text(value))
+    cfg = _to_object(conf)
     validate(cfg)
     return cfg
 
@@ -430,7 +570,31 @@ def _is_fraction(text: str) -> bool:
         return False
 
 
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """Every float setting of the dataclass ``obj`` is a finite number (for configurations built in code)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"config key '{prefix}{f.name}' expects a finite number, got {value}")
+
+
+def _check_modalities(names: Optional[list[str]], key: str) -> None:
+    """Modality names: not empty, no dot (they are the keys ``x.<name>`` of data files), none twice."""
+    for name in names or []:
+        if not str(name).strip():
+            raise UserError(f"{key} holds an empty modality name")
+        if "." in str(name):
+            raise UserError(f"{key} names the modality '{name}', but a modality name may not hold a dot "
+                            f"(data files store modality NAME under the key x.NAME)")
+        if names.count(name) > 1:
+            raise UserError(f"{key} lists the modality '{name}' twice")
+
+
 def validate(cfg: RunConfig) -> None:
+    """Check the settings' ranges and combinations; a UserError in one sentence naming the first bad one."""
+    _check_finite(cfg)
     aug = cfg.data.augment
     if not 0.0 < aug.crop <= 1.0:
         raise UserError(f"data.augment.crop must lie in (0, 1] (the crop's side as a fraction; 1 = off), got {aug.crop}")
@@ -441,6 +605,7 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("data.augment.brightness and data.augment.contrast must lie in [0, 1)")
     if not 0.0 <= aug.erase <= 1.0:
         raise UserError(f"data.augment.erase is a probability in [0, 1], got {aug.erase}")
+    _check_modalities(aug.photometric_modalities, "data.augment.photometric_modalities")
     if cfg.data.image_size and (len(cfg.data.image_size) not in (1, 2) or min(cfg.data.image_size) < 1):
         raise UserError(f"data.image_size must be one size or [height, width] of 1 or more, got {cfg.data.image_size}")
     crit = str(cfg.pad.criterion).strip().lower()
@@ -450,10 +615,18 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.scoring not in ("auto", "sample", "video"):
         raise UserError(f"data.scoring must be auto, sample or video, got '{cfg.data.scoring}'")
     _validate_cefa(cfg.data.cefa)
+    for key in ("width", "blocks", "se_reduction"):
+        if getattr(cfg.model, key) < 1:
+            raise UserError(f"model.{key} must be at least 1, got {getattr(cfg.model, key)}")
     if cfg.train.epochs < 1:
-        raise UserError("train.epochs must be at least 1")
+        raise UserError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
     if cfg.train.batch_size < 2:
-        raise UserError("train.batch_size must be at least 2 (DAD compares samples within a batch)")
+        raise UserError(f"train.batch_size must be at least 2 (DAD compares samples within a batch), "
+                        f"got {cfg.train.batch_size}")
+    if cfg.train.warmup_epochs < 0:
+        raise UserError(f"train.warmup_epochs must be 0 or more, got {cfg.train.warmup_epochs}")
+    if cfg.train.threads < 0 or cfg.workers < 0:
+        raise UserError("train.threads and workers must be 0 (automatic) or more")
     if cfg.train.optimizer not in ("adamw", "sgd"):
         raise UserError(f"train.optimizer must be 'adamw' or 'sgd', got '{cfg.train.optimizer}'")
     if str(cfg.train.precision) not in ("32", "bf16", "16"):
@@ -481,8 +654,8 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.lr must be positive, got {cfg.train.lr}")
     if cfg.train.weight_decay < 0:
         raise UserError(f"train.weight_decay must be 0 or more, got {cfg.train.weight_decay}")
-    if cfg.distill.temperature <= 0:
-        raise UserError("distill.temperature must be positive")
+    if not cfg.distill.temperature > 0:
+        raise UserError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
     if not 0.0 <= cfg.distill.kd_alpha <= 1.0:
         raise UserError(f"distill.kd_alpha must lie in [0, 1] (the KL term's share of the loss), got {cfg.distill.kd_alpha}")
     if not cfg.distill.rad_levels:
@@ -516,11 +689,33 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"seeds lists the seed {dup} twice; each seed trains one student, so they must differ")
     if not cfg.student:
         raise UserError("the student needs at least one modality")
+    _check_modalities(cfg.student, "student")
+    _check_modalities(cfg.teacher, "teacher")
     for method in cfg.method_overrides:
         method_config(cfg, method)  # each method's own settings must be valid too
 
 
+def _names_a_file(name: str) -> bool:
+    """Whether data.name is a file's path (a dot or a slash, as ``data.base.load_dataset`` reads it) rather than
+    a registered dataset's name (hapt, casia-surf, cefa)."""
+    return "/" in name or os.sep in name or "." in name
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """A copy of ``cfg`` whose path settings (``PATH_KEYS``) are absolute, resolved against the current directory
+    (``~`` expanded; symbolic links kept as written)."""
+    out = copy.deepcopy(cfg)
+    for key in PATH_KEYS:
+        section, _, name = key.rpartition(".")
+        owner = getattr(out, section) if section else out
+        value = getattr(owner, name)
+        if value and (key != "data.name" or _names_a_file(value)):
+            setattr(owner, name, os.path.abspath(os.path.expanduser(value)))
+    return out
+
+
 def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write ``cfg`` as YAML to ``path`` (atomically), with absolute paths so it works from any folder."""
     from .utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(absolute_paths(cfg)), sort_keys=False))
