@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from ..config import ModelConfig, RunConfig, apply_mapping
+from ..distill import ENSEMBLES
 from ..errors import UserError
 from ..models.network import NetworkBase, build_network
 
@@ -78,7 +79,7 @@ def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> No
     """A UserError unless ``method`` names a single network this run saved (a teacher only with ``allow_teacher``)."""
     if method == "teacher":
         if not allow_teacher:
-            raise UserError("the teacher needs every privileged modality; ask for it by name with --teacher "
+            raise UserError("the teacher needs every privileged modality; ask for it by name with --method teacher "
                             "if that is really what you want (students are what mmhal deploys)")
         return
     if method not in run.methods:
@@ -134,3 +135,44 @@ def load_network(path: Path) -> tuple[NetworkBase, dict]:
     """(network, checkpoint) of a model file."""
     ckpt = load_checkpoint(path)
     return build_saved_network(ckpt), ckpt
+
+
+def choose_method(run: RunFolder, method: Optional[str], ensembles: bool = False) -> str:
+    """The method ``predict`` or ``export`` uses: ``method`` when given (the teacher only when named so),
+    else the run's recommendation (``results.json["recommendation"]["method"]``); a UserError when the run
+    saved no such network (an ensemble is accepted only with ``ensembles``)."""
+    if method is None:
+        method = (run.results.get("recommendation") or {}).get("method")
+        if not method:
+            raise UserError(f"the run in '{run.path}' recommends no single-network method; choose one with "
+                            f"--method ({', '.join(run.methods)})")
+        if method == "teacher":
+            raise UserError(f"the recommendation of the run in '{run.path}' names the teacher, which needs every "
+                            "privileged modality; pass --method teacher if that is really what you want")
+        check_method(run, method)
+        return method
+    if ensembles and method in run.methods and method in ENSEMBLES:
+        return method
+    check_method(run, method, allow_teacher=True)
+    return method
+
+
+def method_members(method: str) -> tuple[str, ...]:
+    """The saved networks whose logits ``method`` sums per seed: an ensemble's members, else the method itself."""
+    return ENSEMBLES.get(method, (method,))
+
+
+def best_seed(run: RunFolder, method: str) -> int:
+    """The seed whose ``method`` network has the highest validation accuracy
+    (``results[method]["val_accuracy"]["per_seed"]``, in the order of ``seeds``; the first on ties)."""
+    try:
+        per_seed = run.results["results"][method]["val_accuracy"]["per_seed"]
+    except (KeyError, TypeError):
+        raise UserError(f"'{run.path / 'results.json'}' has no validation accuracy of '{method}'; choose a seed "
+                        "with --seed") from None
+    seeds = run.seeds
+    if len(per_seed) != len(seeds) or not seeds:
+        raise UserError(f"'{run.path / 'results.json'}' lists {len(seeds)} seeds but {len(per_seed)} validation "
+                        f"accuracies of '{method}'; choose a seed with --seed")
+    best = max(range(len(seeds)), key=lambda i: (per_seed[i], -i))
+    return seeds[best]
