@@ -12,6 +12,13 @@ through the trainer's own ``TrainStep`` (so ``--precision``, ``--channels-last``
 ``loss share`` = time of the RAD + DAD loss computation alone (forward and backward of the two losses on
 fixed features, with the same autocast) / time of step (b).
 
+With ``--methods`` (default ``mmh``) step (b) is timed for each named method instead (e.g. the baselines
+``fitnet,at,sp,pkt,rkd,dkd,mars,hallucination``), one row per setting and method; step (a) is timed again
+right before each method's (b), so a ratio compares two timings under the same machine load, and with
+``--repeats N`` the pair of median ratio out of N is reported. The loss share is measured for ``mmh`` only
+(``-`` for the others). A method refused for a setting (``dkd`` on 2 classes, ``at`` on vectors) is reported
+as refused.
+
 Settings (random tensors as data):
   hapt      teacher acc+gyro, student gyro, (3, 128) sequences, default ModelConfig, 12 classes, batch 128
   face-64   teacher rgb(3,112,112) + depth(1,112,112) + ir(1,112,112), student rgb, width 64, blocks 2
@@ -20,6 +27,8 @@ Settings (random tensors as data):
 
     python benchmarks/step_overhead.py --settings hapt,face-64 --threads 1 --json cpu.json
     python benchmarks/step_overhead.py --device cuda --precision bf16 --channels-last --settings hapt,face-64,face-256
+    python benchmarks/step_overhead.py --settings hapt --threads 1 --repeats 3 \
+        --methods mmh,kd,fitnet,at,sp,pkt,rkd,dkd,mars,hallucination
 """
 from __future__ import annotations
 
@@ -41,6 +50,7 @@ from mmhal.config import DistillConfig, ModelConfig, TrainConfig
 from mmhal.distill import METHODS, dad_loss, rad_loss
 from mmhal.engine.loop import make_optimizer
 from mmhal.engine.step import TrainStep, autocast, channels_last_inputs, compiled_forward, to_channels_last
+from mmhal.errors import UserError
 from mmhal.models.network import build_network
 
 FACE = {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)}
@@ -83,7 +93,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_setting(name: str, args, device: torch.device) -> dict:
+def bench_setting(name: str, args, device: torch.device) -> list[dict]:
     s = SETTINGS[name]
     tcfg = TrainConfig(batch_size=s["batch"], precision=args.precision, channels_last=args.channels_last,
                        compile=args.compile)
@@ -108,18 +118,45 @@ def bench_setting(name: str, args, device: torch.device) -> dict:
     # (a) the student alone, cross-entropy
     method_a, step_a = make("unimodal", None)
     method_a.train()
-    with compiled_forward(method_a.student, tcfg.compile):
-        t_a = seconds_per_call(lambda: step_a(inputs, target), args.steps, args.warmup, device)
-    del method_a, step_a
 
-    # (b) the full MMH step: teacher forward + student + CE + RAD + DAD
+    def time_a() -> float:
+        with compiled_forward(method_a.student, tcfg.compile):
+            return seconds_per_call(lambda: step_a(inputs, target), args.steps, args.warmup, device)
+
+    t_a = time_a()
     teacher = net(s["teacher"])
-    method_b, step_b = make("mmh", teacher)
-    method_b.train()
-    with compiled_forward(method_b.student, tcfg.compile):
-        t_b = seconds_per_call(lambda: step_b(inputs, target), args.steps, args.warmup, device)
+    common = {"setting": name, "device": device.type, "device_name": device_name(device), "batch": b,
+              "precision": tcfg.precision, "channels_last": tcfg.channels_last, "compiled": tcfg.compile,
+              "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
+              "torch": torch.__version__}
+    records = []
+    for i, method_name in enumerate(args.methods):
+        # (b) the method's full step: teacher forward + student (+ the method's own modules) + its losses
+        try:
+            method_b, step_b = make(method_name, teacher)
+        except UserError as exc:
+            records.append({**common, "method": method_name, "refused": str(exc)})
+            continue
+        method_b.train()
+        pairs = []
+        for r in range(args.repeats):  # (a) again next to each (b): the pair sees the same machine load
+            if i or r:
+                t_a = time_a()
+            with compiled_forward(method_b.student, tcfg.compile):
+                t_b = seconds_per_call(lambda: step_b(inputs, target), args.steps, args.warmup, device)  # noqa: B023
+            pairs.append((t_a, t_b))
+        t_a, t_b = sorted(pairs, key=lambda p: p[1] / p[0])[len(pairs) // 2]  # the pair of median ratio
+        rec = {**common, "method": method_name, "a_per_s": b / t_a, "a_step_ms": 1e3 * t_a, "b_per_s": b / t_b,
+               "ratio": t_b / t_a, "b_step_ms": 1e3 * t_b, "repeats": args.repeats}
+        if method_name == "mmh":
+            t_loss = loss_seconds(method_b, step_b, teacher, inputs, target, dcfg, tcfg, args, device)
+            rec.update(loss_ms=1e3 * t_loss, loss_share=t_loss / t_b)
+        records.append(rec)
+    return records
 
-    # the RAD + DAD losses alone (forward + backward), on fixed features of this batch
+
+def loss_seconds(method_b, step_b, teacher, inputs, target, dcfg, tcfg, args, device) -> float:
+    """Seconds of the RAD + DAD losses alone (forward and backward) on fixed features of this batch."""
     x = channels_last_inputs(inputs) if tcfg.channels_last else inputs
     with torch.no_grad(), autocast(device, step_b.dtype):
         t_out = teacher(x)
@@ -136,14 +173,7 @@ def bench_setting(name: str, args, device: torch.device) -> dict:
             loss = dcfg.rad_lambda * rad + dcfg.dad_lambda * dad
         loss.backward()
 
-    t_loss = seconds_per_call(losses, args.steps, args.warmup, device)
-    return {
-        "setting": name, "device": device.type, "device_name": device_name(device), "batch": b,
-        "a_per_s": b / t_a, "b_per_s": b / t_b, "ratio": t_b / t_a,
-        "a_step_ms": 1e3 * t_a, "b_step_ms": 1e3 * t_b, "loss_ms": 1e3 * t_loss, "loss_share": t_loss / t_b,
-        "precision": tcfg.precision, "channels_last": tcfg.channels_last, "compiled": tcfg.compile,
-        "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(), "torch": torch.__version__,
-    }
+    return seconds_per_call(losses, args.steps, args.warmup, device)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -156,7 +186,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default: 5 on cpu, 50 on cuda)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 2, or 3 with --compile)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--json", help="write one record per setting to this file")
+    p.add_argument("--methods", default="mmh", help="comma-separated methods timed as step (b) (default: mmh)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="time (a) then (b) this many times per method and report the pair of median ratio")
+    p.add_argument("--json", help="write one record per setting and method to this file")
     return p
 
 
@@ -173,20 +206,34 @@ def main(argv=None) -> int:
     if unknown:
         print(f"step_overhead: unknown setting '{unknown[0]}'; known: {', '.join(SETTINGS)}", file=sys.stderr)
         return 2
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in args.methods if m not in METHODS or not METHODS.get(m).needs_teacher]
+    if bad:
+        print(f"step_overhead: '{bad[0]}' is not a distillation method; known: "
+              f"{', '.join(n for n in METHODS.names() if METHODS.get(n).needs_teacher)}", file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print("step_overhead: --repeats must be at least 1", file=sys.stderr)
+        return 2
     args.steps = args.steps or (50 if device.type == "cuda" else 5)
     args.warmup = args.warmup if args.warmup is not None else (3 if args.compile else 2)
     records = []
-    head = f"{'setting':<9} {'device':<6} {'batch':>5} {'a samples/s':>12} {'b samples/s':>12} {'ratio b/a':>9} {'loss share':>10}"
+    head = (f"{'setting':<9} {'method':<13} {'device':<6} {'batch':>5} {'a samples/s':>12} {'b samples/s':>12} "
+            f"{'ratio b/a':>9} {'loss share':>10}")
     print(f"# {device_name(device)}; torch {torch.__version__}; {torch.get_num_threads()} threads; precision "
           f"{args.precision}{', channels-last' if args.channels_last else ''}{', compiled' if args.compile else ''}; "
           f"{args.steps} timed steps after {args.warmup} warm-up")
     print(head)
     print("-" * len(head))
     for name in names:
-        r = bench_setting(name, args, device)
-        records.append(r)
-        print(f"{name:<9} {r['device']:<6} {r['batch']:>5} {r['a_per_s']:>12.1f} {r['b_per_s']:>12.1f} "
-              f"{r['ratio']:>9.2f} {100 * r['loss_share']:>9.1f}%", flush=True)
+        for r in bench_setting(name, args, device):
+            records.append(r)
+            if "refused" in r:
+                print(f"{name:<9} {r['method']:<13} refused: {r['refused']}", flush=True)
+                continue
+            share = f"{100 * r['loss_share']:>9.1f}%" if "loss_share" in r else f"{'-':>10}"
+            print(f"{name:<9} {r['method']:<13} {r['device']:<6} {r['batch']:>5} {r['a_per_s']:>12.1f} "
+                  f"{r['b_per_s']:>12.1f} {r['ratio']:>9.2f} {share}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=2) + "\n")
     return 0

@@ -157,6 +157,53 @@ class TrainConfig:
     loader_workers: int = 4
 
 
+# The baseline distillation methods' own settings (``mmhal.distill.fitnet`` ... ``hallucination``; defaults are
+# the published ones): each is a section of ``distill``, set as e.g. ``distill.fitnet.beta=50``.
+@dataclass
+class FitNetConfig:
+    beta: float = 100.0  # weight of the hint loss MSE(R(f3_s), f3_t)
+    regressor: str = "conv"  # conv: R = 1x1 conv + BatchNorm + ReLU (Romero et al.) | none: R = identity
+
+
+@dataclass
+class ATConfig:
+    beta: float = 1000.0  # weight of the attention-transfer loss (summed over f3 and f4)
+    p: float = 2.0  # attention map = mean over channels of |F|^p
+
+
+@dataclass
+class SPConfig:
+    gamma: float = 3000.0  # weight of the similarity-preserving loss on f4
+
+
+@dataclass
+class PKTConfig:
+    beta: float = 30000.0  # weight of the probabilistic knowledge transfer loss on the embedding
+
+
+@dataclass
+class RKDConfig:
+    distance: float = 25.0  # weight of the distance-wise term
+    angle: float = 50.0  # weight of the angle-wise term
+
+
+@dataclass
+class DKDConfig:
+    alpha: float = 1.0  # weight of the target-class term (TCKD)
+    beta: float = 8.0  # weight of the non-target-class term (NCKD)
+    warmup: int = 1  # epochs over which the DKD weight rises linearly: min(epoch / warmup, 1), epochs from 1
+
+
+@dataclass
+class MarsConfig:
+    alpha: float = 50.0  # weight of MSE(embedding_s, embedding_t)
+
+
+@dataclass
+class HallucinationConfig:
+    gamma: float = 100.0  # weight of the hallucination loss mean((sigmoid(f3_t) - sigmoid(f3_H))^2)
+
+
 @dataclass
 class DistillConfig:
     temperature: float = 2.0  # T for KD and RAD
@@ -176,6 +223,14 @@ class DistillConfig:
     # Start a distilled student from the teacher's weights wherever names and shapes match (its own
     # modalities' stems, the trunk and the head; not the fusion layer, whose width differs). unimodal never is.
     init_from_teacher: bool = False
+    fitnet: FitNetConfig = field(default_factory=FitNetConfig)
+    at: ATConfig = field(default_factory=ATConfig)
+    sp: SPConfig = field(default_factory=SPConfig)
+    pkt: PKTConfig = field(default_factory=PKTConfig)
+    rkd: RKDConfig = field(default_factory=RKDConfig)
+    dkd: DKDConfig = field(default_factory=DKDConfig)
+    mars: MarsConfig = field(default_factory=MarsConfig)
+    hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
 
 
 @dataclass
@@ -407,8 +462,24 @@ def _method_overrides(value: Any, key: str) -> dict:
     if not isinstance(value, dict) or not all(isinstance(v, dict) or v is None for v in value.values()):
         raise UserError(f"config key '{key}' expects a mapping of method names to mappings of train.*/distill.* "
                         "keys, e.g. {kd: {distill.kd_alpha: 0.7}}")
-    return {str(m): {str(k): _method_setting(str(m), str(k), v) for k, v in (s or {}).items()}
+    return {str(m): {k: _method_setting(str(m), k, v) for k, v in _flat_settings(s or {}).items()}
             for m, s in value.items()}
+
+
+def _flat_settings(settings: dict) -> dict:
+    """Dotted ``settings`` with a mapping given for a section (``distill.fitnet: {beta: 50}``) spread into one key
+    per setting it names (``distill.fitnet.beta: 50``), so that the section's other settings keep their values."""
+    out: dict = {}
+    for key, value in settings.items():
+        key = str(key)
+        tp: Any = RunConfig
+        for part in key.split("."):
+            tp = _hints(tp).get(part) if dataclasses.is_dataclass(tp) else None
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            out.update(_flat_settings({f"{key}.{k}": v for k, v in value.items()}))
+        else:
+            out[key] = value
+    return out
 
 
 def _assign_method_override(conf: DictConfig, field_key: str, method: str, setting: str, value: Any,
@@ -458,21 +529,27 @@ def method_config(cfg: "RunConfig", method: str, extra: Optional[dict] = None) -
     """The configuration method ``method``'s students train with: ``cfg`` with
     ``cfg.method_overrides[method]`` and then ``extra`` (dotted train.*/distill.* keys) applied; ``cfg``
     itself when there is nothing to apply. A UserError for a key outside train.* and distill.*."""
-    overrides = {**cfg.method_overrides.get(method, {}), **(extra or {})}
+    overrides = {**_flat_settings(cfg.method_overrides.get(method, {})), **_flat_settings(extra or {})}
     if not overrides:
         return cfg
     out = copy.deepcopy(cfg)
     for key, value in overrides.items():
         key = str(key)
-        section, _, name = key.partition(".")
-        typed = _method_setting(method, key, value)
-        setattr(getattr(out, section), name, typed)
+        _set_dotted(out, key, _method_setting(method, key, value))
     out.method_overrides = {}
     try:
         validate(out)
     except UserError as exc:
         raise UserError(f"method_overrides.{method}: {exc}") from None
     return out
+
+
+def _set_dotted(obj: Any, key: str, value: Any) -> None:
+    """Set the dotted ``key`` (``distill.fitnet.beta``) of the dataclass ``obj`` to a typed ``value``."""
+    *path, name = key.split(".")
+    for part in path:
+        obj = getattr(obj, part)
+    setattr(obj, name, value)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -561,6 +638,24 @@ def _validate_cefa(c: CefaConfig) -> None:
             raise UserError(f"data.cefa.{key} must be a range [first, last] of subject IDs with 0 <= first <= last, got {r}")
     if c.frames_per_video < 0:
         raise UserError(f"data.cefa.frames_per_video must be 0 (every frame) or more, got {c.frames_per_video}")
+
+
+def _validate_baselines(d: DistillConfig) -> None:
+    """The baseline methods' sections: weights 0 or more, FitNet's regressor, AT's exponent, DKD's warm-up."""
+    for key in ("fitnet.beta", "at.beta", "sp.gamma", "pkt.beta", "rkd.distance", "rkd.angle", "dkd.alpha",
+                "dkd.beta", "mars.alpha", "hallucination.gamma"):
+        section, _, name = key.partition(".")
+        value = getattr(getattr(d, section), name)
+        if value < 0:
+            raise UserError(f"distill.{key} is a loss weight and must be 0 or more, got {value}")
+    if d.fitnet.regressor not in ("conv", "none"):
+        raise UserError(f"distill.fitnet.regressor must be 'conv' (1x1 convolution + BatchNorm + ReLU) or 'none', "
+                        f"got '{d.fitnet.regressor}'")
+    if not d.at.p > 0:
+        raise UserError(f"distill.at.p must be positive (the attention map is the channel mean of |F|^p), got {d.at.p}")
+    if d.dkd.warmup < 1:
+        raise UserError(f"distill.dkd.warmup must be at least 1 epoch (1: full weight from the first epoch), "
+                        f"got {d.dkd.warmup}")
 
 
 def _is_fraction(text: str) -> bool:
@@ -669,6 +764,7 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"distill.label_smoothing must lie in [0, 1), got {cfg.distill.label_smoothing}")
     if cfg.distill.dad_k < 1:
         raise UserError(f"distill.dad_k must be at least 1 (neighbours kept per sample), got {cfg.distill.dad_k}")
+    _validate_baselines(cfg.distill)
     from .models.network import BACKBONES  # here: config stays importable without torch
 
     if cfg.model.backbone not in BACKBONES:
