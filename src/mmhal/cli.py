@@ -34,15 +34,34 @@ def _csv(s: str) -> list[str]:
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from .config import default_cache_dir
+
+    class Version(argparse.Action):  # torch is imported only when asked (that takes a second or two)
+        def __call__(self, parser, namespace, values, option_string=None):
+            import platform
+
+            import torch
+
+            from . import __version__
+
+            print(f"mmhal {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+            parser.exit()
+
     p = argparse.ArgumentParser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
+    p.add_argument("--version", nargs=0, action=Version, help="print the versions of mmhal and torch, then exit")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results")
+    where = (f"Converted datasets and trained teachers are cached in {default_cache_dir()} (the folder $MMHAL_CACHE "
+             "names, else ~/.cache/mmhal; config key cache_dir). Relative paths, in a --config recipe as on the "
+             "command line, are relative to the current folder; a run's config.yaml holds them as absolute paths.")
+    r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results",
+                       epilog=where)
     _common_arguments(r)
     r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
     r.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
                         "from its last epoch (its saved config.yaml is the base; other settings must match it)")
-    t = sub.add_parser("tune", help="tune every method's own hyperparameters with the same budget, on validation only")
+    t = sub.add_parser("tune", help="tune every method's own hyperparameters with the same budget, on validation only",
+                       epilog=where)
     _common_arguments(t)
     t.add_argument("--trials", type=int, default=8, help="configurations tried per method (trial 0 = current settings)")
     t.add_argument("--tune-seeds", type=int, default=2,
@@ -99,10 +118,27 @@ def _common_arguments(r: argparse.ArgumentParser) -> None:
 
 def build_config(args, base=None, kind: str = "run"):
     """The configuration of a ``run`` or ``tune`` command: recipe (``base`` or ``--config``), ``key=value``
-    overrides, then the flags; ``out`` defaults to a new, timestamped folder under runs/."""
-    from .config import load_config, validate
+    overrides, then the flags; ``out`` defaults to a new, timestamped folder under runs/.
 
-    cfg = load_config(base or args.config, args.overrides)
+    A run is repeated from its saved configuration (``--config RUN/config.yaml``): the ``out`` of a run's own
+    config.yaml, or of a recipe that names a folder holding results, is not reused unless ``--out``,
+    ``out=...`` or ``--overwrite`` says so; the new run gets a new folder, and a note on stderr says which."""
+    import os
+
+    from .config import join_overrides, load_config, validate
+
+    recipe = base or args.config
+    cfg = load_config(recipe, args.overrides)
+    kept = None  # the run folder that this command leaves alone
+    if recipe and cfg.out and not args.out and not getattr(args, "overwrite", False):
+        from .engine.run import MARKER
+
+        out_typed = any(o.partition("=")[0].strip() == "out" for o in join_overrides(list(args.overrides or [])))
+        home = Path(recipe).parent  # a run's own config.yaml lies in a folder with its marker, results or jobs
+        of_a_run = Path(recipe).name == "config.yaml" and any((home / n).exists()
+                                                               for n in (MARKER, "results.json", "jobs"))
+        if not out_typed and (of_a_run or (Path(cfg.out) / "results.json").is_file()):
+            kept, cfg.out = home if of_a_run else Path(cfg.out), ""
     if args.data:
         cfg.data.name = args.data
     if args.root:
@@ -132,32 +168,32 @@ def build_config(args, base=None, kind: str = "run"):
     if args.out:
         cfg.out = args.out
     elif not cfg.out:
-        stem = Path(cfg.data.name).stem if cfg.data.name.endswith((".npz", ".csv")) else cfg.data.name
+        stem = Path(cfg.data.name).stem  # a dataset's name, or the file name of a path (never a folder below runs/)
         prefix = "tune-" if kind == "tune" else ""
         cfg.out = str(Path("runs") / f"{prefix}{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
     validate(cfg)
+    if kept is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: once
+        print(f"mmhal: note: the run in '{kept}' is left as it is; this {kind} writes to '{cfg.out}' "
+              "(--out chooses the folder)", file=sys.stderr)
     return cfg
 
 
 def cmd_run(args) -> int:
     from .engine import distributed
-    from .engine.run import format_table, recommendation_line, run
+    from .engine.run import format_table, plan_folder, recommendation_line, run
 
     base = args.config
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
-        saved = Path(args.out) / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"there is no run to resume in '{args.out}' (it has no config.yaml); start it without --resume")
-        base = base or str(saved)  # the interrupted run's own settings, unless a recipe is named
+        plan_folder(Path(args.out), "run", resume=True, overwrite=args.overwrite)  # a run of mmhal's, before reading it
+        base = base or str(Path(args.out) / "config.yaml")  # the interrupted run's own settings, unless a recipe is named
     cfg = build_config(args, base)
-    if (Path(cfg.out) / "results.json").exists() and not (args.overwrite or args.resume):
-        raise UserError(f"run folder '{cfg.out}' already holds results; choose another --out or pass --overwrite")
     from tqdm.auto import tqdm
 
     with distributed.session(cfg.device) as job:  # a torchrun job's process group; nothing otherwise
-        report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume)
+        # run() checks --out before it reads the data (engine.run.plan_folder: new, empty or mmhal's own)
+        report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume, overwrite=args.overwrite)
         if job.is_main:
             print(format_table(report))
             for w in report["warnings"]:
@@ -175,8 +211,6 @@ def cmd_tune(args) -> int:
     if args.tune_seeds < 1:
         raise UserError("--tune-seeds must be at least 1")
     cfg = build_config(args, kind="tune")
-    if (Path(cfg.out) / "tuned.yaml").exists():
-        raise UserError(f"'{cfg.out}' already holds a tuning result (tuned.yaml); choose another --out")
     seeds = [TUNE_SEED_BASE + i for i in range(args.tune_seeds)]
     summary = tune(cfg, args.trials, seeds, log=lambda s: tqdm.write(s, file=sys.stderr))
     print(format_tune(summary))
@@ -187,11 +221,13 @@ def cmd_tune(args) -> int:
 
 def cmd_list(args) -> int:
     from .data import casia_surf, cefa, hapt, manifest, npz  # noqa: F401
-    from .data.base import DATASETS
+    from .data.base import DATASETS, FOLDER_DATASETS, FORMAT_NAMES
     from .distill import ENSEMBLES, METHODS
 
-    print("datasets:  " + ", ".join(n for n in DATASETS.names() if n not in ("npz", "manifest"))
-          + "  (or a path to a .npz file or a manifest .csv)")
+    # every name shown here is one --data accepts as shown; a dataset read from files also needs --root DIR
+    print("datasets:  " + ", ".join(n + (" (with --root DIR, its folder)" if n in FOLDER_DATASETS else "")
+                                    for n in DATASETS.names() if n not in FORMAT_NAMES)
+          + "; or --data PATH: a .npz file or a manifest .csv")
     print("methods:   " + ", ".join(METHODS.names()))
     print("ensembles: " + ", ".join(f"{k} = {'+'.join(v)}" for k, v in ENSEMBLES.items()))
     return 0
@@ -228,14 +264,68 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    restore = _stop_on_second_interrupt()
+    interrupted = False
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"mmhal: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mmhal: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # engine.run.RunInterrupted says what was kept and how to go on
+        interrupted = True
+        print(f"mmhal: interrupted; {exc}" if str(exc) else "mmhal: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        engine = sys.modules.get("mmhal.engine.run")
+        if engine is not None and isinstance(exc, engine.JobFailed):  # a worker's error, with its traceback, once
+            print(f"mmhal: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if interrupted and argv is None:  # the command line's own process: everything it started is stopped
+            _exit_now(130)
+        if restore is not None:
+            restore()
+
+
+def _exit_now(code: int) -> None:
+    """End the command's process after Ctrl-C: its exit handlers run (they stop any process left), output is
+    flushed, and the interpreter's teardown, which unloads torch's libraries for seconds, is skipped."""
+    import atexit
+    import os
+
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _stop_on_second_interrupt():
+    """Make the first Ctrl-C raise KeyboardInterrupt (the command stops and cleans up) and a second one, while
+    it does, end the process at once (exit code 130). Returns what puts the previous handler back (None in a
+    thread other than the main one, or where SIGINT is ignored, e.g. under nohup)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        return None
+
+    def second(signum, frame):
+        os.write(2, b"\nmmhal: interrupted again; stopped at once\n")
+        os._exit(130)
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, second)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    return lambda: signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,17 @@ class WeightAverage:
             self.model.load_state_dict(own)
 
 
+@contextmanager
+def _closed_after(*things):
+    """Close ``things`` (a progress bar, the DataLoader's worker processes) when the block ends, also when
+    Ctrl-C or an error ends it."""
+    try:
+        yield
+    finally:
+        for thing in things:
+            thing.close()
+
+
 @dataclass
 class FitResult:
     best_state: dict
@@ -286,7 +297,7 @@ def fit(
     ema = WeightAverage(student, decay, ckpt.get("ema") if ckpt is not None else None) if decay > 0 else None
     bar = tqdm(range(start, tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
                initial=start, total=tcfg.epochs)
-    with compiled_forward(student, bool(getattr(tcfg, "compile", False))):
+    with compiled_forward(student, bool(getattr(tcfg, "compile", False))), _closed_after(bar, batches):
         for epoch in bar:
             method.train()
             sums: dict[str, torch.Tensor] = {}
@@ -327,8 +338,6 @@ def fit(
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
             if on_epoch is not None:
                 on_epoch(epoch, rec)
-    bar.close()
-    batches.close()
     last = copy.deepcopy(ema.state if ema is not None else student.state_dict())
     student.load_state_dict(best[1])
     return FitResult(best[1], best[0], history, last)

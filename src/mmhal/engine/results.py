@@ -324,6 +324,9 @@ def format_table(report: dict) -> str:
     if has_pad:
         head += f"  {'ACER %':>14} {'HTER %':>14}  {'ACER vs unimodal [95% CI]':<25}"
     lines = [head, "-" * len(head)]
+    if split == "val":  # no test split: the split that chose every student's epoch is all there is to report on
+        lines.insert(0, "NO TEST SPLIT: every figure below is on the validation split, which also chose each student's "
+                        "epoch (optimistic)")
     for name, r in report["results"].items():
         a, f = r["accuracy"], r["macro_f1"]
         vs, gap = r.get("vs_unimodal"), r.get("gap_recovered")

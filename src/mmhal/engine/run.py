@@ -14,13 +14,20 @@ rank 0 alone logs, shows progress and writes the run folder and the teacher cach
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
+import shlex
+import signal
+import tempfile
 import threading
 import time
+import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -44,11 +51,12 @@ from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
                       results_csv, teacher_warning)
-from .samples import SampleSplit, close_splits, streamed_stats
+from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
 __all__ = ["run", "format_table", "recommendation_line"]
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
+EVALUATION_FILE = "evaluation.pt"
 
 
 def normalization_stats(data, modalities, workers: int = 0, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -208,12 +216,13 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
         key = teacher_key(cfg, fingerprint, teacher_mods, distributed.current().world_size)
         path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
         partial = path.with_name(f"{key}.train.pt")
-        ckpt = distributed.main_only(lambda: torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None)
+        ckpt = distributed.main_only(lambda: load_cached_teacher(path, teacher, log))
         source = f"cache {path} (best epoch {ckpt['best_epoch']})" if ckpt is not None else ""
     if ckpt is not None:
         teacher.load_state_dict(ckpt["model"])
         log(f"teacher: loaded from {source}")
         return teacher, ckpt
+    distributed.main_only(lambda: check_cache_writable(cfg.cache_dir, path.parent))
     method = METHODS.get("unimodal")(teacher, None, cfg.distill).to(device)
     t0 = time.time()
     if distributed.main_only(partial.is_file):
@@ -233,6 +242,42 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
         partial.unlink(missing_ok=True)
     log(f"teacher: trained in {time.time() - t0:.1f}s, best epoch {res.best_epoch}, cached at {path}")
     return teacher, ckpt
+
+
+def load_cached_teacher(path: Path, teacher: torch.nn.Module, log) -> Optional[dict]:
+    """The cache entry at ``path`` (None when there is none). An entry that cannot be read, or does not fit
+    ``teacher``, is damaged (a full disk, a copy cut short): it is moved aside to ``<key>.pt.damaged`` (kept
+    for a look; safe to delete) and the teacher is trained again."""
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or not {"model", "best_epoch"} <= set(ckpt):
+            raise ValueError("not a cached teacher")
+        teacher.load_state_dict(ckpt["model"])  # the names and shapes of this network
+        return ckpt
+    except Exception as exc:
+        why = type(exc).__name__
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        raise UserError(f"the cached teacher '{path}' is damaged ({why}) and cannot be moved aside "
+                        f"({exc.strerror or type(exc).__name__}); delete it to train the teacher again") from None
+    log(f"note: the cached teacher '{path}' is damaged ({why}); moved it to '{aside}' (delete it when you like) "
+        "and training the teacher again")
+    return None
+
+
+def check_cache_writable(cache_dir: str, folder: Path) -> None:
+    """A UserError in one sentence unless the teacher cache ``folder`` (under ``cache_dir``) can be made and
+    written: checked before the teacher trains, not after its first epoch."""
+    what, hint = f"the cache folder '{cache_dir}'", "; set cache_dir=DIR or $MMHAL_CACHE to a writable folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
+    _probe_writable(folder, what, hint)
 
 
 def teacher_config(cfg: RunConfig) -> RunConfig:
@@ -309,20 +354,299 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
 
 
-def make_run_folder(out: Path) -> None:
-    """Create the run folder ``out`` (and its parents); a UserError in one sentence when ``out`` or one of its
-    parents is a file, or when the folder cannot be created or written (permissions, read-only disk)."""
+# --- Run folders ------------------------------------------------------------------------------------
+#
+# mmhal marks every folder it makes for a run or a tuning with ``MARKER`` (JSON: mmhal version, when,
+# which command), and writes into a folder only when it does not exist yet, is empty, or carries the
+# marker. It removes only what it wrote (``is_own``): a user's files in a run folder are never deleted.
+# ``--overwrite`` builds the new run in a sibling folder and swaps it in once it is complete, so the old
+# run stays whole until then.
+
+MARKER = ".mmhal-run"
+#: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
+OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
+             "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
+OWN_TREES = ("report", "predictions", "export")  # written whole by mmhal report, predict and export
+OWN_DIRS = ("models", "jobs", "checkpoints", "trials", *OWN_TREES)
+_JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
+_TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
+
+
+def is_own(rel: Path, kind: str) -> bool:
+    """Whether ``rel``, a file's path inside a folder of ``kind`` (run or tune), names a file mmhal writes:
+    its top-level files, the student files of ``models/``, ``jobs/``, ``checkpoints/`` and (a tuning's)
+    ``trials/<tag>/{jobs,checkpoints}/`` (``<job>-seed<s>.pt``), ``models/teacher.pt``, everything under
+    ``report/``, ``predictions/`` and ``export/``, and half-written temporary files."""
+    parts = Path(rel).parts
+    name = parts[-1]
+    if _TEMP_FILE.fullmatch(name):
+        return True
+    if len(parts) == 1:
+        return name == MARKER or name in OWN_FILES.get(kind, set())
+    top = parts[0]
+    if top in OWN_TREES:
+        return True
+    if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):
+        return bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
+    return (kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints")
+            and bool(_JOB_FILE.fullmatch(name)))
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file (and link) below ``folder``, relative to it; links to folders are not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        for d in list(dirs):
+            if (here / d).is_symlink():
+                dirs.remove(d)
+                files.append(d)
+        found += [(here / f).relative_to(folder) for f in files]
+    return found
+
+
+def remove_own(folder: Path, kind: str) -> list[Path]:
+    """Delete what mmhal wrote in ``folder`` (``is_own``) and the folders of its own that are left empty;
+    return the files of others that remain (relative paths)."""
+    left = []
+    for rel in _files(folder):
+        if is_own(rel, kind):
+            (folder / rel).unlink(missing_ok=True)
+        else:
+            left.append(rel)
+    for name in OWN_DIRS:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            _remove_empty(folder / name)  # what holds someone else's file stays
+    return left
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and the folders below it, as far as they are empty (never a file)."""
+    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def read_marker(folder: Path) -> Optional[dict]:
+    """The marker of ``folder`` (``{"mmhal", "created", "command"}``), or None when it has none; a marker
+    that cannot be read counts as a run's."""
+    path = folder / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        marker = None
+    return marker if isinstance(marker, dict) else {"command": "run"}
+
+
+def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
+    """A UserError in one sentence (``what`` cannot be created or written, then ``hint``) unless a file can
+    be created in the existing folder ``folder``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mmhal-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
+
+
+@dataclass
+class RunFolder:
+    """Where a run (or tuning) named ``out`` writes, and how: ``mode`` is ``new`` (``out`` is made),
+    ``adopt`` (``out`` is empty, or an unfinished tuning, or holds only a marker), ``resume`` (the run in
+    ``out`` goes on, in place) or ``replace`` (``--overwrite`` of a run: the new run is built in ``work``,
+    a sibling of ``out``, and swapped in by ``commit``)."""
+
+    out: Path
+    kind: str
+    mode: str
+    work: Path
+    opened: bool = False
+
+    def open(self, log) -> None:
+        """Make (or adopt) the folder and mark it; called once every check of the user's input has passed."""
+        if self.mode == "replace":
+            self._remove_stale(log)
+        try:
+            self.work.mkdir(parents=True, exist_ok=True)
+            if self.mode != "resume" or read_marker(self.work) is None:
+                atomic_write_json(self.work / MARKER, {"mmhal": __version__, "command": self.kind,
+                                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        except OSError as exc:
+            raise UserError(f"the {self.kind} folder '{self.out}' cannot be created or written "
+                            f"({exc.strerror or type(exc).__name__})") from None
+        self.opened = True
+
+    def _remove_stale(self, log) -> None:
+        """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
+        for stale in self.out.parent.glob(f".{self.out.name}.mmhal-new-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and _pid_alive(int(pid))):
+                continue
+            if not remove_own(stale, self.kind):
+                _remove_empty(stale)
+                log(f"note: removed '{stale}', the unfinished replacement of '{self.out}' by a run that was killed")
+
+    def has_progress(self) -> bool:
+        """Whether a student has trained at least an epoch here (something ``--resume`` would keep)."""
+        return any(self.work.glob("checkpoints/*.pt")) or any(self.work.glob("jobs/*.pt"))
+
+    def discard(self, log, interrupted: bool) -> None:
+        """After a failure or an interrupt: a replacement is removed (the old run in ``out`` was never
+        touched); a new run that failed before any student trained leaves nothing; an interrupted run and a
+        resumed one stay for ``--resume``; an unfinished tuning is removed."""
+        if not self.opened or self.mode == "resume":
+            return
+        if self.mode != "replace" and self.kind == "run" and (interrupted or self.has_progress()):
+            return
+        left = remove_own(self.work, self.kind)
+        if not left and self.mode in ("new", "replace"):
+            _remove_empty(self.work)
+
+    def commit(self, log) -> None:
+        """Put a complete replacement in the place of the old run: ``out`` is renamed aside, the new folder
+        takes its name, the files in the old folder that mmhal did not write move into the new one, and
+        what is left of the old run is deleted."""
+        if self.mode != "replace":
+            return
+        old = self.out.parent / f".{self.out.name}.mmhal-old-{os.getpid()}"
+        try:
+            os.rename(self.out, old)
+        except OSError:  # ``out`` cannot be renamed (a mount point, say): its run is replaced in place instead
+            remove_own(self.out, self.kind)
+            for rel in _files(self.work):
+                (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.work / rel, self.out / rel)
+            _remove_empty(self.work)
+            self.work = self.out
+            return
+        try:
+            os.rename(self.work, self.out)
+        except OSError:
+            os.rename(old, self.out)
+            raise
+        self.work = self.out
+        kept = _move_user_files(old, self.out, self.kind)
+        if kept:
+            log(f"note: '{old}' keeps {len(kept)} file(s) of yours that the new run also has "
+                f"({', '.join(map(str, kept[:3]))}); nothing was deleted")
+        else:
+            _remove_empty(old)
+
+    def interrupted(self) -> str:
+        """What was kept after Ctrl-C, and how to go on (one sentence)."""
+        resume = f"mmhal run --resume --out {shlex.quote(str(self.out))}"
+        if self.kind == "tune":
+            return ("the tuning was not finished and its files were removed" if self.opened else "nothing was written") + \
+                "; the same command starts it again"
+        if self.mode == "replace":
+            return (f"the earlier run in '{self.out}' is kept as it was and the new one was discarded; "
+                    "start it again with --overwrite to replace it")
+        if self.mode == "resume" or self.opened:
+            return f"the run stopped where it was; continue it with: {resume}"
+        return f"nothing was written to '{self.out}'; start the same command again"
+
+
+def _move_user_files(old: Path, new: Path, kind: str) -> list[Path]:
+    """Move what mmhal did not write from folder ``old`` into ``new`` (same relative paths); delete the rest
+    of ``old``; return the files left in ``old`` because ``new`` has a file of the same name."""
+    for entry in list(old.iterdir()):  # the user's own files and folders at the top move whole
+        if entry.name in OWN_DIRS or is_own(Path(entry.name), kind):
+            continue
+        if not (new / entry.name).exists():
+            os.rename(entry, new / entry.name)
+    kept = []
+    for rel in remove_own(old, kind):
+        target = new / rel
+        if target.exists() or target.is_symlink():
+            kept.append(rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(old / rel, target)
+    remove_own(old, kind)  # the folders the moves emptied
+    return kept
+
+
+def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: bool = False) -> RunFolder:
+    """Check ``--out`` before any data is read, without writing into it; a UserError in one sentence when
+    mmhal may not write there: a file on the path, a folder it cannot write, a non-empty folder it did not
+    make (no ``MARKER``), a folder of the other command, a finished run (unless ``overwrite`` or ``resume``),
+    an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning."""
     for p in [out, *out.parents]:
         if p.exists() and not p.is_dir():
             what = "is a file" if p == out else f"lies under '{p}', which is a file"
             raise UserError(f"--out '{out}' {what}; give the path of a folder")
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    if not out.exists():
+        if resume:
+            raise UserError(f"there is no run to resume in '{out}' (it does not exist); start it without --resume")
+        base = next(p for p in out.parents if p.exists())
+        _probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
+        return RunFolder(out, kind, "new", out)
+    marker = read_marker(out)
+    others = [e.name for e in out.iterdir() if e.name != MARKER]
+    if marker is None:
+        if others:
+            raise UserError(f"--out '{out}' is a folder that mmhal did not make (it holds files and no {MARKER} "
+                            f"marker); give a new or empty folder")
+        if resume:
+            raise UserError(f"there is no run to resume in '{out}' (it is empty); start it without --resume")
+        _probe_writable(out, f"the {kind} folder '{out}'")
+        return RunFolder(out, kind, "adopt", out)
+    made_by = marker.get("command", "run")
+    if made_by != kind:
+        raise UserError(f"--out '{out}' is the folder of an mmhal {made_by}, not of a {kind}; give another --out")
+    _probe_writable(out, f"the {kind} folder '{out}'")
+    if kind == "tune":
+        if (out / "tuned.yaml").exists():
+            raise UserError(f"'{out}' already holds a tuning result (tuned.yaml); choose another --out")
+        return RunFolder(out, kind, "adopt", out)  # an unfinished tuning: it starts again
+    started, finished = (out / "config.yaml").is_file(), (out / "results.json").is_file()
+    if resume:
+        if not started:
+            raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
+        return RunFolder(out, kind, "resume", out)
+    if not started and not finished:
+        return RunFolder(out, kind, "adopt", out)
+    if not overwrite:
+        if finished:
+            raise UserError(f"run folder '{out}' already holds results; choose another --out or pass --overwrite")
+        raise UserError(f"'{out}' holds an interrupted run; continue it with --resume or replace it with --overwrite")
+    _probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
+    return RunFolder(out, kind, "replace", out.parent / f".{out.name}.mmhal-new-{os.getpid()}")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run or a tuning; the message says what was kept and how to go on."""
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold SIGINT back from this thread for the block; one that came meanwhile is delivered when it ends
+    (processes started inside the block begin with it held back too). Nothing where there is no
+    ``pthread_sigmask`` (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".mmhal-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"the run folder '{out}' cannot be created or written ({exc.strerror or type(exc).__name__})") from None
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def check_resumable(cfg: RunConfig, out: Path) -> None:
@@ -368,12 +692,17 @@ def load_run_data(cfg: RunConfig) -> tuple[MultimodalData, list[str], list[str],
     return data, teacher_mods, student_mods, sorted(set(teacher_mods) | set(student_mods))
 
 
-def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
+def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the whole comparison; writes config.yaml, results.json, results.csv, evaluation.pt and models/ into ``cfg.out``.
 
-    While it runs, every student job writes an epoch checkpoint to ``checkpoints/`` and, once done, its
-    evaluation logits to ``jobs/``. With ``resume``, the run in ``cfg.out`` (same configuration) goes on:
-    finished jobs are loaded, an interrupted one continues from its last epoch, the teacher comes from the cache.
+    ``cfg.out`` is checked first (``plan_folder``: mmhal writes only into a new or empty folder or one it
+    marked as its own) and made only once the data are loaded and every setting has been checked, so a
+    mistake in the input leaves nothing behind. While it runs, every student job writes an epoch checkpoint to
+    ``checkpoints/`` and, once done, its evaluation logits to ``jobs/``. With ``resume``, the run in
+    ``cfg.out`` (same configuration) goes on: finished jobs are loaded, an interrupted one continues from its
+    last epoch, the teacher comes from the cache. With ``overwrite``, a run already in ``cfg.out`` is
+    replaced once the new one is complete (until then it stays whole). Ctrl-C raises ``RunInterrupted``,
+    whose message says what was kept and how to go on.
     """
     log = log or (lambda s: tqdm.write(s))
     t_start = time.time()
@@ -389,50 +718,94 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
             log, cfg.progress = (lambda s: None), False
         cfg.out = distributed.main_only(lambda: cfg.out)  # a default, timestamped folder is rank 0's
     out = Path(cfg.out)
-    if resume and not distributed.main_only(lambda: (out / "config.yaml").is_file()):
-        raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
+    folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
+    splits: dict = {}
+    try:
+        data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+        to_train, to_report = resolve_methods(cfg.methods)
+        if resume:
+            distributed.main_only(lambda: check_resumable(cfg, out))
+        check_augment(cfg, data)
+        eval_split = "test" if len(data.indices("test")) else "val"
+        pad = pad_options(cfg, data, eval_split)
+        notes = input_warnings(data, teacher_mods, student_mods, eval_split)
+        if main:  # every check of the input has passed: now the folder is made (or adopted)
+            folder.open(log)
+            for d in ("", "models/", "jobs/", "checkpoints/"):  # half-written files of a killed run
+                for part in folder.work.glob(f"{d}.*.tmp"):
+                    part.unlink()
+            save_config(cfg, folder.work / "config.yaml")
+        report = _compare(cfg, data, folder.work, teacher_mods, student_mods, all_mods, to_train, to_report, eval_split,
+                          pad, notes, device, log, resume, splits, t_start)
+    except KeyboardInterrupt:
+        stop_workers()
+        close_splits(splits)
+        if main:
+            folder.discard(log, interrupted=True)
+        raise RunInterrupted(folder.interrupted()) from None
+    except BaseException:
+        stop_workers()
+        close_splits(splits)
+        if main:
+            folder.discard(log, interrupted=False)
+        raise
+    close_splits(splits)  # worker processes of data read from files
     if main:
-        make_run_folder(out)
+        with sigint_held():  # a Ctrl-C now waits for the swap to end
+            folder.commit(log)
+    return report
 
-    data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
-    to_train, to_report = resolve_methods(cfg.methods)
-    if resume:
-        distributed.main_only(lambda: check_resumable(cfg, out))
-    elif main:  # state of an earlier, interrupted run in this folder must not leak into a later --resume
-        stale = [*out.glob("checkpoints/*.pt"), *out.glob("jobs/*.pt")]
-        for f in stale:
-            f.unlink()
-        if stale:
-            log(f"note: removed {len(stale)} checkpoint(s) of an earlier run in '{out}' (--resume would have continued it)")
-    if main:
-        for part in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:  # half-written files of a killed run
-            part.unlink()
-        save_config(cfg, out / "config.yaml")
+
+def input_warnings(data, teacher_mods, student_mods, eval_split: str) -> list[str]:
+    """Warnings about choices that are legal but unusual: a student modality the teacher does not see, and
+    figures on the validation split (no test split), which also chose every student's epoch."""
+    warnings = []
+    unseen = [m for m in student_mods if m not in teacher_mods]
+    if unseen:
+        warnings.append(f"the student sees {', '.join(unseen)}, which the teacher does not (its teacher sees "
+                        f"{', '.join(teacher_mods)}): distillation then carries nothing about "
+                        f"{'that modality' if len(unseen) == 1 else 'those modalities'}")
+    if eval_split == "val":
+        warnings.append("the data has no test split: every figure is on the validation split, which also chose each "
+                        "student's epoch, so they are optimistic; give the data a test split for unbiased figures")
+    return warnings
+
+
+def describe_device(device: torch.device) -> str:
+    """The device that ran, e.g. ``cpu`` or ``cuda:0 (NVIDIA H200)`` (what ``--device auto`` resolved to)."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_train, to_report, eval_split, pad, notes,
+             device, log, resume, splits: dict, t_start) -> dict:
+    """The body of ``run`` once the folder ``work`` is ready: teacher, students, results (``splits`` is
+    filled with the splits it builds, for the caller to close)."""
+    dctx = distributed.current()
+    main = dctx.is_main
     log(
         f"data: {data.name}, {len(data.labels)} samples, {data.num_classes} classes, "
         f"modalities {', '.join(f'{m}{list(s)}' for m, s in data.shapes.items())}; "
         f"train/val/test {len(data.indices('train'))}/{len(data.indices('val'))}/{len(data.indices('test'))}"
     )
-    check_augment(cfg, data)
+    for w in notes:
+        log(f"note: {w}")
     if reads_samples(cfg, data):
         return_freed_memory()
-    pad = pad_options(cfg, data, "test" if len(data.indices("test")) else "val")
     stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
-    splits = build_splits(cfg, data, all_mods, device)
-    has_test = len(splits["test"]) > 0
-    eval_split = "test" if has_test else "val"
-    if not has_test:
-        log("note: the data has no test split; results below are on the validation split")
+    splits.update(build_splits(cfg, data, all_mods, device))
     y_eval = splits[eval_split].labels.cpu().numpy()
 
     fingerprint = data.fingerprint()
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint)
     digest = state_digest(teacher.state_dict())
     if resume:  # the students already trained were distilled from the teacher in models/teacher.pt
-        distributed.main_only(lambda: check_same_teacher(out, digest))
+        distributed.main_only(lambda: check_same_teacher(work, digest))
     if main:
         atomic_torch_save({"model": teacher.state_dict(), "modalities": teacher_mods, "data": fingerprint,
-                           "digest": digest, **model_meta(data, teacher_config(cfg))}, out / "models" / "teacher.pt")
+                           "digest": digest, **model_meta(data, teacher_config(cfg))}, work / "models" / "teacher.pt")
     teacher_eval, teacher_val = predict(teacher, splits[eval_split]).numpy(), predict(teacher, splits["val"]).numpy()
 
     jobs = [(name, seed) for seed in cfg.seeds for name in to_train]
@@ -441,7 +814,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     workers = resolve_workers(cfg, device, len(jobs), data.in_memory)
     done = {}
     if resume:
-        done, partial = distributed.main_only(lambda: _finished_jobs(out, jobs, digest))
+        done, partial = distributed.main_only(lambda: _finished_jobs(work, jobs, digest))
         log(f"resume: {len(done)} of {len(jobs)} students already finished, {partial} continue from an epoch checkpoint")
         for (name, seed), r in done.items():
             _report(log, eval_split, y_eval, name, seed, r)
@@ -449,7 +822,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
     ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume,
-                     digest)
+                     digest, folder=work)
     if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
         ctx.prime(splits, teacher)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
@@ -457,12 +830,13 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
                             list(cfg.seeds), data.num_classes, pad=pad)
-    warnings = list(data.info.get("warnings", []))
+    warnings = list(data.info.get("warnings", [])) + list(notes)
     tw = teacher_warning(results)
     if tw:
         warnings.append(tw)
     for w in warnings:
-        log(f"warning: {w}")
+        if w not in notes:
+            log(f"warning: {w}")
     report = {
         "dataset": data.name,
         "teacher_modalities": teacher_mods,
@@ -476,22 +850,20 @@ def run(cfg: RunConfig, log=None, resume: bool = False) -> dict:
         **({"pad_counts": pad_counts(pad)} if pad is not None else {}),
         "teacher": {"digest": digest, "data": fingerprint, "source": cfg.teacher_path or "cache"},
         "data_info": data.info,
+        "device": describe_device(device) + (f" x {dctx.world_size} processes" if dctx.enabled else ""),
+        "torch": torch.__version__,
         "seconds": round(time.time() - t_start, 1),
         "mmhal": __version__,
     }
-    close_splits(splits)  # worker processes of data read from files
     if main:
-        save_evaluation(out / EVALUATION_FILE, eval_split, y_eval, y_val, teacher_eval, teacher_val, pad)
-        atomic_write_json(out / "results.json", report)
-        atomic_write_text(out / "results.csv", results_csv(report))
+        save_evaluation(work / EVALUATION_FILE, eval_split, y_eval, y_val, teacher_eval, teacher_val, pad)
+        atomic_write_json(work / "results.json", report)
+        atomic_write_text(work / "results.csv", results_csv(report))
         try:  # every job finished, so no epoch checkpoint is left
-            (out / "checkpoints").rmdir()
+            (work / "checkpoints").rmdir()
         except OSError:
             pass
     return report
-
-
-EVALUATION_FILE = "evaluation.pt"
 
 
 def save_evaluation(path: Path, eval_split: str, y_eval, y_val, teacher_eval, teacher_val, pad: Optional[dict]) -> None:
@@ -545,8 +917,9 @@ class JobContext:
     """What every student job needs; built once per process (in the parent, or in each worker)."""
 
     def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split, resume=False,
-                 teacher_digest=""):
+                 teacher_digest="", folder=None):
         self.cfg, self.data, self.stats = cfg, data, stats
+        self.folder = Path(folder if folder is not None else cfg.out)  # where the run writes (see RunFolder.work)
         self.teacher_digest = teacher_digest
         self.teacher_state, self.teacher_mods, self.student_mods = teacher_state, teacher_mods, student_mods
         self.all_mods, self.eval_split = all_mods, eval_split
@@ -603,7 +976,7 @@ class JobContext:
         if cfg.distill.init_from_teacher and method_cls.needs_teacher:
             init_from_teacher(student, teacher)
         method = method_cls(student, teacher, cfg.distill).to(device)
-        folder = Path(self.cfg.out) / "trials" / trial if trial else Path(self.cfg.out)
+        folder = self.folder / "trials" / trial if trial else self.folder
         ckpt_path, job_path = job_files(folder, name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
                   teacher_cache=cache if method_cls.needs_teacher else None,
@@ -613,7 +986,7 @@ class JobContext:
             atomic_torch_save(
                 {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
                  "best_epoch": res.best_epoch, "history": res.history, **model_meta(self.data, cfg)},
-                Path(cfg.out) / "models" / f"{name}-seed{seed}.pt",
+                self.folder / "models" / f"{name}-seed{seed}.pt",
             )
         z, z_val = predict(student, splits[self.eval_split]), predict(student, splits["val"])
         student.load_state_dict(res.last_state)
@@ -682,6 +1055,14 @@ _WORKER_QUEUE = None
 
 def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     global _WORKER_CTX, _WORKER_QUEUE
+    # Ctrl-C is the parent's to handle (it stops the workers): a worker ignores it, and so do the DataLoader
+    # processes it starts. It started with SIGINT blocked (``_run_jobs``), so none arrived before this.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # tqdm would otherwise make a multiprocessing lock here, which a killed worker cannot give back (the
+    # resource tracker then warns of "leaked semaphore objects"); a worker shows no bars of its own.
+    tqdm.set_lock(threading.RLock())
     _exit_with_parent()
     if reads_samples(ctx.cfg, ctx.data):
         return_freed_memory()
@@ -704,8 +1085,17 @@ def _report(log, eval_split, y_eval, name, seed, r) -> None:
     log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
 
 
+class JobFailed(Exception):
+    """A student job failed in a worker process; the message names the job and holds the worker's traceback
+    (the CLI prints it once and exits with code 1)."""
+
+
 def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
-    """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``."""
+    """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
+
+    With several workers, Ctrl-C (KeyboardInterrupt in this process) or a job's error stops every worker at
+    once: queued jobs are cancelled and the worker processes killed (what they trained so far is in their
+    epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``."""
     done: dict = {}
 
     def report(job, r):
@@ -721,8 +1111,13 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
     threads = max(1, (os.cpu_count() or 1) // workers)
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue() if ctx.cfg.progress else None
-    with ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue)) as pool:
-        futures = {pool.submit(_worker_job, *job): job for job in jobs}
+    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
+    bar = None
+    try:
+        # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
+        # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
+        with sigint_held():
+            futures = {pool.submit(_worker_job, *job): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
         total = sum(ctx.job_config(job[0], job[2] if len(job) > 2 else None).train.epochs for job in jobs)
         bar = tqdm(total=total, desc=f"students ({workers} workers)", unit="ep",
@@ -733,12 +1128,72 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
             _drain(queue, bar)
             for fut in finished:
                 job = futures[fut]
-                done[job] = r = fut.result()
+                done[job] = r = _job_result(fut, job)
                 report(job, r)
         _drain(queue, bar)
         bar.n = bar.total
-        bar.close()
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        if queue is not None:
+            queue.close()
+            queue.cancel_join_thread()
     return done
+
+
+def _job_result(fut, job) -> dict:
+    """The record of a finished job's future; its error raised again: a UserError as it is (one sentence),
+    another as ``JobFailed`` with the worker's traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return fut.result()
+    except UserError:
+        raise
+    except BrokenProcessPool:
+        raise JobFailed(f"a worker process ended abruptly (killed, or out of memory) while it trained student {job[0]} "
+                        f"seed {job[1]}; the finished students and epoch checkpoints are kept") from None
+    except Exception as exc:
+        remote = getattr(exc.__cause__, "tb", None)  # the worker's traceback, as concurrent.futures passes it on
+        text = remote.strip().strip('"').strip() if isinstance(remote, str) else "".join(traceback.format_exception(exc))
+        what = f"{job[0]} {job[2]}" if len(job) > 2 else job[0]
+        raise JobFailed(f"student {what} seed {job[1]} failed in a worker process:\n{text}") from None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by ``pid`` and theirs (Linux ``/proc``; none found elsewhere)."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in map(int, f.read().split()):
+                    found += [child, *_descendants(child)]
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: cancel its queued jobs and kill its worker processes and the DataLoader processes
+    they started, rather than wait for the running jobs to end."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    victims = [pid for p in procs if p.pid is not None for pid in (*_descendants(p.pid), p.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=2)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=2)  # it notices the dead workers and ends
 
 
 def _drain(queue, bar) -> None:

@@ -16,6 +16,7 @@ without augmentation.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Iterator, Optional
 
 import numpy as np
@@ -124,9 +125,12 @@ class SampleSplit:
     def loader(self, batch_sampler, modalities, seed: int = 0, persistent: bool = False,
                workers: Optional[int] = None) -> DataLoader:
         workers = self.workers if workers is None else workers
-        return DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=workers,
-                          collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
-                          persistent_workers=persistent and workers > 0)
+        loader = DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=workers,
+                            collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
+                            persistent_workers=persistent and workers > 0)
+        if persistent and workers > 0:
+            _WITH_WORKERS.add(loader)
+        return loader
 
     def eval_batches(self, modalities, start: int, stop: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """The inputs of positions ``start..stop-1`` in order, unaugmented, ``batch_size`` at a time, on ``device``.
@@ -155,6 +159,26 @@ class SampleSplit:
         state = dict(self.__dict__)
         state["_eval_loaders"] = {}
         return state
+
+
+_WITH_WORKERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()  # SampleSplit loaders that keep worker processes
+
+
+def stop_workers(grace: float = 0.2) -> None:
+    """Stop the worker processes of every DataLoader ``SampleSplit.loader`` made that still has them, now
+    (Ctrl-C, or an error): each gets ``grace`` seconds to end, then is terminated. Left to itself, torch waits
+    up to 5 s per worker while it decodes the batch it has begun."""
+    from torch.utils.data import _utils
+
+    saved = _utils.MP_STATUS_CHECK_INTERVAL  # the wait torch's shutdown allows each worker
+    _utils.MP_STATUS_CHECK_INTERVAL = grace
+    try:
+        for loader in list(_WITH_WORKERS):
+            it = getattr(loader, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+    finally:
+        _utils.MP_STATUS_CHECK_INTERVAL = saved
 
 
 def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,

@@ -37,9 +37,9 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, _run_jobs, build_splits, check_augment, get_teacher, load_run_data, make_run_folder,
-                  normalization_stats, reads_samples, resolve_methods, resolve_workers, split_job_name)
-from .samples import close_splits
+from .run import (JobContext, RunInterrupted, _run_jobs, build_splits, check_augment, get_teacher, load_run_data,
+                  normalization_stats, plan_folder, reads_samples, resolve_methods, resolve_workers, split_job_name)
+from .samples import close_splits, stop_workers
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
 COMMON_SPACE = {"train.lr": ("log", 1e-3, 1e-2), "train.weight_decay": ("log", 1e-5, 1e-2)}
@@ -98,14 +98,36 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
         torch.set_num_threads(cfg.train.threads)
     device = distributed.job_device(cfg.device, distributed.current())
     out = Path(cfg.out)
-    make_run_folder(out)
-    data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
-    methods = tune_methods(cfg.methods)
-    check_augment(cfg, data)
+    folder = plan_folder(out, "tune")  # a new or empty folder, or an unfinished tuning's (it starts again)
+    splits: dict = {}
+    try:
+        data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+        methods = tune_methods(cfg.methods)
+        check_augment(cfg, data)
+        folder.open(log)  # every check of the input has passed
+        summary = _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods, device,
+                        splits, t_start)
+    except KeyboardInterrupt:
+        stop_workers()
+        close_splits(splits)
+        folder.discard(log, interrupted=True)
+        raise RunInterrupted(folder.interrupted()) from None
+    except BaseException:
+        stop_workers()
+        close_splits(splits)
+        folder.discard(log, interrupted=False)
+        raise
+    close_splits(splits)  # worker processes of data read from files
+    return summary
+
+
+def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods, device, splits,
+          t_start) -> dict:
+    """The body of ``tune`` once the folder ``out`` is ready (``splits`` is filled for the caller to close)."""
     if reads_samples(cfg, data):
         return_freed_memory()
     stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
-    splits = build_splits(cfg, data, all_mods, device, ("train", "val"))  # never test
+    splits.update(build_splits(cfg, data, all_mods, device, ("train", "val")))  # never test
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
 
     job_cfg = copy.deepcopy(cfg)
@@ -149,7 +171,6 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
                "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
                             "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},
                "table": table, "seconds": round(time.time() - t_start, 1), "mmhal": __version__}
-    close_splits(splits)  # worker processes of data read from files
     atomic_write_json(out / "tune.json", summary)
     atomic_write_text(out / "trials.csv", trials_csv(summary))
     for job in jobs:  # the trials' finished-job records served their purpose
