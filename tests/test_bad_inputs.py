@@ -1,5 +1,5 @@
 """A corpus of user mistakes across `run`, `predict`, `export` and `report`: every one gets one sentence on
-stderr and exit code 2, never a traceback, and leaves no file or folder behind (nothing half-written, no
+stderr (the last line; progress lines may come before it) and exit code 2, never a traceback, and leaves no file or folder behind (nothing half-written, no
 folder that looks like a run).
 
 Each case is (command line, text the sentence must contain); ``{data}`` is a tiny valid .npz, ``{run}`` a
@@ -115,8 +115,10 @@ def test_a_user_mistake_gets_one_sentence_exit_2_and_leaves_nothing(case, tmp_pa
     err = capsys.readouterr().err.strip()
     assert rc == 2, f"{case}: exit {rc}, stderr {err!r}"
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("mmhal: error: "), f"{case}: {err!r}"
-    assert needle in lines[0], f"{case}: the sentence does not name {needle!r}: {lines[0]!r}"
+    errors = [line for line in lines if line.startswith("mmhal: error: ")]
+    # progress lines (``data: ...``) may come first; the error is one line, the last one
+    assert len(errors) == 1 and lines[-1] == errors[0], f"{case}: {err!r}"
+    assert needle in errors[0], f"{case}: the sentence does not name {needle!r}: {errors[0]!r}"
     assert "weights_only" not in err and "Traceback" not in err
     assert _tree(tmp_path) == before, f"{case}: files appeared or changed: " \
         f"{sorted(set(_tree(tmp_path).items()) ^ set(before.items()))[:6]}"

@@ -549,3 +549,23 @@ def test_crd_scores_memory_update_and_gradients():
     assert torch.equal(crd.z, z)  # Z is set on the first call only
     with pytest.raises(IndexError):
         crd(f_s, f_t, torch.tensor([0, 1, 20]))
+
+
+def test_methods_that_cannot_run_on_the_data_are_refused_when_named_and_left_out_of_all(tmp_path):
+    """dkd on 2 classes: named, one sentence before anything trains; brought in by `all`, left out with a note."""
+    from run_fixtures import tiny_pad_manifest
+
+    from mmhal.config import load_config
+    from mmhal.data.base import load_dataset
+    from mmhal.engine.run import applicable_methods, resolve_methods
+
+    cfg = load_config(None, [f"data.name={tiny_pad_manifest(tmp_path / 'pad', n=24)}", "student=[rgb]", "model.width=4"])
+    data = load_dataset(cfg.data)
+    notes = []
+    cfg.methods = ["all"]
+    train, report = applicable_methods(cfg, data, ["rgb"], *resolve_methods(cfg.methods), notes.append)
+    assert "dkd" not in train and "dkd" not in report and "kd" in train and "mmh-ensemble" in report
+    assert len(notes) == 1 and "dkd" in notes[0]
+    cfg.methods = ["unimodal", "dkd"]
+    with pytest.raises(UserError, match="dkd"):
+        applicable_methods(cfg, data, ["rgb"], *resolve_methods(cfg.methods), notes.append)

@@ -120,3 +120,22 @@ def test_is_own_names_only_what_mmhal_writes():
     assert [r for r in theirs if is_own(Path(r), "run")] == []
     assert is_own(Path("trials/kd-trial0/jobs/kd-seed1000.pt"), "tune") and is_own(Path("tuned.yaml"), "tune")
     assert not is_own(Path("results.json"), "tune")
+
+
+def test_a_run_folder_of_an_earlier_mmhal_without_the_marker_is_recognised(tmp_path):
+    """Runs made before the marker existed stay resumable and replaceable; a folder that merely holds a
+    config.yaml (not an mmhal configuration, or no results) is still refused."""
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "config.yaml").write_text("data: {name: hapt}\ntrain: {epochs: 1}\nmethods: [unimodal]\nseeds: [0]\n")
+    (old / "results.json").write_text("{}")
+    assert plan_folder(old, resume=True).mode == "resume"
+    assert plan_folder(old, overwrite=True).mode == "replace"
+    with pytest.raises(UserError, match="already holds results"):
+        plan_folder(old)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("name: my tool\n")
+    (other / "results.json").write_text("{}")
+    with pytest.raises(UserError, match="did not make"):
+        plan_folder(other, overwrite=True)

@@ -56,7 +56,7 @@ def get_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results",
                        epilog=where)
     _common_arguments(r)
-    r.add_argument("--overwrite", action="store_true", help="allow writing into a run folder that has results")
+    r.add_argument("--overwrite", action="store_true", help="replace the run in --out once the new one is complete (the old one stays whole until then)")
     r.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
                         "from its last epoch (its saved config.yaml is the base; other settings must match it)")
@@ -259,6 +259,10 @@ def main(argv=None) -> int:
     parser = get_parser()
     # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
     args, extra = parser.parse_known_args(argv)
+    if extra:
+        from .config import join_overrides
+
+        extra = join_overrides(extra)  # an unquoted `distill.rad_levels=[2, 1]` after an option: one override again
     stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
@@ -276,7 +280,7 @@ def main(argv=None) -> int:
         print(f"mmhal: interrupted; {exc}" if str(exc) else "mmhal: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        engine = sys.modules.get("mmhal.engine.run")
+        engine = sys.modules.get("mmhal.engine.jobs")
         if engine is not None and isinstance(exc, engine.JobFailed):  # a worker's error, with its traceback, once
             print(f"mmhal: error: {exc}", file=sys.stderr)
             return 1

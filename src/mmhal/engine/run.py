@@ -14,20 +14,9 @@ rank 0 alone logs, shows progress and writes the run folder and the teacher cach
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import multiprocessing
-import multiprocessing.connection
 import os
-import re
-import shlex
-import signal
-import tempfile
-import threading
 import time
-import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -37,13 +26,12 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import ModelConfig, RunConfig, method_config, save_config, to_dict
+from ..config import ModelConfig, RunConfig, absolute_paths, apply_mapping, method_config, save_config, to_dict
 from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS
 from ..errors import UserError
-from ..metrics import accuracy
 from ..models.network import build_network
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
                      seed_everything, stable_hash, state_digest)
@@ -51,12 +39,14 @@ from . import distributed
 from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
                       results_csv, teacher_warning)
+from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
+                        plan_folder, sigint_held)
+from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
 __all__ = ["run", "format_table", "recommendation_line"]
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
-EVALUATION_FILE = "evaluation.pt"
 
 
 def normalization_stats(data, modalities, workers: int = 0, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -79,11 +69,6 @@ def build_splits(cfg: RunConfig, data, modalities, device, names=("train", "val"
     the train split under ``data.augment``)."""
     return {s: make_split(data, s, modalities, device, cfg.train.loader, cfg.train.loader_workers, cfg.data.augment)
             for s in names}
-
-
-def reads_samples(cfg: RunConfig, data) -> bool:
-    """Whether batches are assembled sample by sample (files, or augmentation): many short-lived batch buffers."""
-    return not data.in_memory or cfg.data.augment.active
 
 
 def check_augment(cfg: RunConfig, data) -> None:
@@ -158,6 +143,31 @@ def resolve_methods(methods) -> tuple[list[str], list[str]]:
             if p not in train:
                 train.append(p)
     return train, list(dict.fromkeys(m for m in methods if m != TEACHER))
+
+
+def applicable_methods(cfg: RunConfig, data, student_mods, to_train: list[str], to_report: list[str], log):
+    """(jobs, reported methods) without the methods that cannot run on this data (e.g. ``dkd`` on 2 classes,
+    ``at`` on a student without a feature grid), checked by building each method around a throwaway student
+    before anything trains. A method named in ``cfg.methods`` (or a member of a named ensemble) that cannot
+    run is a UserError; one that only ``all`` brought in is left out with a note."""
+    import copy as _copy
+    from dataclasses import replace
+
+    probe = build_network(data.shapes, student_mods, data.num_classes, replace(cfg.model, weights="", weights_sha256=""))
+    named = {split_job_name(p)[0] for m in cfg.methods if m not in ("all", TEACHER) for p in members(m)}
+    dropped: dict[str, str] = {}
+    for name in dict.fromkeys(split_job_name(j)[0] for j in to_train):
+        cls = METHODS.get(name)
+        try:
+            cls(probe, _copy.deepcopy(probe) if cls.needs_teacher else None, method_config(cfg, name).distill)
+        except UserError as exc:
+            if name in named:
+                raise
+            dropped[name] = str(exc)
+    for name, why in dropped.items():
+        log(f"note: --methods all leaves out '{name}' on this data: {why}")
+    keep = lambda m: not any(split_job_name(p)[0] in dropped for p in members(m))  # noqa: E731
+    return [j for j in to_train if split_job_name(j)[0] not in dropped], [m for m in to_report if keep(m)]
 
 
 def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.Module:
@@ -354,301 +364,6 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
 
 
-# --- Run folders ------------------------------------------------------------------------------------
-#
-# mmhal marks every folder it makes for a run or a tuning with ``MARKER`` (JSON: mmhal version, when,
-# which command), and writes into a folder only when it does not exist yet, is empty, or carries the
-# marker. It removes only what it wrote (``is_own``): a user's files in a run folder are never deleted.
-# ``--overwrite`` builds the new run in a sibling folder and swaps it in once it is complete, so the old
-# run stays whole until then.
-
-MARKER = ".mmhal-run"
-#: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
-OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
-             "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
-OWN_TREES = ("report", "predictions", "export")  # written whole by mmhal report, predict and export
-OWN_DIRS = ("models", "jobs", "checkpoints", "trials", *OWN_TREES)
-_JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
-_TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
-
-
-def is_own(rel: Path, kind: str) -> bool:
-    """Whether ``rel``, a file's path inside a folder of ``kind`` (run or tune), names a file mmhal writes:
-    its top-level files, the student files of ``models/``, ``jobs/``, ``checkpoints/`` and (a tuning's)
-    ``trials/<tag>/{jobs,checkpoints}/`` (``<job>-seed<s>.pt``), ``models/teacher.pt``, everything under
-    ``report/``, ``predictions/`` and ``export/``, and half-written temporary files."""
-    parts = Path(rel).parts
-    name = parts[-1]
-    if _TEMP_FILE.fullmatch(name):
-        return True
-    if len(parts) == 1:
-        return name == MARKER or name in OWN_FILES.get(kind, set())
-    top = parts[0]
-    if top in OWN_TREES:
-        return True
-    if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):
-        return bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
-    return (kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints")
-            and bool(_JOB_FILE.fullmatch(name)))
-
-
-def _files(folder: Path) -> list[Path]:
-    """Every file (and link) below ``folder``, relative to it; links to folders are not followed."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        here = Path(root)
-        for d in list(dirs):
-            if (here / d).is_symlink():
-                dirs.remove(d)
-                files.append(d)
-        found += [(here / f).relative_to(folder) for f in files]
-    return found
-
-
-def remove_own(folder: Path, kind: str) -> list[Path]:
-    """Delete what mmhal wrote in ``folder`` (``is_own``) and the folders of its own that are left empty;
-    return the files of others that remain (relative paths)."""
-    left = []
-    for rel in _files(folder):
-        if is_own(rel, kind):
-            (folder / rel).unlink(missing_ok=True)
-        else:
-            left.append(rel)
-    for name in OWN_DIRS:
-        if (folder / name).is_dir() and not (folder / name).is_symlink():
-            _remove_empty(folder / name)  # what holds someone else's file stays
-    return left
-
-
-def _remove_empty(folder: Path) -> None:
-    """Remove ``folder`` and the folders below it, as far as they are empty (never a file)."""
-    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
-        try:
-            os.rmdir(root)
-        except OSError:
-            pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def read_marker(folder: Path) -> Optional[dict]:
-    """The marker of ``folder`` (``{"mmhal", "created", "command"}``), or None when it has none; a marker
-    that cannot be read counts as a run's."""
-    path = folder / MARKER
-    if not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
-        marker = None
-    return marker if isinstance(marker, dict) else {"command": "run"}
-
-
-def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
-    """A UserError in one sentence (``what`` cannot be created or written, then ``hint``) unless a file can
-    be created in the existing folder ``folder``."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".mmhal-write-test-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
-
-
-@dataclass
-class RunFolder:
-    """Where a run (or tuning) named ``out`` writes, and how: ``mode`` is ``new`` (``out`` is made),
-    ``adopt`` (``out`` is empty, or an unfinished tuning, or holds only a marker), ``resume`` (the run in
-    ``out`` goes on, in place) or ``replace`` (``--overwrite`` of a run: the new run is built in ``work``,
-    a sibling of ``out``, and swapped in by ``commit``)."""
-
-    out: Path
-    kind: str
-    mode: str
-    work: Path
-    opened: bool = False
-
-    def open(self, log) -> None:
-        """Make (or adopt) the folder and mark it; called once every check of the user's input has passed."""
-        if self.mode == "replace":
-            self._remove_stale(log)
-        try:
-            self.work.mkdir(parents=True, exist_ok=True)
-            if self.mode != "resume" or read_marker(self.work) is None:
-                atomic_write_json(self.work / MARKER, {"mmhal": __version__, "command": self.kind,
-                                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        except OSError as exc:
-            raise UserError(f"the {self.kind} folder '{self.out}' cannot be created or written "
-                            f"({exc.strerror or type(exc).__name__})") from None
-        self.opened = True
-
-    def _remove_stale(self, log) -> None:
-        """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
-        for stale in self.out.parent.glob(f".{self.out.name}.mmhal-new-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and _pid_alive(int(pid))):
-                continue
-            if not remove_own(stale, self.kind):
-                _remove_empty(stale)
-                log(f"note: removed '{stale}', the unfinished replacement of '{self.out}' by a run that was killed")
-
-    def has_progress(self) -> bool:
-        """Whether a student has trained at least an epoch here (something ``--resume`` would keep)."""
-        return any(self.work.glob("checkpoints/*.pt")) or any(self.work.glob("jobs/*.pt"))
-
-    def discard(self, log, interrupted: bool) -> None:
-        """After a failure or an interrupt: a replacement is removed (the old run in ``out`` was never
-        touched); a new run that failed before any student trained leaves nothing; an interrupted run and a
-        resumed one stay for ``--resume``; an unfinished tuning is removed."""
-        if not self.opened or self.mode == "resume":
-            return
-        if self.mode != "replace" and self.kind == "run" and (interrupted or self.has_progress()):
-            return
-        left = remove_own(self.work, self.kind)
-        if not left and self.mode in ("new", "replace"):
-            _remove_empty(self.work)
-
-    def commit(self, log) -> None:
-        """Put a complete replacement in the place of the old run: ``out`` is renamed aside, the new folder
-        takes its name, the files in the old folder that mmhal did not write move into the new one, and
-        what is left of the old run is deleted."""
-        if self.mode != "replace":
-            return
-        old = self.out.parent / f".{self.out.name}.mmhal-old-{os.getpid()}"
-        try:
-            os.rename(self.out, old)
-        except OSError:  # ``out`` cannot be renamed (a mount point, say): its run is replaced in place instead
-            remove_own(self.out, self.kind)
-            for rel in _files(self.work):
-                (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.work / rel, self.out / rel)
-            _remove_empty(self.work)
-            self.work = self.out
-            return
-        try:
-            os.rename(self.work, self.out)
-        except OSError:
-            os.rename(old, self.out)
-            raise
-        self.work = self.out
-        kept = _move_user_files(old, self.out, self.kind)
-        if kept:
-            log(f"note: '{old}' keeps {len(kept)} file(s) of yours that the new run also has "
-                f"({', '.join(map(str, kept[:3]))}); nothing was deleted")
-        else:
-            _remove_empty(old)
-
-    def interrupted(self) -> str:
-        """What was kept after Ctrl-C, and how to go on (one sentence)."""
-        resume = f"mmhal run --resume --out {shlex.quote(str(self.out))}"
-        if self.kind == "tune":
-            return ("the tuning was not finished and its files were removed" if self.opened else "nothing was written") + \
-                "; the same command starts it again"
-        if self.mode == "replace":
-            return (f"the earlier run in '{self.out}' is kept as it was and the new one was discarded; "
-                    "start it again with --overwrite to replace it")
-        if self.mode == "resume" or self.opened:
-            return f"the run stopped where it was; continue it with: {resume}"
-        return f"nothing was written to '{self.out}'; start the same command again"
-
-
-def _move_user_files(old: Path, new: Path, kind: str) -> list[Path]:
-    """Move what mmhal did not write from folder ``old`` into ``new`` (same relative paths); delete the rest
-    of ``old``; return the files left in ``old`` because ``new`` has a file of the same name."""
-    for entry in list(old.iterdir()):  # the user's own files and folders at the top move whole
-        if entry.name in OWN_DIRS or is_own(Path(entry.name), kind):
-            continue
-        if not (new / entry.name).exists():
-            os.rename(entry, new / entry.name)
-    kept = []
-    for rel in remove_own(old, kind):
-        target = new / rel
-        if target.exists() or target.is_symlink():
-            kept.append(rel)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(old / rel, target)
-    remove_own(old, kind)  # the folders the moves emptied
-    return kept
-
-
-def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: bool = False) -> RunFolder:
-    """Check ``--out`` before any data is read, without writing into it; a UserError in one sentence when
-    mmhal may not write there: a file on the path, a folder it cannot write, a non-empty folder it did not
-    make (no ``MARKER``), a folder of the other command, a finished run (unless ``overwrite`` or ``resume``),
-    an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning."""
-    for p in [out, *out.parents]:
-        if p.exists() and not p.is_dir():
-            what = "is a file" if p == out else f"lies under '{p}', which is a file"
-            raise UserError(f"--out '{out}' {what}; give the path of a folder")
-    if resume and overwrite:
-        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
-    if not out.exists():
-        if resume:
-            raise UserError(f"there is no run to resume in '{out}' (it does not exist); start it without --resume")
-        base = next(p for p in out.parents if p.exists())
-        _probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
-        return RunFolder(out, kind, "new", out)
-    marker = read_marker(out)
-    others = [e.name for e in out.iterdir() if e.name != MARKER]
-    if marker is None:
-        if others:
-            raise UserError(f"--out '{out}' is a folder that mmhal did not make (it holds files and no {MARKER} "
-                            f"marker); give a new or empty folder")
-        if resume:
-            raise UserError(f"there is no run to resume in '{out}' (it is empty); start it without --resume")
-        _probe_writable(out, f"the {kind} folder '{out}'")
-        return RunFolder(out, kind, "adopt", out)
-    made_by = marker.get("command", "run")
-    if made_by != kind:
-        raise UserError(f"--out '{out}' is the folder of an mmhal {made_by}, not of a {kind}; give another --out")
-    _probe_writable(out, f"the {kind} folder '{out}'")
-    if kind == "tune":
-        if (out / "tuned.yaml").exists():
-            raise UserError(f"'{out}' already holds a tuning result (tuned.yaml); choose another --out")
-        return RunFolder(out, kind, "adopt", out)  # an unfinished tuning: it starts again
-    started, finished = (out / "config.yaml").is_file(), (out / "results.json").is_file()
-    if resume:
-        if not started:
-            raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
-        return RunFolder(out, kind, "resume", out)
-    if not started and not finished:
-        return RunFolder(out, kind, "adopt", out)
-    if not overwrite:
-        if finished:
-            raise UserError(f"run folder '{out}' already holds results; choose another --out or pass --overwrite")
-        raise UserError(f"'{out}' holds an interrupted run; continue it with --resume or replace it with --overwrite")
-    _probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
-    return RunFolder(out, kind, "replace", out.parent / f".{out.name}.mmhal-new-{os.getpid()}")
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run or a tuning; the message says what was kept and how to go on."""
-
-
-@contextlib.contextmanager
-def sigint_held():
-    """Hold SIGINT back from this thread for the block; one that came meanwhile is delivered when it ends
-    (processes started inside the block begin with it held back too). Nothing where there is no
-    ``pthread_sigmask`` (Windows)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
 def check_resumable(cfg: RunConfig, out: Path) -> None:
     """A UserError unless the run in ``out`` was started with this same configuration (``RESUME_FREE``
     aside). ``run`` has already checked, before loading any data, that ``out/config.yaml`` exists."""
@@ -657,7 +372,13 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
         saved = yaml.safe_load(saved_path.read_text()) or {}
     except yaml.YAMLError:
         raise UserError(f"'{saved_path}' is not valid YAML, so the run in '{out}' cannot be resumed") from None
-    diffs = _config_diffs(saved, to_dict(cfg))
+    if not isinstance(saved, dict):
+        raise UserError(f"'{saved_path}' is not an mmhal configuration, so the run in '{out}' cannot be resumed")
+    try:  # both with absolute paths: a relative --data typed again names the same file
+        saved = to_dict(absolute_paths(apply_mapping(RunConfig(), saved)))
+    except UserError:
+        pass  # compared as written; a difference is reported below
+    diffs = _config_diffs(saved, to_dict(absolute_paths(cfg)))
     if diffs:
         shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diffs[:3])
         raise UserError(f"the run in '{out}' was started with a different configuration ({shown}); resume it with the same settings")
@@ -722,7 +443,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     splits: dict = {}
     try:
         data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
-        to_train, to_report = resolve_methods(cfg.methods)
+        to_train, to_report = applicable_methods(cfg, data, student_mods, *resolve_methods(cfg.methods), log)
         if resume:
             distributed.main_only(lambda: check_resumable(cfg, out))
         check_augment(cfg, data)
@@ -1019,191 +740,3 @@ def load_job(path: Path) -> dict:
         raise UserError(f"finished-job file '{path}' was written by an older mmhal (no validation logits); "
                         "start the run again without --resume")
     return _numpy_logits(r)
-
-
-def resolve_workers(cfg, device, n_jobs: int, in_memory: bool = True) -> int:
-    """Parallel student trainings: on CPU, small models train faster as several 1-thread processes.
-    Under torchrun there is one: the ranks of the job already divide the work; for data on disk there is
-    one unless ``workers`` says otherwise (its DataLoader processes use the cores)."""
-    if device.type != "cpu" or n_jobs < 2 or distributed.current().enabled:
-        return 1
-    if not in_memory and cfg.workers <= 0:  # data on disk: one job at a time, fed by its DataLoader workers
-        return 1
-    w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
-    return max(1, min(w, n_jobs))
-
-
-_WORKER_CTX: Optional[JobContext] = None
-
-
-def _exit_with_parent() -> None:
-    """End this worker as soon as the parent process is gone (killed): an orphan would go on training and
-    writing into the run folder, racing a ``--resume`` of the same run."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-_WORKER_QUEUE = None
-
-
-def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
-    global _WORKER_CTX, _WORKER_QUEUE
-    # Ctrl-C is the parent's to handle (it stops the workers): a worker ignores it, and so do the DataLoader
-    # processes it starts. It started with SIGINT blocked (``_run_jobs``), so none arrived before this.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    # tqdm would otherwise make a multiprocessing lock here, which a killed worker cannot give back (the
-    # resource tracker then warns of "leaked semaphore objects"); a worker shows no bars of its own.
-    tqdm.set_lock(threading.RLock())
-    _exit_with_parent()
-    if reads_samples(ctx.cfg, ctx.data):
-        return_freed_memory()
-    torch.set_num_threads(threads)
-    _WORKER_CTX, _WORKER_QUEUE = ctx, queue
-
-
-def _worker_job(name: str, seed: int, trial: Optional[str] = None) -> dict:
-    assert _WORKER_CTX is not None
-    on_epoch = None
-    if _WORKER_QUEUE is not None:
-        def on_epoch(epoch: int, rec: dict) -> None:  # progress for the parent's bar
-            loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
-            _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"]))
-    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch, trial=trial)
-
-
-def _report(log, eval_split, y_eval, name, seed, r) -> None:
-    acc = accuracy(y_eval, r["logits"].argmax(1))
-    log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
-
-
-class JobFailed(Exception):
-    """A student job failed in a worker process; the message names the job and holds the worker's traceback
-    (the CLI prints it once and exits with code 1)."""
-
-
-def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
-    """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
-
-    With several workers, Ctrl-C (KeyboardInterrupt in this process) or a job's error stops every worker at
-    once: queued jobs are cancelled and the worker processes killed (what they trained so far is in their
-    epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``."""
-    done: dict = {}
-
-    def report(job, r):
-        _report(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
-
-    if not jobs:
-        return done
-    if workers == 1:
-        for job in jobs:
-            done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, trial=job[2] if len(job) > 2 else None)
-            report(job, r)
-        return done
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    mp = multiprocessing.get_context("spawn")
-    queue = mp.Queue() if ctx.cfg.progress else None
-    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
-    bar = None
-    try:
-        # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
-        # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
-        with sigint_held():
-            futures = {pool.submit(_worker_job, *job): job for job in jobs}
-        # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
-        total = sum(ctx.job_config(job[0], job[2] if len(job) > 2 else None).train.epochs for job in jobs)
-        bar = tqdm(total=total, desc=f"students ({workers} workers)", unit="ep",
-                   disable=not ctx.cfg.progress, dynamic_ncols=True)
-        pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(queue, bar)
-            for fut in finished:
-                job = futures[fut]
-                done[job] = r = _job_result(fut, job)
-                report(job, r)
-        _drain(queue, bar)
-        bar.n = bar.total
-    except BaseException:
-        _stop_pool(pool)
-        raise
-    else:
-        pool.shutdown(wait=True)
-    finally:
-        if bar is not None:
-            bar.close()
-        if queue is not None:
-            queue.close()
-            queue.cancel_join_thread()
-    return done
-
-
-def _job_result(fut, job) -> dict:
-    """The record of a finished job's future; its error raised again: a UserError as it is (one sentence),
-    another as ``JobFailed`` with the worker's traceback."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        return fut.result()
-    except UserError:
-        raise
-    except BrokenProcessPool:
-        raise JobFailed(f"a worker process ended abruptly (killed, or out of memory) while it trained student {job[0]} "
-                        f"seed {job[1]}; the finished students and epoch checkpoints are kept") from None
-    except Exception as exc:
-        remote = getattr(exc.__cause__, "tb", None)  # the worker's traceback, as concurrent.futures passes it on
-        text = remote.strip().strip('"').strip() if isinstance(remote, str) else "".join(traceback.format_exception(exc))
-        what = f"{job[0]} {job[2]}" if len(job) > 2 else job[0]
-        raise JobFailed(f"student {what} seed {job[1]} failed in a worker process:\n{text}") from None
-
-
-def _descendants(pid: int) -> list[int]:
-    """The processes started by ``pid`` and theirs (Linux ``/proc``; none found elsewhere)."""
-    found = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                for child in map(int, f.read().split()):
-                    found += [child, *_descendants(child)]
-    except (OSError, ValueError):
-        pass
-    return found
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Stop ``pool`` now: cancel its queued jobs and kill its worker processes and the DataLoader processes
-    they started, rather than wait for the running jobs to end."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    victims = [pid for p in procs if p.pid is not None for pid in (*_descendants(p.pid), p.pid)]
-    for pid in victims:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        p.join(timeout=2)
-    manager = getattr(pool, "_executor_manager_thread", None)
-    if manager is not None:
-        manager.join(timeout=2)  # it notices the dead workers and ends
-
-
-def _drain(queue, bar) -> None:
-    """Move the workers' per-epoch reports onto the parent's progress bar."""
-    if queue is None:
-        return
-    while True:
-        try:
-            name, seed, epoch, loss, val_acc = queue.get_nowait()
-        except Exception:  # queue.Empty
-            return
-        bar.update(1)
-        bar.set_postfix_str(f"{name} seed {seed} ep {epoch}: loss {loss:.3f} val_acc {val_acc:.3f}")

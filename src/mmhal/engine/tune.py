@@ -31,14 +31,15 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import RunConfig, to_dict
+from ..config import RunConfig, absolute_paths, to_dict
 from ..distill import METHODS
 from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, RunInterrupted, _run_jobs, build_splits, check_augment, get_teacher, load_run_data,
-                  normalization_stats, plan_folder, reads_samples, resolve_methods, resolve_workers, split_job_name)
+from .run import (JobContext, RunInterrupted, _run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
+                  load_run_data, normalization_stats, plan_folder, reads_samples, resolve_methods, resolve_workers,
+                  split_job_name)
 from .samples import close_splits, stop_workers
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
@@ -103,6 +104,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     try:
         data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
         methods = tune_methods(cfg.methods)
+        methods, _ = applicable_methods(cfg, data, student_mods, methods, methods, log)
         check_augment(cfg, data)
         folder.open(log)  # every check of the input has passed
         summary = _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods, device,
@@ -166,7 +168,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     header = (f"# written by mmhal tune {__version__}: {trials} trial(s) per method ({', '.join(methods)}), each "
               f"{len(tune_seeds)} student(s) (seeds {tune_seeds}), chosen by mean validation accuracy; test never "
               f"used.\n# run it: mmhal run --config {out / 'tuned.yaml'}\n")
-    atomic_write_text(out / "tuned.yaml", header + yaml.safe_dump(to_dict(tuned), sort_keys=False))
+    atomic_write_text(out / "tuned.yaml", header + yaml.safe_dump(to_dict(absolute_paths(tuned)), sort_keys=False))
     summary = {"methods": methods, "trials": trials, "tune_seeds": list(tune_seeds), "selected_on": "val",
                "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
                             "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},

@@ -1,0 +1,221 @@
+"""Student jobs in parallel: a pool of worker processes on the CPU (or the jobs one after another in this
+process), with a progress bar over every epoch of every job, and a clean stop: on Ctrl-C or a failing
+job the queued jobs are cancelled and the workers (and their DataLoader processes) are killed at once
+(their epoch checkpoints stay for ``--resume``). Used by ``engine.run`` and ``engine.tune``.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..metrics import accuracy
+from ..utils import return_freed_memory
+from . import distributed
+from .runfolder import sigint_held
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
+    from .run import JobContext
+
+
+def reads_samples(cfg: RunConfig, data) -> bool:
+    """Whether batches are assembled sample by sample (files, or augmentation): many short-lived batch buffers."""
+    return not data.in_memory or cfg.data.augment.active
+
+
+def resolve_workers(cfg, device, n_jobs: int, in_memory: bool = True) -> int:
+    """Parallel student trainings: on CPU, small models train faster as several 1-thread processes.
+    Under torchrun there is one: the ranks of the job already divide the work; for data on disk there is
+    one unless ``workers`` says otherwise (its DataLoader processes use the cores)."""
+    if device.type != "cpu" or n_jobs < 2 or distributed.current().enabled:
+        return 1
+    if not in_memory and cfg.workers <= 0:  # data on disk: one job at a time, fed by its DataLoader workers
+        return 1
+    w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
+    return max(1, min(w, n_jobs))
+
+
+_WORKER_CTX: Optional[JobContext] = None
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the parent process is gone (killed): an orphan would go on training and
+    writing into the run folder, racing a ``--resume`` of the same run."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+_WORKER_QUEUE = None
+
+
+def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
+    global _WORKER_CTX, _WORKER_QUEUE
+    # Ctrl-C is the parent's to handle (it stops the workers): a worker ignores it, and so do the DataLoader
+    # processes it starts. It started with SIGINT blocked (``_run_jobs``), so none arrived before this.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # tqdm would otherwise make a multiprocessing lock here, which a killed worker cannot give back (the
+    # resource tracker then warns of "leaked semaphore objects"); a worker shows no bars of its own.
+    tqdm.set_lock(threading.RLock())
+    _exit_with_parent()
+    if reads_samples(ctx.cfg, ctx.data):
+        return_freed_memory()
+    torch.set_num_threads(threads)
+    _WORKER_CTX, _WORKER_QUEUE = ctx, queue
+
+
+def _worker_job(name: str, seed: int, trial: Optional[str] = None) -> dict:
+    assert _WORKER_CTX is not None
+    on_epoch = None
+    if _WORKER_QUEUE is not None:
+        def on_epoch(epoch: int, rec: dict) -> None:  # progress for the parent's bar
+            loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
+            _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"]))
+    return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch, trial=trial)
+
+
+def _report(log, eval_split, y_eval, name, seed, r) -> None:
+    acc = accuracy(y_eval, r["logits"].argmax(1))
+    log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
+
+
+class JobFailed(Exception):
+    """A student job failed in a worker process; the message names the job and holds the worker's traceback
+    (the CLI prints it once and exits with code 1)."""
+
+
+def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
+    """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
+
+    With several workers, Ctrl-C (KeyboardInterrupt in this process) or a job's error stops every worker at
+    once: queued jobs are cancelled and the worker processes killed (what they trained so far is in their
+    epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``."""
+    done: dict = {}
+
+    def report(job, r):
+        _report(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
+
+    if not jobs:
+        return done
+    if workers == 1:
+        for job in jobs:
+            done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, trial=job[2] if len(job) > 2 else None)
+            report(job, r)
+        return done
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    mp = multiprocessing.get_context("spawn")
+    queue = mp.Queue() if ctx.cfg.progress else None
+    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
+    bar = None
+    try:
+        # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
+        # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
+        with sigint_held():
+            futures = {pool.submit(_worker_job, *job): job for job in jobs}
+        # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
+        total = sum(ctx.job_config(job[0], job[2] if len(job) > 2 else None).train.epochs for job in jobs)
+        bar = tqdm(total=total, desc=f"students ({workers} workers)", unit="ep",
+                   disable=not ctx.cfg.progress, dynamic_ncols=True)
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(queue, bar)
+            for fut in finished:
+                job = futures[fut]
+                done[job] = r = _job_result(fut, job)
+                report(job, r)
+        _drain(queue, bar)
+        bar.n = bar.total
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        if queue is not None:
+            queue.close()
+            queue.cancel_join_thread()
+    return done
+
+
+def _job_result(fut, job) -> dict:
+    """The record of a finished job's future; its error raised again: a UserError as it is (one sentence),
+    another as ``JobFailed`` with the worker's traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return fut.result()
+    except UserError:
+        raise
+    except BrokenProcessPool:
+        raise JobFailed(f"a worker process ended abruptly (killed, or out of memory) while it trained student {job[0]} "
+                        f"seed {job[1]}; the finished students and epoch checkpoints are kept") from None
+    except Exception as exc:
+        remote = getattr(exc.__cause__, "tb", None)  # the worker's traceback, as concurrent.futures passes it on
+        text = remote.strip().strip('"').strip() if isinstance(remote, str) else "".join(traceback.format_exception(exc))
+        what = f"{job[0]} {job[2]}" if len(job) > 2 else job[0]
+        raise JobFailed(f"student {what} seed {job[1]} failed in a worker process:\n{text}") from None
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by ``pid`` and theirs (Linux ``/proc``; none found elsewhere)."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in map(int, f.read().split()):
+                    found += [child, *_descendants(child)]
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: cancel its queued jobs and kill its worker processes and the DataLoader processes
+    they started, rather than wait for the running jobs to end."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    victims = [pid for p in procs if p.pid is not None for pid in (*_descendants(p.pid), p.pid)]
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        p.join(timeout=2)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=2)  # it notices the dead workers and ends
+
+
+def _drain(queue, bar) -> None:
+    """Move the workers' per-epoch reports onto the parent's progress bar."""
+    if queue is None:
+        return
+    while True:
+        try:
+            name, seed, epoch, loss, val_acc = queue.get_nowait()
+        except Exception:  # queue.Empty
+            return
+        bar.update(1)
+        bar.set_postfix_str(f"{name} seed {seed} ep {epoch}: loss {loss:.3f} val_acc {val_acc:.3f}")

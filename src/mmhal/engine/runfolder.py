@@ -1,0 +1,336 @@
+"""Run folders: where ``mmhal run`` and ``mmhal tune`` write, and what they may remove.
+
+mmhal marks every folder it makes for a run or a tuning with ``MARKER`` (JSON: mmhal version, when,
+which command), and writes into a folder only when it does not exist yet, is empty, or carries the
+marker (a run folder of an mmhal from before the marker is recognised by its config.yaml and results). It removes only
+what it wrote (``is_own``): a user's files in a run folder are never deleted. ``--overwrite`` builds the
+new run in a sibling folder and swaps it in once it is complete, so the old run stays whole until then.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from ..errors import UserError
+from ..utils import atomic_write_json
+
+EVALUATION_FILE = "evaluation.pt"
+
+MARKER = ".mmhal-run"
+#: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
+OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
+             "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
+OWN_TREES = ("report", "predictions", "export")  # written whole by mmhal report, predict and export
+OWN_DIRS = ("models", "jobs", "checkpoints", "trials", *OWN_TREES)
+_JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
+_TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
+
+
+def is_own(rel: Path, kind: str) -> bool:
+    """Whether ``rel``, a file's path inside a folder of ``kind`` (run or tune), names a file mmhal writes:
+    its top-level files, the student files of ``models/``, ``jobs/``, ``checkpoints/`` and (a tuning's)
+    ``trials/<tag>/{jobs,checkpoints}/`` (``<job>-seed<s>.pt``), ``models/teacher.pt``, everything under
+    ``report/``, ``predictions/`` and ``export/``, and half-written temporary files."""
+    parts = Path(rel).parts
+    name = parts[-1]
+    if _TEMP_FILE.fullmatch(name):
+        return True
+    if len(parts) == 1:
+        return name == MARKER or name in OWN_FILES.get(kind, set())
+    top = parts[0]
+    if top in OWN_TREES:
+        return True
+    if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):
+        return bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
+    return (kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints")
+            and bool(_JOB_FILE.fullmatch(name)))
+
+
+def _files(folder: Path) -> list[Path]:
+    """Every file (and link) below ``folder``, relative to it; links to folders are not followed."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        for d in list(dirs):
+            if (here / d).is_symlink():
+                dirs.remove(d)
+                files.append(d)
+        found += [(here / f).relative_to(folder) for f in files]
+    return found
+
+
+def remove_own(folder: Path, kind: str) -> list[Path]:
+    """Delete what mmhal wrote in ``folder`` (``is_own``) and the folders of its own that are left empty;
+    return the files of others that remain (relative paths)."""
+    left = []
+    for rel in _files(folder):
+        if is_own(rel, kind):
+            (folder / rel).unlink(missing_ok=True)
+        else:
+            left.append(rel)
+    for name in OWN_DIRS:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            _remove_empty(folder / name)  # what holds someone else's file stays
+    return left
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and the folders below it, as far as they are empty (never a file)."""
+    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def read_marker(folder: Path) -> Optional[dict]:
+    """The marker of ``folder`` (``{"mmhal", "created", "command"}``), or None when it has none; a marker
+    that cannot be read counts as a run's."""
+    path = folder / MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        marker = None
+    return marker if isinstance(marker, dict) else {"command": "run"}
+
+
+def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
+    """A UserError in one sentence (``what`` cannot be created or written, then ``hint``) unless a file can
+    be created in the existing folder ``folder``."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mmhal-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
+
+
+@dataclass
+class RunFolder:
+    """Where a run (or tuning) named ``out`` writes, and how: ``mode`` is ``new`` (``out`` is made),
+    ``adopt`` (``out`` is empty, or an unfinished tuning, or holds only a marker), ``resume`` (the run in
+    ``out`` goes on, in place) or ``replace`` (``--overwrite`` of a run: the new run is built in ``work``,
+    a sibling of ``out``, and swapped in by ``commit``)."""
+
+    out: Path
+    kind: str
+    mode: str
+    work: Path
+    opened: bool = False
+    made: tuple = ()  # the parent folders ``open`` created (removed again when a failed run leaves nothing)
+
+    def open(self, log) -> None:
+        """Make (or adopt) the folder and mark it; called once every check of the user's input has passed."""
+        if self.mode == "replace":
+            self._remove_stale(log)
+        self.made = tuple(p for p in self.work.parents if not p.exists())
+        try:
+            self.work.mkdir(parents=True, exist_ok=True)
+            if self.mode != "resume" or read_marker(self.work) is None:
+                atomic_write_json(self.work / MARKER, {"mmhal": __version__, "command": self.kind,
+                                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        except OSError as exc:
+            raise UserError(f"the {self.kind} folder '{self.out}' cannot be created or written "
+                            f"({exc.strerror or type(exc).__name__})") from None
+        self.opened = True
+
+    def _remove_stale(self, log) -> None:
+        """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
+        for stale in self.out.parent.glob(f".{self.out.name}.mmhal-new-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and _pid_alive(int(pid))):
+                continue
+            if not remove_own(stale, self.kind):
+                _remove_empty(stale)
+                log(f"note: removed '{stale}', the unfinished replacement of '{self.out}' by a run that was killed")
+
+    def has_progress(self) -> bool:
+        """Whether a student has trained at least an epoch here (something ``--resume`` would keep)."""
+        return any(self.work.glob("checkpoints/*.pt")) or any(self.work.glob("jobs/*.pt"))
+
+    def discard(self, log, interrupted: bool) -> None:
+        """After a failure or an interrupt: a replacement is removed (the old run in ``out`` was never
+        touched); a new run that failed before any student trained leaves nothing; an interrupted run and a
+        resumed one stay for ``--resume``; an unfinished tuning is removed."""
+        if not self.opened or self.mode == "resume":
+            return
+        if self.mode != "replace" and self.kind == "run" and (interrupted or self.has_progress()):
+            return
+        left = remove_own(self.work, self.kind)
+        if not left and self.mode in ("new", "replace"):
+            _remove_empty(self.work)
+            for parent in self.made:  # deepest first; only while empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+    def commit(self, log) -> None:
+        """Put a complete replacement in the place of the old run: ``out`` is renamed aside, the new folder
+        takes its name, the files in the old folder that mmhal did not write move into the new one, and
+        what is left of the old run is deleted."""
+        if self.mode != "replace":
+            return
+        old = self.out.parent / f".{self.out.name}.mmhal-old-{os.getpid()}"
+        try:
+            os.rename(self.out, old)
+        except OSError:  # ``out`` cannot be renamed (a mount point, say): its run is replaced in place instead
+            remove_own(self.out, self.kind)
+            for rel in _files(self.work):
+                (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.work / rel, self.out / rel)
+            _remove_empty(self.work)
+            self.work = self.out
+            return
+        try:
+            os.rename(self.work, self.out)
+        except OSError:
+            os.rename(old, self.out)
+            raise
+        self.work = self.out
+        kept = _move_user_files(old, self.out, self.kind)
+        if kept:
+            log(f"note: '{old}' keeps {len(kept)} file(s) of yours that the new run also has "
+                f"({', '.join(map(str, kept[:3]))}); nothing was deleted")
+        else:
+            _remove_empty(old)
+
+    def interrupted(self) -> str:
+        """What was kept after Ctrl-C, and how to go on (one sentence)."""
+        resume = f"mmhal run --resume --out {shlex.quote(str(self.out))}"
+        if self.kind == "tune":
+            return ("the tuning was not finished and its files were removed" if self.opened else "nothing was written") + \
+                "; the same command starts it again"
+        if self.mode == "replace":
+            return (f"the earlier run in '{self.out}' is kept as it was and the new one was discarded; "
+                    "start it again with --overwrite to replace it")
+        if self.mode == "resume" or self.opened:
+            return f"the run stopped where it was; continue it with: {resume}"
+        return f"nothing was written to '{self.out}'; start the same command again"
+
+
+def _move_user_files(old: Path, new: Path, kind: str) -> list[Path]:
+    """Move what mmhal did not write from folder ``old`` into ``new`` (same relative paths); delete the rest
+    of ``old``; return the files left in ``old`` because ``new`` has a file of the same name."""
+    for entry in list(old.iterdir()):  # the user's own files and folders at the top move whole
+        if entry.name in OWN_DIRS or is_own(Path(entry.name), kind):
+            continue
+        if not (new / entry.name).exists():
+            os.rename(entry, new / entry.name)
+    kept = []
+    for rel in remove_own(old, kind):
+        target = new / rel
+        if target.exists() or target.is_symlink():
+            kept.append(rel)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(old / rel, target)
+    remove_own(old, kind)  # the folders the moves emptied
+    return kept
+
+
+def _earlier_run(folder: Path) -> Optional[dict]:
+    """``{"command": "run"}`` when ``folder`` is a run folder written by an mmhal from before ``MARKER`` (its
+    config.yaml is an mmhal configuration, and it holds results.json, finished jobs or epoch checkpoints);
+    None otherwise."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(cfg, dict) or not {"data", "train", "methods", "seeds"} <= set(cfg):
+        return None
+    ran = (folder / "results.json").is_file() or any(folder.glob("jobs/*.pt")) or any(folder.glob("checkpoints/*.pt"))
+    return {"command": "run"} if ran else None
+
+
+def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: bool = False) -> RunFolder:
+    """Check ``--out`` before any data is read, without writing into it; a UserError in one sentence when
+    mmhal may not write there: a file on the path, a folder it cannot write, a non-empty folder it did not
+    make (no ``MARKER``), a folder of the other command, a finished run (unless ``overwrite`` or ``resume``),
+    an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning."""
+    for p in [out, *out.parents]:
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == out else f"lies under '{p}', which is a file"
+            raise UserError(f"--out '{out}' {what}; give the path of a folder")
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    if not out.exists():
+        if resume:
+            raise UserError(f"there is no run to resume in '{out}' (it does not exist); start it without --resume")
+        base = next(p for p in out.parents if p.exists())
+        _probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
+        return RunFolder(out, kind, "new", out)
+    marker = read_marker(out) or _earlier_run(out)
+    others = [e.name for e in out.iterdir() if e.name != MARKER]
+    if marker is None:
+        if others:
+            raise UserError(f"--out '{out}' is a folder that mmhal did not make (it holds files and no {MARKER} "
+                            f"marker); give a new or empty folder")
+        if resume:
+            raise UserError(f"there is no run to resume in '{out}' (it is empty); start it without --resume")
+        _probe_writable(out, f"the {kind} folder '{out}'")
+        return RunFolder(out, kind, "adopt", out)
+    made_by = marker.get("command", "run")
+    if made_by != kind:
+        raise UserError(f"--out '{out}' is the folder of an mmhal {made_by}, not of a {kind}; give another --out")
+    _probe_writable(out, f"the {kind} folder '{out}'")
+    if kind == "tune":
+        if (out / "tuned.yaml").exists():
+            raise UserError(f"'{out}' already holds a tuning result (tuned.yaml); choose another --out")
+        return RunFolder(out, kind, "adopt", out)  # an unfinished tuning: it starts again
+    started, finished = (out / "config.yaml").is_file(), (out / "results.json").is_file()
+    if resume:
+        if not started:
+            raise UserError(f"there is no run to resume in '{out}' (it has no config.yaml); start it without --resume")
+        return RunFolder(out, kind, "resume", out)
+    if not started and not finished:
+        return RunFolder(out, kind, "adopt", out)
+    if not overwrite:
+        if finished:
+            raise UserError(f"run folder '{out}' already holds results; choose another --out or pass --overwrite")
+        raise UserError(f"'{out}' holds an interrupted run; continue it with --resume or replace it with --overwrite")
+    _probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
+    return RunFolder(out, kind, "replace", out.parent / f".{out.name}.mmhal-new-{os.getpid()}")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run or a tuning; the message says what was kept and how to go on."""
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Hold SIGINT back from this thread for the block; one that came meanwhile is delivered when it ends
+    (processes started inside the block begin with it held back too). Nothing where there is no
+    ``pthread_sigmask`` (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
