@@ -92,6 +92,26 @@ def state_digest(state: dict, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def file_sha256(path) -> str:
+    """The SHA-256 (hex) of a file's bytes, read 1 MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine); one we may not signal counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def return_freed_memory() -> bool:
     """On glibc, fix malloc's mmap threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``), so that every buffer
     of 1 MiB or more is its own mapping and goes back to the system when freed. By default glibc raises the

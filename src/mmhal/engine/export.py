@@ -29,7 +29,6 @@ whose network has the best validation accuracy (``results.json`` ``results[metho
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import os
@@ -48,7 +47,7 @@ from ..config import method_config
 from ..data.base import input_kind
 from ..errors import UserError
 from ..models.network import NetworkBase
-from ..utils import atomic_write_json, atomic_write_text
+from ..utils import atomic_write_json, atomic_write_text, file_sha256
 from .artifacts import RunFolder, best_seed, choose_method, load_network, model_files, open_run
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -360,14 +359,6 @@ def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Path, how: dict) -> dict:
     """Export ``method``'s network of ``seed`` (None: the teacher) as ``fmt`` into the folder ``out``, checked
     against PyTorch; returns the model card."""
@@ -397,7 +388,7 @@ def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Path
         if not diff <= TOLERANCE:
             raise UserError(f"the exported {fmt} model's logits differ from PyTorch's by up to {diff:.3g} (more than "
                             f"{TOLERANCE:g}) on {CHECK_SAMPLES} sample inputs, so nothing was written")
-        card["sha256"] = _sha256(file)
+        card["sha256"] = file_sha256(file)
         atomic_write_json(folder / "model_card.json", card)
         atomic_write_text(folder / "model_card.md", card_markdown(card))
 

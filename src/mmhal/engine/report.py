@@ -44,6 +44,7 @@ import torch
 from .. import __version__, stats
 from ..config import method_config
 from ..errors import UserError
+from ..utils import pid_alive
 from . import artifacts
 from .results import TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, members
 
@@ -140,16 +141,6 @@ def check_out(out: Path) -> None:
                                 "away or give another --out")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_stale(out: Path) -> None:
     """Remove temporary siblings of ``out`` (``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>``) that an earlier,
     killed ``mmhal report`` left behind: only folders with a report marker, of a process that is gone."""
@@ -158,7 +149,7 @@ def _remove_stale(out: Path) -> None:
     for kind in ("tmp", "old"):
         for p in out.parent.glob(f".{out.name}.{kind}-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if p.is_dir() and not p.is_symlink() and pid.isdigit() and not _pid_alive(int(pid)) \
+            if p.is_dir() and not p.is_symlink() and pid.isdigit() and not pid_alive(int(pid)) \
                     and (p / REPORT_MARKER).is_file():
                 shutil.rmtree(p, ignore_errors=True)
 

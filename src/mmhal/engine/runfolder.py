@@ -22,7 +22,7 @@ from typing import Optional
 
 from .. import __version__
 from ..errors import UserError
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, pid_alive
 
 EVALUATION_FILE = "evaluation.pt"
 
@@ -93,16 +93,6 @@ def _remove_empty(folder: Path) -> None:
             pass
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def read_marker(folder: Path) -> Optional[dict]:
     """The marker of ``folder`` (``{"mmhal", "created", "command"}``), or None when it has none; a marker
     that cannot be read counts as a run's."""
@@ -160,7 +150,7 @@ class RunFolder:
         """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
         for stale in self.out.parent.glob(f".{self.out.name}.mmhal-new-*"):
             pid = stale.name.rsplit("-", 1)[-1]
-            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and _pid_alive(int(pid))):
+            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and pid_alive(int(pid))):
                 continue
             if not remove_own(stale, self.kind):
                 _remove_empty(stale)

@@ -16,7 +16,6 @@ uses ``model.se_reduction``.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +25,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ..errors import UserError
+from ..utils import file_sha256
 from .layers import SqueezeExcite, halve
 from .network import NetOutput, NetworkBase, Normalizer
 
@@ -161,14 +161,6 @@ def adapt_conv1(weight: torch.Tensor, channels: int) -> torch.Tensor:
     return (weight.sum(dim=1, keepdim=True) / channels).expand(-1, channels, -1, -1).clone()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _reference_shapes() -> dict[str, torch.Size]:
     """Names and shapes of torchvision resnet18's state dict (built on the meta device: no memory, no init)."""
     from torchvision.models import resnet18
@@ -184,7 +176,7 @@ def read_resnet18_weights(path: str, sha256: str = "") -> dict[str, torch.Tensor
         raise UserError(f"model.weights names no file: {path} (a local resnet18 state dict; nothing is downloaded)")
     if sha256:
         try:
-            got = _sha256(p)
+            got = file_sha256(p)
         except OSError as e:
             raise UserError(f"model.weights {path} cannot be read ({e.strerror or e})") from e
         if got != sha256.strip().lower():
