@@ -255,7 +255,15 @@ COMMANDS = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "predict": cmd_p
             "report": cmd_report}
 
 
+# The resource tracker of multiprocessing outlives a run stopped by Ctrl-C by a moment, cleans up the semaphores
+# of the killed workers' queues, and warns about each on the user's terminal after mmhal's last line. It starts
+# with this process's warning options, so its own UserWarnings are ignored (it still cleans everything up).
+_TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def main(argv=None) -> int:
+    if _TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_QUIET)
     parser = get_parser()
     # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
     args, extra = parser.parse_known_args(argv)
