@@ -13,31 +13,33 @@ def _isolated_cache(tmp_path, monkeypatch):
         monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "mmhal-cache"))
 
 
+def _session_run(tmp_path_factory, name: str, write_data, student: str):
+    """A finished run in a new session folder ``name``, on the data ``write_data(folder)`` writes, with its own
+    teacher cache."""
+    from run_fixtures import make_run
+
+    folder = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMHAL_CACHE", str(folder / "cache"))
+    try:
+        return make_run(folder, write_data(folder), student)
+    finally:
+        mp.undo()
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """A finished run on tiny 3-class data (student ``weak``; unimodal, kd, rad, mmh, mmh-ensemble x 2 seeds).
     Shared by the tests of one session: copy it before changing anything in it."""
-    from run_fixtures import make_run, tiny_npz
+    from run_fixtures import tiny_npz
 
-    folder = tmp_path_factory.mktemp("finished-run")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MMHAL_CACHE", str(folder / "cache"))
-    try:
-        return make_run(folder, tiny_npz(folder / "tiny.npz"), "weak")
-    finally:
-        mp.undo()
+    return _session_run(tmp_path_factory, "finished-run", lambda folder: tiny_npz(folder / "tiny.npz"), "weak")
 
 
 @pytest.fixture(scope="session")
 def finished_pad_run(tmp_path_factory):
     """A finished run on tiny anti-spoofing image files (manifest.csv; classes attack/bona_fide; teacher rgb+depth+ir,
     student ``rgb``)."""
-    from run_fixtures import make_run, tiny_pad_manifest
+    from run_fixtures import tiny_pad_manifest
 
-    folder = tmp_path_factory.mktemp("finished-pad-run")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MMHAL_CACHE", str(folder / "cache"))
-    try:
-        return make_run(folder, tiny_pad_manifest(folder / "pad"), "rgb")
-    finally:
-        mp.undo()
+    return _session_run(tmp_path_factory, "finished-pad-run", lambda folder: tiny_pad_manifest(folder / "pad"), "rgb")

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from mmhal.cli import main
-from mmhal.data.npz import save_npz
 
 RUN_METHODS = ["unimodal", "kd", "rad", "mmh", "mmh-ensemble"]
 
 
-def tiny_npz(path: Path, n: int = 180, seed: int = 0) -> Path:
-    """3 classes, a weak series modality ``weak`` (2, 16) and a strong vector modality ``strong`` (5,)."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    weak = rng.normal(size=(n, 2, 16)).astype(np.float32)
-    weak[:, 0] += 0.5 * y[:, None]
-    strong = rng.normal(size=(n, 5)).astype(np.float32)
-    strong[np.arange(n), y] += 3.0
-    save_npz(path, {"weak": weak, "strong": strong}, y, groups=np.arange(n) // 6, class_names=["a", "b", "c"])
-    return path
+def tiny_npz(path: Path) -> Path:
+    """3 classes, a weak series modality ``weak`` (2, 16) and a strong vector modality ``strong`` (5,): the tiny
+    .npz of the CLI tests (``test_cli_run._tiny``)."""
+    from test_cli_run import _tiny
+
+    return _tiny(path)
 
 
 def tiny_pad_manifest(folder: Path, n: int = 96) -> Path:
