@@ -13,7 +13,7 @@ through the trainer's own ``TrainStep`` (so ``--precision``, ``--channels-last``
 fixed features, with the same autocast) / time of step (b).
 
 With ``--methods`` (default ``mmh``) step (b) is timed for each named method instead (e.g. the baselines
-``fitnet,at,sp,pkt,rkd,dkd,mars,hallucination``), one row per setting and method; step (a) is timed again
+``fitnet,at,sp,pkt,rkd,crd,dkd,mars,hallucination``), one row per setting and method; step (a) is timed again
 right before each method's (b), so a ratio compares two timings under the same machine load, and with
 ``--repeats N`` the pair of median ratio out of N is reported. The loss share is measured for ``mmh`` only
 (``-`` for the others). A method refused for a setting (``dkd`` on 2 classes, ``at`` on vectors) is reported
@@ -28,7 +28,7 @@ Settings (random tensors as data):
     python benchmarks/step_overhead.py --settings hapt,face-64 --threads 1 --json cpu.json
     python benchmarks/step_overhead.py --device cuda --precision bf16 --channels-last --settings hapt,face-64,face-256
     python benchmarks/step_overhead.py --settings hapt --threads 1 --repeats 3 \
-        --methods mmh,kd,fitnet,at,sp,pkt,rkd,dkd,mars,hallucination
+        --methods mmh,kd,fitnet,at,sp,pkt,rkd,crd,dkd,mars,hallucination
 """
 from __future__ import annotations
 
@@ -47,20 +47,23 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from mmhal.config import DistillConfig, ModelConfig, TrainConfig
-from mmhal.distill import METHODS, dad_loss, rad_loss
+from mmhal.distill import METHODS, build_method, dad_loss, rad_loss
 from mmhal.engine.loop import make_optimizer
 from mmhal.engine.step import TrainStep, autocast, channels_last_inputs, compiled_forward, to_channels_last
 from mmhal.errors import UserError
 from mmhal.models.network import build_network
 
+# Train-split sizes (CRD's memory banks have one row per train sample; its labels are drawn at random here):
+# HAPT's default split, and CASIA-SURF's training frames.
+HAPT_TRAIN, FACE_TRAIN = 5240, 29266
 FACE = {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)}
 SETTINGS = {
     "hapt": dict(spec={"acc": (3, 128), "gyro": (3, 128)}, teacher=["acc", "gyro"], student=["gyro"], classes=12,
-                 model=ModelConfig(), batch=128),
+                 model=ModelConfig(), batch=128, train_size=HAPT_TRAIN),
     "face-64": dict(spec=FACE, teacher=["rgb", "depth", "ir"], student=["rgb"], classes=2,
-                    model=ModelConfig(width=64, blocks=2), batch=64),
+                    model=ModelConfig(width=64, blocks=2), batch=64, train_size=FACE_TRAIN),
     "face-256": dict(spec=FACE, teacher=["rgb", "depth", "ir"], student=["rgb"], classes=2,
-                     model=ModelConfig(width=64, blocks=2), batch=256),
+                     model=ModelConfig(width=64, blocks=2), batch=256, train_size=FACE_TRAIN),
 }
 
 
@@ -102,12 +105,15 @@ def bench_setting(name: str, args, device: torch.device) -> list[dict]:
     b = s["batch"]
     inputs = {m: torch.randn(b, *s["spec"][m], device=device) for m in s["teacher"]}
     target = torch.randint(0, s["classes"], (b,), device=device)
+    index = torch.randperm(s["train_size"])[:b].to(device)
+    train_labels = torch.randint(0, s["classes"], (s["train_size"],))
+    train_labels[index.cpu()] = target.cpu()
 
     def net(mods):
         return build_network(s["spec"], mods, s["classes"], s["model"]).to(device)
 
     def make(method_name, teacher):
-        method = METHODS.get(method_name)(net(s["student"]), teacher, dcfg).to(device)
+        method = build_method(method_name, net(s["student"]), teacher, dcfg, train_labels).to(device)
         if tcfg.channels_last:
             to_channels_last(method)
             if teacher is not None:
@@ -143,7 +149,8 @@ def bench_setting(name: str, args, device: torch.device) -> list[dict]:
             if i or r:
                 t_a = time_a()
             with compiled_forward(method_b.student, tcfg.compile):
-                t_b = seconds_per_call(lambda: step_b(inputs, target), args.steps, args.warmup, device)  # noqa: B023
+                extra = {"index": index} if method_b.needs_index else {}
+                t_b = seconds_per_call(lambda: step_b(inputs, target, **extra), args.steps, args.warmup, device)  # noqa: B023
             pairs.append((t_a, t_b))
         t_a, t_b = sorted(pairs, key=lambda p: p[1] / p[0])[len(pairs) // 2]  # the pair of median ratio
         rec = {**common, "method": method_name, "a_per_s": b / t_a, "a_step_ms": 1e3 * t_a, "b_per_s": b / t_b,

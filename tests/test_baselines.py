@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmhal.config import DistillConfig, ModelConfig, TrainConfig, load_config, method_config
-from mmhal.distill import METHODS
+from mmhal.distill import METHODS, build_method
 from mmhal.distill.at import at_loss, attention_map
 from mmhal.distill.dad import sp_loss
 from mmhal.distill.dkd import dkd_terms
@@ -20,7 +20,7 @@ from mmhal.distill.rkd import rkd_losses
 from mmhal.errors import UserError
 from mmhal.models.network import build_network
 
-BASELINES = ["fitnet", "at", "sp", "pkt", "rkd", "dkd", "mars", "hallucination"]
+BASELINES = ["fitnet", "at", "sp", "pkt", "rkd", "crd", "dkd", "mars", "hallucination"]
 SPEC = {"weak": (2, 16), "strong": (5,)}
 
 
@@ -52,6 +52,19 @@ def _batch(spec=SPEC, classes=4, n=8, seed=1):
     x = {m: torch.randn(n, *s, generator=g) for m, s in spec.items()}
     y = torch.arange(n) % classes
     return x, y
+
+
+TRAIN_N = 64  # the train split CRD is built for in these tests: labels i % classes, like _batch's
+
+
+def _make(name, student, teacher, cfg=None, classes=4):
+    """Method ``name`` as the trainer builds it (CRD with the train split's labels)."""
+    return build_method(name, student, teacher, cfg or DistillConfig(), torch.arange(TRAIN_N) % classes)
+
+
+def _call(method, x, y):
+    """(logits, losses) of a training forward: methods that ask get the samples' train indices (0..B-1)."""
+    return method(x, y, index=torch.arange(y.shape[0])) if method.needs_index else method(x, y)
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -239,20 +252,19 @@ def test_dkd_on_two_classes_is_kd_so_the_method_refuses_it():
         METHODS.get("dkd")(student, teacher, DistillConfig())
 
 
-def test_dkd_warmup_rises_per_epoch_and_its_count_is_in_the_state_dict():
+def test_dkd_warmup_follows_the_epoch_the_trainer_announces():
     cfg = DistillConfig()
     cfg.dkd.warmup = 4
     student, teacher = _nets()
     method = METHODS.get("dkd")(student, teacher, cfg)
+    assert method.warmup_factor() == 0.25  # on its own: epoch 1
     factors = []
-    for _ in range(5):
-        method.train()  # what the trainer does at the start of every epoch
-        method.eval()  # evaluation does not count
-        factors.append(method.warmup_factor().item())
+    for epoch in range(5):
+        method.start_epoch(epoch, seed=epoch)  # what the trainer does before every epoch
+        method.train()
+        method.eval()  # switching modes does not count
+        factors.append(method.warmup_factor())
     assert factors == [0.25, 0.5, 0.75, 1.0, 1.0]
-    again = METHODS.get("dkd")(*_nets(), cfg)
-    again.load_state_dict(method.state_dict())
-    assert int(again.epoch) == 5
     x, y = _batch()
     with torch.no_grad():
         full = method(x, y)[1]["dkd"]
@@ -310,7 +322,7 @@ def test_attention_transfer_refuses_a_student_without_a_grid():
 def _identity_method(name):
     """The method with a teacher that is a copy of the student (same modalities and weights), in eval mode."""
     student, _ = _nets(student=("weak", "strong"))
-    method = METHODS.get(name)(student, copy.deepcopy(student), DistillConfig())
+    method = _make(name, student, copy.deepcopy(student))
     if name == "fitnet":  # R = identity
         conv, bn, _ = method.regressor
         with torch.no_grad():
@@ -323,7 +335,7 @@ def _identity_method(name):
     return method.eval()
 
 
-@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("name", [b for b in BASELINES if b != "crd"])  # CRD has no zero point (its own test)
 def test_every_distillation_term_is_zero_when_the_student_equals_the_teacher(name):
     method = _identity_method(name)
     x, y = _batch()
@@ -336,10 +348,10 @@ def test_every_distillation_term_is_zero_when_the_student_equals_the_teacher(nam
 @pytest.mark.parametrize("name", BASELINES)
 def test_gradients_reach_the_student_and_the_methods_own_modules_never_the_teacher(name):
     student, teacher = _nets()
-    method = METHODS.get(name)(student, teacher, DistillConfig())
+    method = _make(name, student, teacher)
     method.train()
     x, y = _batch()
-    _, losses = method(x, y)
+    _, losses = _call(method, x, y)
     terms = [v for k, v in losses.items() if not k.startswith("ce")]
     sum(terms).backward()  # the distillation terms alone
     assert all(p.grad is None for p in teacher.parameters())
@@ -356,6 +368,10 @@ def test_gradients_reach_the_student_and_the_methods_own_modules_never_the_teach
         (losses["ce_rgb"] + losses["ce_joint"]).backward()
         assert all(p.grad is not None for p in method.rgb.parameters())
         assert own and len(own) == len(list(student.parameters()))
+    elif name == "crd":  # both projections (W_t from the teacher-anchor term); the memory banks are buffers
+        assert sorted(n for n, _ in method.named_parameters() if not n.startswith("student.")) == [
+            "crd.embed_s.bias", "crd.embed_s.weight", "crd.embed_t.bias", "crd.embed_t.weight"]
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own)
     else:
         assert own == []
 
@@ -363,10 +379,10 @@ def test_gradients_reach_the_student_and_the_methods_own_modules_never_the_teach
 @pytest.mark.parametrize("name", BASELINES)
 def test_losses_are_fp32_and_finite_under_bf16_autocast_and_for_two_samples(name):
     student, teacher = _nets()
-    method = METHODS.get(name)(student, teacher, DistillConfig()).train()
+    method = _make(name, student, teacher).train()
     x, y = _batch(n=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, losses = method(x, y)
+        _, losses = _call(method, x, y)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values()), losses
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)
@@ -394,8 +410,8 @@ def test_each_methods_search_space_names_settings_of_that_method(name):
     assert space
     for trial in method_trials(name, 4, seed=0):
         method_config(cfg, name, trial)  # valid keys and values
-    section = {"fitnet": "fitnet", "at": "at", "sp": "sp", "pkt": "pkt", "rkd": "rkd", "dkd": "dkd", "mars": "mars",
-               "hallucination": "hallucination"}[name]
+    section = {"fitnet": "fitnet", "at": "at", "sp": "sp", "pkt": "pkt", "rkd": "rkd", "crd": "crd", "dkd": "dkd",
+               "mars": "mars", "hallucination": "hallucination"}[name]
     assert any(k.startswith(f"distill.{section}.") for k in space)
 
 
@@ -453,7 +469,7 @@ def _fit_method(name, tmp_path, stop_after=None, resume=False):
 
     cfg = DistillConfig()
     cfg.dkd.warmup = 2
-    method = METHODS.get(name)(*_nets(seed=5), cfg)
+    method = _make(name, *_nets(seed=5), cfg)
     train, val = _splits()
     tcfg = TrainConfig(epochs=2, batch_size=16, threads=1)
 
@@ -470,7 +486,7 @@ def _fit_method(name, tmp_path, stop_after=None, resume=False):
     return method, res
 
 
-@pytest.mark.parametrize("name", ["fitnet", "dkd", "hallucination"])
+@pytest.mark.parametrize("name", ["fitnet", "crd", "dkd", "hallucination"])
 def test_a_resumed_training_holds_the_methods_own_state_and_ends_as_the_uninterrupted_one(name, tmp_path):
     from mmhal.engine.checkpoint import load_checkpoint
 
@@ -478,7 +494,7 @@ def test_a_resumed_training_holds_the_methods_own_state_and_ends_as_the_uninterr
     (tmp_path / "b").mkdir()
     _fit_method(name, tmp_path / "b", stop_after=1)
     ckpt = load_checkpoint(tmp_path / "b" / f"{name}.ckpt")
-    own = {"fitnet": "regressor.", "dkd": "epoch", "hallucination": "rgb."}[name]
+    own = {"fitnet": "regressor.", "dkd": "", "hallucination": "rgb.", "crd": "crd.memory_s"}[name]
     assert any(k.startswith(own) for k in ckpt["method"]), sorted(ckpt["method"])
     resumed, res2 = _fit_method(name, tmp_path / "b", resume=True)
     a, b = whole.state_dict(), resumed.state_dict()
@@ -486,30 +502,47 @@ def test_a_resumed_training_holds_the_methods_own_state_and_ends_as_the_uninterr
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert res.history == res2.history
     if name == "dkd":
-        assert int(resumed.epoch) == 2
+        assert resumed.epoch == 2  # announced by the resumed trainer, not counted
 
 
 @pytest.mark.slow
-def test_every_baseline_trains_through_mmhal_run(tmp_path):
+def test_every_baseline_trains_through_mmhal_run_and_hoffmans_fusion_is_reported_at_two_networks(tmp_path):
     from run_fixtures import tiny_npz
 
     from mmhal.cli import main
 
     data = tiny_npz(tmp_path / "tiny.npz")
     out = tmp_path / "run"
-    assert main(["run", "--data", str(data), "--student", "weak", "--methods", ",".join(BASELINES), "--epochs", "1",
-                 "--seeds", "1", "--out", str(out), "--no-progress", "model.width=4", "workers=1",
+    assert main(["run", "--data", str(data), "--student", "weak", "--methods", ",".join(BASELINES + ["hallucination-fusion"]),
+                 "--epochs", "2", "--seeds", "1", "--out", str(out), "--no-progress", "model.width=4", "workers=1",
                  "train.batch_size=32", "train.loader_workers=0", "train.threads=1"]) == 0
     report = json.loads((out / "results.json").read_text())
     assert set(BASELINES) <= set(report["results"])
     for name in BASELINES:
         assert report["results"][name]["networks"] == 1
         saved = torch.load(out / "models" / f"{name}-seed0.pt", weights_only=True)
-        assert not any(k.startswith(("regressor.", "rgb.")) for k in saved["model"])  # the student alone
+        assert not any(k.startswith(("regressor.", "rgb.", "crd.")) for k in saved["model"])  # the student alone
         assert {"ce", name if name != "rkd" else "rkd_angle"} <= set(saved["history"][0])
+    # r + H: the RGB network is saved at H's selected epoch and the fusion sums both networks' logits
+    fusion = report["results"]["hallucination-fusion"]
+    assert fusion["networks"] == 2
+    h = torch.load(out / "models" / "hallucination-seed0.pt", weights_only=True)
+    r = torch.load(out / "models" / "hallucination.rgb-seed0.pt", weights_only=True)
+    assert r["best_epoch"] == h["best_epoch"] and r["method"] == "hallucination.rgb"
+    assert not all(torch.equal(v, h["model"][k]) for k, v in r["model"].items())
+    job_h = torch.load(out / "jobs" / "hallucination-seed0.pt", weights_only=True)
+    job_r = torch.load(out / "jobs" / "hallucination.rgb-seed0.pt", weights_only=True)
+    evaluation = torch.load(out / "evaluation.pt", weights_only=True)
+    y = evaluation["y_eval"].numpy()
+    fused = (job_h["logits"] + job_r["logits"]).argmax(1).numpy()
+    assert fusion["accuracy"]["per_seed"][0] == pytest.approx(float((fused == y).mean()))
+    # the fusion is what `mmhal predict` serves for it; `mmhal export` refuses it (two networks)
+    assert main(["predict", str(out), "--data", str(data), "--method", "hallucination-fusion",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["export", str(out), "--method", "hallucination-fusion", "--out", str(tmp_path / "x")]) == 2
 
 
-# ----------------------------------------------------------------------------- CRD (loss only, not a method yet)
+# ----------------------------------------------------------------------------- CRD
 def test_crd_nce_loss_by_hand():
     from mmhal.distill.crd import nce_loss
 
@@ -569,3 +602,52 @@ def test_methods_that_cannot_run_on_the_data_are_refused_when_named_and_left_out
     cfg.methods = ["unimodal", "dkd"]
     with pytest.raises(UserError, match="dkd"):
         applicable_methods(cfg, data, ["rgb"], *resolve_methods(cfg.methods), notes.append)
+
+
+def test_crd_is_sized_from_the_train_split_and_draws_negatives_of_other_classes_only():
+    student, teacher = _nets()
+    labels = torch.tensor([0] * 10 + [1] * 30 + [2] * 20 + [3] * 40)  # N = 100; fewest others: class 3's 60
+    cfg = DistillConfig()
+    method = build_method("crd", student, teacher, cfg, labels)
+    assert method.crd.memory_s.shape == method.crd.memory_t.shape == (100, cfg.crd.dim)
+    assert method.crd.num_samples == 100 and method.crd.k == 60  # 16384 capped at the smallest other-class count
+    target = torch.tensor([0, 1, 2, 3, 3, 1])
+    method.start_epoch(0, seed=7)
+    neg = method.negatives(target)
+    assert neg.shape == (6, 60) and int(neg.min()) >= 0 and int(neg.max()) < 100
+    assert (labels[neg] != target.view(-1, 1)).all()
+    assert len(set(neg[0].tolist())) > 30  # spread over class 0's 90 others, not a block
+    method.start_epoch(0, seed=7)
+    assert torch.equal(method.negatives(target), neg)  # the epoch's seed fixes the draw: exact resume
+    method.start_epoch(1, seed=8)
+    assert not torch.equal(method.negatives(target), neg)
+    cfg.crd.k = 5
+    assert build_method("crd", *_nets(), cfg, labels).crd.k == 5
+    with pytest.raises(UserError, match="at least 2 classes"):
+        build_method("crd", *_nets(), cfg, torch.zeros(10, dtype=torch.long))
+    with pytest.raises(TypeError, match="index="):
+        method(*_batch())
+    with pytest.raises(ValueError, match="train_labels"):
+        build_method("crd", *_nets(), cfg)
+
+
+def test_crd_scores_of_the_whole_memory_equal_the_gathered_rows():
+    from mmhal.distill.crd import CRDLoss
+
+    torch.manual_seed(1)
+    crd = CRDLoss(6, 5, num_samples=40, dim=8, k=7)
+    v = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    idx = torch.randint(0, 40, (3, 8))
+    gathered = crd.scores(v, crd.memory_t, idx)  # 4 * 8 < 40: gathers B (K + 1) rows
+    crd.num_samples = 20  # now 4 (K + 1) >= N: one product with the whole bank, then the K + 1 columns
+    whole = crd.scores(v, crd.memory_t, idx)
+    assert gathered.shape == whole.shape == (3, 8, 1)
+    torch.testing.assert_close(whole, gathered, rtol=1e-5, atol=0)
+
+
+def test_crd_loss_is_positive_even_when_the_student_equals_the_teacher():
+    method = _identity_method("crd")
+    x, y = _batch()
+    with torch.no_grad():
+        _, losses = _call(method, x, y)
+    assert losses["crd"].item() > 0 and torch.isfinite(losses["crd"])

@@ -86,6 +86,37 @@ def test_two_process_run_completes_and_its_first_steps_match_one_process(tmp_pat
     assert json.loads((out / "results.json").read_text())["results"] == report["results"]
 
 
+BASELINES = ["fitnet", "at", "sp", "pkt", "rkd", "crd", "dkd", "mars", "hallucination"]
+
+
+@pytest.mark.slow
+def test_every_baseline_runs_under_two_processes_and_its_first_steps_match_one_process(tmp_path):
+    """Each baseline's first two steps (losses and rank-averaged gradient) under torchrun equal one process's:
+    the relational losses gather the global batch, CRD draws, normalises and updates its memory as one process."""
+    data = _tiny(tmp_path / "tiny.npz")
+    args = [a if a != "mmh" else ",".join(BASELINES) for a in ARGS]
+    args[args.index("--epochs") + 1] = "1"
+    ddp_log, one_log, out = tmp_path / "ddp.jsonl", tmp_path / "one.jsonl", tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
+           "-m", "mmhal", "run", "--data", str(data), "--out", str(out), *args]
+    done = subprocess.run(cmd, env=_env(ddp_log), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(BASELINES) <= set(json.loads((out / "results.json").read_text())["results"])
+    one = subprocess.run([sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp_path / "one"),
+                          *args, "workers=1", f"teacher_path={out / 'models' / 'teacher.pt'}"],
+                         env=_env(one_log), capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name in BASELINES:
+        got, want = _steps(ddp_log, f"{name} seed 0"), _steps(one_log, f"{name} seed 0")
+        assert [r["step"] for r in got] == [r["step"] for r in want] == [0, 1], name
+        for g, w in zip(got, want):
+            assert set(g["losses"]) == set(w["losses"]), name
+            for k in w["losses"]:
+                # (float32 sums in another row order: a shard-only loss would be off by far more)
+                assert g["losses"][k] == pytest.approx(w["losses"][k], rel=1e-4, abs=1e-6), (name, k, g, w)
+            assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-4), (name, g, w)
+
+
 def _steps_of(n, batch, world, seed=3, epoch=0):
     """Per step, the sorted union of the W ranks' batches."""
     ranks = [EpochBatches(n, batch, seed, r, world) for r in range(world)]

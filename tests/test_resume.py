@@ -88,6 +88,60 @@ def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path
     assert json.loads((out / "results.json").read_text())["results"] == report["results"]
 
 
+BASELINES = ["fitnet", "at", "sp", "pkt", "rkd", "crd", "dkd", "mars", "hallucination"]
+
+
+@pytest.mark.slow
+def test_every_baseline_killed_after_an_epoch_resumes_and_ends_as_the_uninterrupted_run(tmp_path):
+    """One process is SIGKILLed right after each baseline's first epoch checkpoint (nine kills) and resumed
+    every time; the finished run equals an uninterrupted one: CRD's memory and DKD's warm-up included."""
+    data = _tiny(tmp_path / "tiny.npz")
+    args = [a if a != "unimodal,mmh" else ",".join(BASELINES) for a in ARGS]
+    args[args.index("--seeds") + 1], args[args.index("--epochs") + 1] = "1", "2"
+    extra = ["distill.dkd.warmup=2"]  # the factor differs per epoch, so a resumed epoch count matters
+
+    def cmd(out, *more):
+        return [sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(out), *args, "workers=1",
+                *extra, *more]
+
+    ref = tmp_path / "ref"
+    done = subprocess.run(cmd(ref), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    out, killed, continued = tmp_path / "run", [], 0
+    while not (out / "results.json").exists():
+        proc = subprocess.Popen(cmd(out, *(["--resume"] if killed else [])), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        new = []
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            new = [p.name for p in out.glob("checkpoints/*.pt") if p.name not in killed]
+            if new:
+                break
+            time.sleep(0.005)
+        if proc.poll() is None and new:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed.append(new[0])
+        _, err = proc.communicate(timeout=60)
+        line = next((l for l in err.splitlines() if l.startswith("resume:")), "")
+        m = re.search(r"(\d+) continue from an epoch checkpoint", line)
+        continued += int(m.group(1)) if m else 0
+        assert proc.returncode in (0, -signal.SIGKILL), err[-3000:]
+        assert len(killed) <= len(BASELINES) + 1
+    assert sorted(k.split("-seed")[0] for k in killed) == sorted(BASELINES), killed
+    assert continued == len(BASELINES)  # each resume continued the killed job from its checkpoint
+
+    report = json.loads((out / "results.json").read_text())
+    expected = json.loads((ref / "results.json").read_text())
+    for name in BASELINES:
+        assert report["results"][name]["accuracy"]["per_seed"] == expected["results"][name]["accuracy"]["per_seed"]
+    got, want = _models(out), _models(ref)
+    assert set(got) == set(want) == {f"{m}-seed0.pt" for m in BASELINES}
+    for job, ck in want.items():
+        assert got[job]["history"] == ck["history"], job
+        assert all(torch.equal(got[job]["model"][k], v) for k, v in ck["model"].items()), job
+
+
 def _cli(tmp_path, capsys, *args):
     data = _tiny(tmp_path / "tiny.npz")
     rc = main(["run", "--data", str(data), "--student", "weak", "--no-progress", *args])

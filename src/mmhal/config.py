@@ -188,6 +188,15 @@ class RKDConfig:
 
 
 @dataclass
+class CRDConfig:
+    beta: float = 0.8  # weight of the contrastive loss L_CRD (CE weight 1)
+    dim: int = 128  # embedding size of both projections and of the memory banks
+    k: int = 16384  # negatives per sample (capped at the smallest number of other-class train samples)
+    tau: float = 0.07  # temperature of the scores
+    momentum: float = 0.5  # memory update: row <- normalise(momentum * row + (1 - momentum) * v)
+
+
+@dataclass
 class DKDConfig:
     alpha: float = 1.0  # weight of the target-class term (TCKD)
     beta: float = 8.0  # weight of the non-target-class term (NCKD)
@@ -214,8 +223,9 @@ class DistillConfig:
     dad_lambda: float = 100.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
-    # Under torchrun: DAD over the global batch (features gathered from every rank) | false: per-rank
-    # shard | auto: true when the job has more than one process (docs/scaling.md). No effect in one process.
+    # Under torchrun: DAD, and the batch-relational baselines SP, PKT and RKD, over the global batch (features
+    # gathered from every rank) | false: per-rank shard | auto: true when the job has more than one process
+    # (docs/scaling.md). No effect in one process.
     dad_global: str = "auto"
     # Cross-entropy label smoothing (every method's CE term; the teacher's too unless method_overrides.teacher
     # says otherwise). 0 = plain CE.
@@ -228,6 +238,7 @@ class DistillConfig:
     sp: SPConfig = field(default_factory=SPConfig)
     pkt: PKTConfig = field(default_factory=PKTConfig)
     rkd: RKDConfig = field(default_factory=RKDConfig)
+    crd: CRDConfig = field(default_factory=CRDConfig)
     dkd: DKDConfig = field(default_factory=DKDConfig)
     mars: MarsConfig = field(default_factory=MarsConfig)
     hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
@@ -642,7 +653,7 @@ def _validate_cefa(c: CefaConfig) -> None:
 
 def _validate_baselines(d: DistillConfig) -> None:
     """The baseline methods' sections: weights 0 or more, FitNet's regressor, AT's exponent, DKD's warm-up."""
-    for key in ("fitnet.beta", "at.beta", "sp.gamma", "pkt.beta", "rkd.distance", "rkd.angle", "dkd.alpha",
+    for key in ("fitnet.beta", "at.beta", "sp.gamma", "pkt.beta", "rkd.distance", "rkd.angle", "crd.beta", "dkd.alpha",
                 "dkd.beta", "mars.alpha", "hallucination.gamma"):
         section, _, name = key.partition(".")
         value = getattr(getattr(d, section), name)
@@ -653,6 +664,12 @@ def _validate_baselines(d: DistillConfig) -> None:
                         f"got '{d.fitnet.regressor}'")
     if not d.at.p > 0:
         raise UserError(f"distill.at.p must be positive (the attention map is the channel mean of |F|^p), got {d.at.p}")
+    if d.crd.dim < 1 or d.crd.k < 1:
+        raise UserError(f"distill.crd.dim and distill.crd.k must be at least 1, got {d.crd.dim} and {d.crd.k}")
+    if not d.crd.tau > 0:
+        raise UserError(f"distill.crd.tau must be positive (scores are exp(<m, v> / tau)), got {d.crd.tau}")
+    if not 0 <= d.crd.momentum < 1:
+        raise UserError(f"distill.crd.momentum must be in [0, 1) (1 would never update the memory), got {d.crd.momentum}")
     if d.dkd.warmup < 1:
         raise UserError(f"distill.dkd.warmup must be at least 1 epoch (1: full weight from the first epoch), "
                         f"got {d.dkd.warmup}")

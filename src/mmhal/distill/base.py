@@ -13,6 +13,22 @@ multiplied by its weight, so the training loss is their sum. The teacher is kept
 no gradient whatever ``train()`` is called with; trainable extras of a method belong to it, so the
 optimizer sees them through ``method.parameters()`` (teacher parameters have requires_grad False).
 
+What a method may ask of the trainer (``engine.loop.fit``), explicitly rather than through hooks:
+
+* ``needs_index = True``: the method is built with ``train_labels=`` (the train split's labels, (N,) int64,
+  row i = the sample at position i of the train split; N sizes whatever the method keeps per sample) and
+  every training ``forward`` gets ``index=``, (B,) int64, each sample's position in the train split.
+* ``start_epoch(epoch, seed)`` is called before every training epoch (0-based ``epoch``; ``seed`` derived
+  from the job's seed, stream and that epoch, the same on every rank): a method whose loss depends on the
+  epoch (DKD's warm-up) or draws random numbers (CRD's negatives) takes both from here, so a resumed
+  training, which restarts at an epoch boundary, continues exactly.
+* ``companions``: names of networks the method trains beside its student that are deployed with it (Hoffman's
+  RGB network ``rgb``, an attribute of that name): the trainer keeps each one's weights at the student's
+  selected epoch, saves it as the job ``<method>.<name>`` and records its predictions, so an ensemble
+  (``hallucination-fusion``) can sum them with the student's.
+* ``ddp_local_buffers``: names of buffers that DistributedDataParallel must not broadcast from rank 0 at
+  every step (a memory bank the method keeps identical on every rank itself, by gathering explicitly).
+
 The trainer may run ``forward`` under ``torch.autocast`` (``train.precision`` bf16 or 16): networks then
 compute in reduced precision, but every loss is computed in fp32, on ``.float()`` logits and features,
 with matrix products inside ``full_precision``.
@@ -39,6 +55,10 @@ class Method(nn.Module):
     #: ("uniform", lo, hi) | ("choice", [values]). The schedule (learning rate, weight decay) is searched
     #: for every method alike, on top of these (``engine.tune.COMMON_SPACE``).
     tune_space: dict = {}
+    #: see the module docstring
+    needs_index: bool = False
+    companions: tuple[str, ...] = ()
+    ddp_local_buffers: tuple[str, ...] = ()
 
     def __init__(self, student: MultimodalNet, teacher: Optional[MultimodalNet], cfg):
         super().__init__()
@@ -76,6 +96,9 @@ class Method(nn.Module):
             self.teacher.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """Called by the trainer before training epoch ``epoch`` (0-based); see the module docstring."""
+
     def teacher_forward(self, inputs: dict[str, torch.Tensor], precomputed: Optional[NetOutput] = None) -> NetOutput:
         """The frozen teacher's output on this batch (``precomputed`` when the trainer cached it)."""
         if precomputed is not None:
@@ -100,6 +123,18 @@ class Unimodal(Method):
     def forward(self, inputs, target, teacher_out=None):
         out = self.student(inputs)
         return out.logits, {"ce": self.ce(out.logits, target)}
+
+
+def build_method(name: str, student: MultimodalNet, teacher: Optional[MultimodalNet], cfg,
+                 train_labels: Optional[torch.Tensor] = None) -> Method:
+    """Method ``name`` around ``student`` (and ``teacher`` when it needs one), given the train split's labels
+    when it keeps something per training sample (``needs_index``)."""
+    cls = METHODS.get(name)
+    if not cls.needs_index:
+        return cls(student, teacher if cls.needs_teacher else None, cfg)
+    if train_labels is None:
+        raise ValueError(f"method '{name}' needs the train split's labels (train_labels=)")
+    return cls(student, teacher, cfg, train_labels=train_labels)
 
 
 def full_precision(t: torch.Tensor):

@@ -1,13 +1,13 @@
-"""Contrastive representation distillation (Tian et al. 2020): the loss and its memory banks, not yet a method.
-
-Not registered: CRD needs every training sample's index in the train split (0 <= index < N) with each batch,
-which the trainer does not pass to a method yet (see ``CRDLoss.forward``). What the loss does:
+"""Contrastive representation distillation (Tian et al. 2020): L = CE(z_s, y) + beta * L_CRD.
 
 * v_s = normalise(W_s f_s + b_s), v_t = normalise(W_t f_t + b_t): trainable Linear(D -> 128) embeddings of the
-  student's and the teacher's pooled features (both in the optimizer; the teacher's features carry no
-  gradient, W_t learns from the teacher-anchor term).
-* Memory banks M_s, M_t (N x 128 buffers, uniform in +-1/sqrt(128/3)), one row per training sample. For each
-  sample b, K + 1 contrast indices J_b: J_b0 = its own index, J_b1..K drawn uniformly from [0, N).
+  student's and the teacher's pooled features (``embedding``; both in the optimizer; the teacher's features
+  carry no gradient, W_t learns from the teacher-anchor term).
+* Memory banks M_s, M_t (N x 128 buffers, uniform in +-1/sqrt(128/3)), one row per training sample: N is the
+  size of the train split the trainer passes (``train_labels``), never a constant. For each sample b, K + 1
+  contrast indices J_b: J_b0 = its own index ("exact"), J_b1..K drawn uniformly, with replacement, from the
+  train samples of the *other* classes (class-aware negatives, as the reference's dataset draws them; the
+  reference draws without replacement when it can, which costs a permutation per sample).
 * Scores with the banks' rows detached, tau = 0.07: h_s(b, k) = exp(<M_t[J_bk], v_s,b> / tau) / Z_s (student
   anchor, teacher memory) and h_t(b, k) = exp(<M_s[J_bk], v_t,b> / tau) / Z_t (teacher anchor, student memory).
   Z_s, Z_t are set once, on the first call, to N * mean(exp(score / tau)) of that batch, and kept (buffers).
@@ -15,8 +15,19 @@ which the trainer does not pass to a method yet (see ``CRDLoss.forward``). What 
   sum_{k>=1} log(m P_n / (h_bk + m P_n + eps))]; L_CRD = l(h_s) + l(h_t).
 * Then, without gradient: M_s[i_b] <- normalise(0.5 M_s[i_b] + 0.5 v_s,b), the same for M_t with v_t.
 
-Defaults are the CIFAR zoos' (dim 128, K 16384, tau 0.07, momentum 0.5, weight 0.8 with CE 1). K is capped
-at N - 1. Everything in fp32 (exp(1 / 0.07) is 1.6e6, past float16).
+Defaults are the CIFAR zoos' (dim 128, K 16384, tau 0.07, momentum 0.5, beta 0.8 with CE 1). K is capped at
+the smallest number of other-class train samples. Everything in fp32 (exp(1 / 0.07) is 1.6e6, past float16).
+
+Cost: when K + 1 is at least a quarter of N (every small dataset), the scores are one (B, 128) x (128, N)
+product per bank followed by a gather of the K + 1 columns, instead of gathering B (K + 1) memory rows
+(0.5 GB per bank at B = 64, K = 16384); the two give the same numbers.
+
+Randomness and processes: the negatives of an epoch come from a generator seeded by the trainer for that
+epoch (``start_epoch``), so a resumed training draws what the uninterrupted one drew. Under ``torchrun``
+every rank draws the whole global batch's uniforms and keeps its own rows (rank r holds positions r, r + W,
+... of the global batch, ``engine.loader``), so the W ranks together draw what one process draws; Z is set
+from the mean over ranks; the banks are updated on every rank with every rank's (index, v_s, v_t),
+gathered explicitly, and DistributedDataParallel does not broadcast them (``ddp_local_buffers``).
 """
 from __future__ import annotations
 
@@ -26,7 +37,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .base import full_precision
+from .. import collective
+from ..errors import UserError
+from .base import Method, full_precision, register_method
 
 NCE_EPS = 1e-7
 
@@ -69,8 +82,13 @@ class CRDLoss(nn.Module):
 
     def scores(self, v: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, K + 1, 1): exp(<memory[idx], v> / tau), the memory rows detached (not yet divided by Z)."""
-        rows = memory[idx].detach()  # (B, K + 1, dim)
-        return torch.exp(torch.bmm(rows, v.unsqueeze(2)) / self.tau)
+        memory = memory.detach()
+        if 4 * idx.shape[1] >= self.num_samples:  # every row's score at once, then the K + 1 wanted
+            # (a copy: the product keeps the bank for the backward, and the bank is updated in place below)
+            dots = (v @ memory.clone().t()).gather(1, idx).unsqueeze(2)
+        else:
+            dots = torch.bmm(memory[idx], v.unsqueeze(2))  # (B, K + 1, dim) x (B, dim, 1)
+        return torch.exp(dots / self.tau)
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
                 contrast_index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
@@ -85,16 +103,70 @@ class CRDLoss(nn.Module):
             v_t = _unit(self.embed_t(f_t.detach().float().flatten(1)))
             out_s = self.scores(v_s, self.memory_t, idx)
             out_t = self.scores(v_t, self.memory_s, idx)
-            if self.z[0] < 0:  # set once, from the first batch, and kept
+            if self.z[0] < 0:  # set once, from the first (global) batch, and kept
                 with torch.no_grad():
-                    self.z.copy_(torch.stack([out_s.mean(), out_t.mean()]) * self.num_samples)
+                    means = collective.all_reduce_mean(torch.stack([out_s.mean(), out_t.mean()]))
+                    self.z.copy_(means * self.num_samples)
             h_s, h_t = out_s / self.z[0], out_t / self.z[1]
             loss = nce_loss(h_s, self.num_samples) + nce_loss(h_t, self.num_samples)
-            with torch.no_grad():
-                for memory, v in ((self.memory_s, v_s), (self.memory_t, v_t)):
-                    rows = memory[index] * self.momentum + v.detach() * (1 - self.momentum)
-                    memory.index_copy_(0, index, _unit(rows))
+            with torch.no_grad():  # every rank's rows, so that the banks stay the same on every rank
+                all_index = collective.all_gather_shards(index)
+                every = collective.all_gather_shards(torch.cat([v_s, v_t], dim=1).detach())
+                dim = v_s.shape[1]
+                for memory, v in ((self.memory_s, every[:, :dim]), (self.memory_t, every[:, dim:])):
+                    rows = memory[all_index] * self.momentum + v * (1 - self.momentum)
+                    memory.index_copy_(0, all_index, _unit(rows))
         return loss, h_s, h_t
 
 
-__all__ = ["CRDLoss", "nce_loss"]
+@register_method("crd")
+class CRD(Method):
+    """L = CE(z_s, y) + beta * L_CRD(embedding_s, embedding_t); built with ``train_labels`` (see distill.base)."""
+
+    needs_index = True
+    ddp_local_buffers = ("crd.memory_s", "crd.memory_t", "order", "class_start", "class_count")
+    tune_space = {"distill.crd.beta": ("log", 0.2, 5.0), "distill.crd.tau": ("choice", [0.05, 0.07, 0.1, 0.2])}
+
+    def __init__(self, student, teacher, cfg, *, train_labels=None):
+        super().__init__(student, teacher, cfg)
+        if train_labels is None:
+            raise TypeError("CRD is built with train_labels=, the train split's labels (one per sample, in order)")
+        labels = torch.as_tensor(train_labels).detach().long().cpu().flatten()
+        classes = student.head.out_features
+        count = torch.bincount(labels, minlength=classes)
+        others = labels.numel() - count[count > 0]
+        if labels.numel() < 2 or int(others.min()) < 1:
+            raise UserError("method 'crd' needs train samples of at least 2 classes: its negatives are samples of "
+                            "the other classes")
+        c = cfg.crd
+        self.crd = CRDLoss(student.head.in_features, self.teacher.head.in_features, labels.numel(), dim=c.dim,
+                           k=min(c.k, int(others.min())), tau=c.tau, momentum=c.momentum)
+        # the train samples sorted by class: class y's are order[start[y] : start[y] + count[y]]
+        self.register_buffer("order", torch.argsort(labels, stable=True), persistent=False)
+        self.register_buffer("class_count", count, persistent=False)
+        self.register_buffer("class_start", torch.cumsum(count, 0) - count, persistent=False)
+        self.generator = torch.Generator().manual_seed(0)  # replaced by the trainer's, every epoch
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def negatives(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, K): for each sample, K train indices of other classes, uniform with replacement. The uniforms are
+        drawn for the whole global batch on every rank and each rank keeps its rows (module docstring)."""
+        w, r = collective.world_size(), collective.rank()
+        u = torch.rand((target.shape[0] * w, self.crd.k), generator=self.generator)[r::w].to(target.device)
+        count, start = self.class_count[target].unsqueeze(1), self.class_start[target].unsqueeze(1)
+        j = (u * (self.crd.num_samples - count)).long().clamp_max(self.crd.num_samples - count - 1)
+        return self.order[j + count * (j >= start)]  # skip the sample's own class block
+
+    def forward(self, inputs, target, teacher_out=None, index=None):
+        if index is None:
+            raise TypeError("CRD's forward needs index=, each sample's position in the train split")
+        t_out = self.teacher_forward(inputs, teacher_out)
+        out = self.student(inputs)
+        contrast = torch.cat([index.view(-1, 1), self.negatives(target)], dim=1)
+        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, contrast_index=contrast)
+        return out.logits, {"ce": self.ce(out.logits, target), "crd": self.cfg.crd.beta * loss}
+
+
+__all__ = ["CRD", "CRDLoss", "nce_loss"]

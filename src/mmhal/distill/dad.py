@@ -58,9 +58,19 @@ def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", 
 
 
 def global_batch(cfg) -> bool:
-    """Whether DAD gathers the features of every rank (``cfg.dad_global``: auto | true | false)."""
+    """Whether DAD and the other batch-relational losses (SP, PKT, RKD) gather the features of every rank
+    (``cfg.dad_global``: auto | true | false)."""
     mode = str(getattr(cfg, "dad_global", "auto")).lower()
     return mode in ("auto", "true") and collective.world_size() > 1
+
+
+def relational_pair(cfg, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher features of the batch a relational loss compares: this rank's rows, or under
+    ``torchrun`` with ``global_batch(cfg)`` every rank's (the student's with gradient, the teacher's without),
+    so that SP, PKT and RKD see the single-process batch, as DAD does."""
+    if not global_batch(cfg):
+        return s, t.detach()
+    return collective.all_gather_rows(s), collective.all_gather_rows(t.detach())
 
 
 def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool = False) -> torch.Tensor:

@@ -13,9 +13,9 @@ from log-sum-exps, so log b^s stays finite when the student is confidently wrong
 W = ``distill.dkd.warmup`` epochs. With 2 classes the non-target distribution has one class, NCKD is 0 and
 DKD is alpha * KD: the method refuses such data (use ``kd``).
 
-The warm-up needs the epoch, which the trainer does not pass to a method: the method counts its epochs in
-a buffer (so a resumed training continues the count), one per ``train()`` call, which ``engine.loop.fit``
-makes once at the start of every epoch.
+The warm-up needs the epoch: the trainer tells the method before every epoch (``start_epoch``, see
+``distill.base``), so a resumed training has the right factor from its first step. Used on its own, the
+method is at epoch 1 until ``start_epoch`` says otherwise.
 """
 from __future__ import annotations
 
@@ -59,16 +59,14 @@ class DKD(Method):
         if student.head.out_features < 3:
             raise UserError("method 'dkd' needs at least 3 classes: with 2 its non-target term is empty and it "
                             "is KD with the weight alpha, so use 'kd'")
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))  # epochs started (see the module doc)
+        self.epoch = 1  # the epoch under way, counted from 1 (set by the trainer, see the module doc)
 
-    def train(self, mode: bool = True):
-        if mode:
-            self.epoch += 1
-        return super().train(mode)
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        self.epoch = int(epoch) + 1
 
-    def warmup_factor(self) -> torch.Tensor:
-        """min(epoch / W, 1) for the epoch under way (a tensor: reading it needs no device synchronisation)."""
-        return (self.epoch.float().clamp_min(1.0) / float(self.cfg.dkd.warmup)).clamp_max(1.0)
+    def warmup_factor(self) -> float:
+        """min(epoch / W, 1) for the epoch under way."""
+        return min(self.epoch / float(self.cfg.dkd.warmup), 1.0)
 
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)

@@ -15,8 +15,10 @@ is the hallucination layer, and
   width differs, keeps its initialisation.
 * r is ``method.rgb``: a second student-shaped network trained jointly with cross-entropy, starting from
   the initialisation every other method's student gets for this seed. It is in the optimizer and in the
-  epoch checkpoint, but the run does not save it: the paper's test-time fusion r + H (two networks, twice
-  the inference cost, comparable to ``mmh-ensemble``) needs the trainer to save and evaluate r as well.
+  epoch checkpoint, and a companion network (``distill.base``): the run saves r at H's selected epoch as
+  ``models/hallucination.rgb-seed<S>.pt`` and reports the paper's test-time fusion r + H as the ensemble
+  ``hallucination-fusion`` (logits summed; two networks, twice the inference cost, comparable to
+  ``mmh-ensemble`` and ``unimodal-ensemble``).
 * The hallucination loss is the sigmoid-squashed squared error of the paper, as a mean over elements
   (the paper sums; gamma absorbs the difference). gamma = 100 (the re-implementation's value); the paper
   sets it so that gamma * L_hal is about 10 times each other loss: tune it.
@@ -55,6 +57,7 @@ class Hallucination(Method):
     """L = CE(z_H) + CE(z_r) + CE((z_r + z_H) / 2) + gamma * L_hal(f3); the student is H."""
 
     tune_space = {"distill.hallucination.gamma": ("log", 10.0, 1000.0)}
+    companions = ("rgb",)
 
     def __init__(self, student, teacher, cfg):
         super().__init__(student, teacher, cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import Method, full_precision, register_method
+from .dad import relational_pair
 
 EPS = 1e-7
 
@@ -45,4 +46,4 @@ class PKT(Method):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         return out.logits, {"ce": self.ce(out.logits, target),
-                            "pkt": self.cfg.pkt.beta * pkt_loss(out.embedding, t_out.embedding)}
+                            "pkt": self.cfg.pkt.beta * pkt_loss(*relational_pair(self.cfg, out.embedding, t_out.embedding))}

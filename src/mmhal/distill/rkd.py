@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Method, full_precision, register_method
+from .dad import relational_pair
 
 
 def potentials(e: torch.Tensor, angle: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -82,6 +83,6 @@ class RKD(Method):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         c = self.cfg.rkd
-        l_d, l_a = rkd_losses(out.embedding, t_out.embedding, angle=c.angle > 0)
+        l_d, l_a = rkd_losses(*relational_pair(self.cfg, out.embedding, t_out.embedding), angle=c.angle > 0)
         return out.logits, {"ce": self.ce(out.logits, target), "rkd_distance": c.distance * l_d,
                             "rkd_angle": c.angle * l_a}

@@ -84,9 +84,9 @@ def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> No
         return
     if method not in run.methods:
         raise UserError(f"the run in '{run.path}' has no method '{method}'; it has {', '.join(run.methods)}")
-    if "ensemble" in method:
-        raise UserError(f"'{method}' is an ensemble of several networks, not one saved model; choose one of its "
-                        "members or a single-network method")
+    if method in ENSEMBLES:
+        raise UserError(f"'{method}' is an ensemble of several networks ({', '.join(ENSEMBLES[method])}), not one "
+                        "saved model; choose one of its members or a single-network method")
 
 
 def model_files(run: RunFolder, method: str, seed: Optional[int] = None) -> list[tuple[Optional[int], Path]]:

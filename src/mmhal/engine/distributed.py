@@ -193,6 +193,9 @@ def wrap(method: nn.Module, device: torch.device) -> nn.Module:
         return method
     globalize_batchnorm(method, device)
     ids = [device.index] if device.type == "cuda" else None
+    local = list(getattr(method, "ddp_local_buffers", ()))
+    if local:  # a method's own per-sample memory: it keeps the ranks' copies equal itself (distill.base)
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(method, local)
     return nn.parallel.DistributedDataParallel(method, device_ids=ids)
 
 

@@ -33,6 +33,7 @@ from .. import collective
 from ..errors import UserError
 from ..metrics import accuracy
 from ..models.network import NetOutput, param_groups
+from ..utils import derive_seed
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .loader import EpochBatches, TrainBatches
@@ -223,6 +224,14 @@ class FitResult:
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     last_state: Optional[dict] = None  # the weights after the last epoch (a selection-free control)
+    # the method's companion networks (``Method.companions``): name -> weights at the selected / the last epoch
+    best_companions: dict = field(default_factory=dict)
+    last_companions: dict = field(default_factory=dict)
+
+
+def companion_states(method) -> dict:
+    """Copies of the weights of the method's companion networks (``Method.companions``), by name."""
+    return {n: copy.deepcopy(getattr(method, n).state_dict()) for n in getattr(method, "companions", ())}
 
 
 def fit(
@@ -292,20 +301,22 @@ def fit(
         set_rng_state(ckpt["rng"])
         start, history = ckpt["epoch"], list(ckpt["history"])
         best_key = tuple(ckpt["best"]["key"])
-        best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()})
+        best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()},
+                {n: {k: v.to(device) for k, v in st.items()} for n, st in ckpt["best"].get("companions", {}).items()})
     decay = float(getattr(tcfg, "ema", 0.0))
     ema = WeightAverage(student, decay, ckpt.get("ema") if ckpt is not None else None) if decay > 0 else None
     bar = tqdm(range(start, tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
                initial=start, total=tcfg.epochs)
     with compiled_forward(student, bool(getattr(tcfg, "compile", False))), _closed_after(bar, batches):
         for epoch in bar:
+            method.start_epoch(epoch, derive_seed(seed, "method", stream, epoch))  # the same on every rank
             method.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0
             batches.set_epoch(epoch)
             for inputs, target, idx in batches:
                 t_out = index_output(teacher_cache, idx) if teacher_cache is not None else None
-                losses = step(inputs, target, t_out)
+                losses = step(inputs, target, t_out, index=idx if method.needs_index else None)
                 if ema is not None:
                     ema.update(sched.last_epoch)  # the number of steps taken so far: exact across a resume
                 for k, v in losses.items():
@@ -325,14 +336,16 @@ def fit(
             key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
             if best_key is None or key < best_key:
                 best_key = key
-                best = (epoch + 1, copy.deepcopy(ema.state if ema is not None else student.state_dict()))
+                best = (epoch + 1, copy.deepcopy(ema.state if ema is not None else student.state_dict()),
+                        companion_states(method))
             if checkpoint is not None and ctx.is_main:
                 save_checkpoint(
                     checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                     scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(),
                     world_size=ctx.world_size,
-                    best={"epoch": best[0], "key": list(best_key), "state": best[1]}, history=history,
+                    best={"epoch": best[0], "key": list(best_key), "state": best[1], "companions": best[2]},
+                    history=history,
                     ema=ema.state if ema is not None else None,
                 )
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
@@ -340,4 +353,4 @@ def fit(
                 on_epoch(epoch, rec)
     last = copy.deepcopy(ema.state if ema is not None else student.state_dict())
     student.load_state_dict(best[1])
-    return FitResult(best[1], best[0], history, last)
+    return FitResult(best[1], best[0], history, last, best[2], companion_states(method))

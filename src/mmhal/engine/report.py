@@ -43,6 +43,7 @@ import torch
 
 from .. import __version__, stats
 from ..config import method_config
+from ..distill import member_job
 from ..errors import UserError
 from ..utils import pid_alive
 from . import artifacts
@@ -65,6 +66,8 @@ DESCRIPTIONS = {
     "mmh": "MMH: RAD and DAD together in one student (one network at inference)",
     "mmh-ensemble": "a RAD student and a DAD student, predictions summed (the paper's final model; two networks)",
     UNIMODAL_ENSEMBLE: "two plain students, predictions summed (the fair baseline for two-network ensembles)",
+    "hallucination-fusion": "Hoffman et al.'s test-time model: the hallucination network and the RGB network "
+                            "trained with it, predictions summed (two networks)",
 }
 
 
@@ -428,7 +431,8 @@ def _trained_jobs(results: dict) -> list[tuple[str, str]]:
         if name == TEACHER:
             continue
         for part in members(name):
-            out.setdefault(part, part if part in results else name)
+            if member_job(part) == part:  # a companion network (job.part) shares its job's training curves
+                out.setdefault(part, part if part in results else name)
     return list(out.items())
 
 

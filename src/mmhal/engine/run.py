@@ -30,7 +30,7 @@ from ..config import ModelConfig, RunConfig, absolute_paths, apply_mapping, meth
 from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
-from ..distill import ENSEMBLES, METHODS
+from ..distill import ENSEMBLES, METHODS, build_method, member_job
 from ..errors import UserError
 from ..models.network import build_network
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
@@ -138,7 +138,7 @@ def resolve_methods(methods) -> tuple[list[str], list[str]]:
     for name in methods:
         if name == TEACHER:
             continue
-        for p in members(name):
+        for p in map(member_job, members(name)):
             METHODS.get(split_job_name(p)[0])  # raises a one-sentence error for an unknown name
             if p not in train:
                 train.append(p)
@@ -154,19 +154,19 @@ def applicable_methods(cfg: RunConfig, data, student_mods, to_train: list[str], 
     from dataclasses import replace
 
     probe = build_network(data.shapes, student_mods, data.num_classes, replace(cfg.model, weights="", weights_sha256=""))
-    named = {split_job_name(p)[0] for m in cfg.methods if m not in ("all", TEACHER) for p in members(m)}
+    named = {split_job_name(member_job(p))[0] for m in cfg.methods if m not in ("all", TEACHER) for p in members(m)}
     dropped: dict[str, str] = {}
+    train_labels = torch.from_numpy(np.asarray(data.labels)[data.indices("train")])
     for name in dict.fromkeys(split_job_name(j)[0] for j in to_train):
-        cls = METHODS.get(name)
         try:
-            cls(probe, _copy.deepcopy(probe) if cls.needs_teacher else None, method_config(cfg, name).distill)
+            build_method(name, probe, _copy.deepcopy(probe), method_config(cfg, name).distill, train_labels)
         except UserError as exc:
             if name in named:
                 raise
             dropped[name] = str(exc)
     for name, why in dropped.items():
         log(f"note: --methods all leaves out '{name}' on this data: {why}")
-    keep = lambda m: not any(split_job_name(p)[0] in dropped for p in members(m))  # noqa: E731
+    keep = lambda m: not any(split_job_name(member_job(p))[0] in dropped for p in members(m))  # noqa: E731
     return [j for j in to_train if split_job_name(j)[0] not in dropped], [m for m in to_report if keep(m)]
 
 
@@ -547,6 +547,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
         ctx.prime(splits, teacher)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
+    done = with_companions(done)
 
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
@@ -679,6 +680,17 @@ class JobContext:
         trial ``trial`` (a tag of ``self.trials``)."""
         return method_config(self.cfg, split_job_name(name)[0], self.trials[trial] if trial else None)
 
+    def _logits(self, net, splits, best_state: dict, last_state: dict) -> dict:
+        """A trained network's logits: on the evaluation split with the selected weights and (a selection-free
+        control) the last epoch's, and on the validation split with the selected ones; ``net`` keeps the
+        selected weights."""
+        net.load_state_dict(best_state)
+        z, z_val = predict(net, splits[self.eval_split]), predict(net, splits["val"])
+        net.load_state_dict(last_state)
+        z_last = predict(net, splits[self.eval_split])
+        net.load_state_dict(best_state)
+        return {"logits": z, "logits_last": z_last, "val_logits": z_val}
+
     def train_student(self, name: str, seed: int, device, progress: bool, on_epoch=None, trial=None) -> dict:
         """Train one student (job ``name``, ``seed``), from its epoch checkpoint when resuming; save the
         model and the finished-job record; return its logits (eval split at the selected and at the last
@@ -696,7 +708,7 @@ class JobContext:
         method_cls = METHODS.get(method_name)
         if cfg.distill.init_from_teacher and method_cls.needs_teacher:
             init_from_teacher(student, teacher)
-        method = method_cls(student, teacher, cfg.distill).to(device)
+        method = build_method(method_name, student, teacher, cfg.distill, splits["train"].labels).to(device)
         folder = self.folder / "trials" / trial if trial else self.folder
         ckpt_path, job_path = job_files(folder, name, seed)
         res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
@@ -709,14 +721,21 @@ class JobContext:
                  "best_epoch": res.best_epoch, "history": res.history, **model_meta(self.data, cfg)},
                 self.folder / "models" / f"{name}-seed{seed}.pt",
             )
-        z, z_val = predict(student, splits[self.eval_split]), predict(student, splits["val"])
-        student.load_state_dict(res.last_state)
-        z_last = predict(student, splits[self.eval_split])  # selection-free control: the last epoch's weights
-        student.load_state_dict(res.best_state)
-        r = {"logits": z, "logits_last": z_last, "val_logits": z_val, "best_epoch": res.best_epoch,
+        r = {**self._logits(student, splits, res.best_state, res.last_state), "best_epoch": res.best_epoch,
              "val_loss": res.history[res.best_epoch - 1]["val_loss"], "epochs": len(res.history),
              "world_size": distributed.current().world_size,
-             "teacher": self.teacher_digest if method_cls.needs_teacher else ""}
+             "teacher": self.teacher_digest if method_cls.needs_teacher else "", "companions": {}}
+        for part in method.companions:  # networks deployed beside the student (distill.base), at its selected epoch
+            net, sub = getattr(method, part), f"{name}.{part}"
+            r["companions"][part] = self._logits(net, splits, res.best_companions[part], res.last_companions[part])
+            if main and not trial:
+                atomic_torch_save(
+                    {"model": res.best_companions[part], "modalities": self.student_mods, "method": sub, "seed": seed,
+                     "best_epoch": res.best_epoch, "history": res.history, **model_meta(self.data, cfg)},
+                    self.folder / "models" / f"{sub}-seed{seed}.pt")
+            if main:
+                atomic_torch_save({**r["companions"][part], "best_epoch": res.best_epoch, "companion_of": name},
+                                  job_files(folder, sub, seed)[1])
         if main:
             atomic_torch_save(r, job_path)  # the job is finished once this file exists
             ckpt_path.unlink(missing_ok=True)
@@ -727,7 +746,20 @@ LOGIT_KEYS = ("logits", "logits_last", "val_logits")
 
 
 def _numpy_logits(r: dict) -> dict:
-    return {**r, **{k: r[k].numpy() for k in LOGIT_KEYS if r.get(k) is not None}}
+    out = {**r, **{k: r[k].numpy() for k in LOGIT_KEYS if r.get(k) is not None}}
+    if r.get("companions"):
+        out["companions"] = {part: _numpy_logits(c) for part, c in r["companions"].items()}
+    return out
+
+
+def with_companions(done: dict) -> dict:
+    """The finished jobs' records plus one per companion network (``job.part``, seed): what ensembles such as
+    ``hallucination-fusion`` sum (``distill.member_job``)."""
+    out = dict(done)
+    for (name, seed), r in done.items():
+        for part, c in (r.get("companions") or {}).items():
+            out[(f"{name}.{part}", seed)] = {**c, "best_epoch": r.get("best_epoch")}
+    return out
 
 
 def load_job(path: Path) -> dict:

@@ -119,15 +119,17 @@ class TrainStep:
         self.channels_last = channels_last
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
 
-    def forward(self, inputs, target, teacher_out=None):
-        """The method's (logits, losses) on one batch under this step's precision and layout, with graph."""
+    def forward(self, inputs, target, teacher_out=None, index=None):
+        """The method's (logits, losses) on one batch under this step's precision and layout, with graph;
+        ``index`` (the samples' positions in the train split) goes to methods that ask for it."""
         if self.channels_last:
             inputs = channels_last_inputs(inputs)
+        extra = {"index": index} if index is not None else {}
         with autocast(self.device, self.dtype):
-            return self.method(inputs, target, teacher_out=teacher_out)
+            return self.method(inputs, target, teacher_out=teacher_out, **extra)
 
-    def __call__(self, inputs, target, teacher_out=None) -> dict[str, torch.Tensor]:
-        _, losses = self.forward(inputs, target, teacher_out)
+    def __call__(self, inputs, target, teacher_out=None, index=None) -> dict[str, torch.Tensor]:
+        _, losses = self.forward(inputs, target, teacher_out, index)
         loss = sum(losses.values())
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is None:
