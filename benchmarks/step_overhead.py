@@ -101,6 +101,13 @@ def bench_setting(name: str, args, device: torch.device) -> list[dict]:
     tcfg = TrainConfig(batch_size=s["batch"], precision=args.precision, channels_last=args.channels_last,
                        compile=args.compile)
     dcfg = DistillConfig()
+    for item in args.distill:  # e.g. crd.k=1024
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        target = dcfg
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, type(getattr(target, last))(value))
     torch.manual_seed(0)
     b = s["batch"]
     inputs = {m: torch.randn(b, *s["spec"][m], device=device) for m in s["teacher"]}
@@ -131,7 +138,7 @@ def bench_setting(name: str, args, device: torch.device) -> list[dict]:
 
     t_a = time_a()
     teacher = net(s["teacher"])
-    common = {"setting": name, "device": device.type, "device_name": device_name(device), "batch": b,
+    common = {"distill": list(args.distill), "setting": name, "device": device.type, "device_name": device_name(device), "batch": b,
               "precision": tcfg.precision, "channels_last": tcfg.channels_last, "compiled": tcfg.compile,
               "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),
               "torch": torch.__version__}
@@ -196,6 +203,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="mmh", help="comma-separated methods timed as step (b) (default: mmh)")
     p.add_argument("--repeats", type=int, default=1,
                    help="time (a) then (b) this many times per method and report the pair of median ratio")
+    p.add_argument("--distill", action="append", default=[], metavar="KEY=VALUE",
+                   help="a distill setting for every method, e.g. crd.k=1024 or rkd.angle=0 (repeatable)")
     p.add_argument("--json", help="write one record per setting and method to this file")
     return p
 

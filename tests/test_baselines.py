@@ -635,11 +635,11 @@ def test_crd_scores_of_the_whole_memory_equal_the_gathered_rows():
     from mmhal.distill.crd import CRDLoss
 
     torch.manual_seed(1)
-    crd = CRDLoss(6, 5, num_samples=40, dim=8, k=7)
+    crd = CRDLoss(6, 5, num_samples=200, dim=8, k=7)
     v = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
-    idx = torch.randint(0, 40, (3, 8))
-    gathered = crd.scores(v, crd.memory_t, idx)  # 4 * 8 < 40: gathers B (K + 1) rows
-    crd.num_samples = 20  # now 4 (K + 1) >= N: one product with the whole bank, then the K + 1 columns
+    idx = torch.randint(0, 100, (3, 8))
+    gathered = crd.scores(v, crd.memory_t, idx)  # 16 * 8 < 200: gathers B (K + 1) rows
+    crd.num_samples = 100  # now 16 (K + 1) >= N: one product with the whole bank, then the K + 1 columns
     whole = crd.scores(v, crd.memory_t, idx)
     assert gathered.shape == whole.shape == (3, 8, 1)
     torch.testing.assert_close(whole, gathered, rtol=1e-5, atol=0)

@@ -18,9 +18,13 @@
 Defaults are the CIFAR zoos' (dim 128, K 16384, tau 0.07, momentum 0.5, beta 0.8 with CE 1). K is capped at
 the smallest number of other-class train samples. Everything in fp32 (exp(1 / 0.07) is 1.6e6, past float16).
 
-Cost: when K + 1 is at least a quarter of N (every small dataset), the scores are one (B, 128) x (128, N)
-product per bank followed by a gather of the K + 1 columns, instead of gathering B (K + 1) memory rows
-(0.5 GB per bank at B = 64, K = 16384); the two give the same numbers.
+Cost: when 16 (K + 1) >= N (every dataset up to ~260 000 training samples at the default K), the scores are
+one (B, 128) x (128, N) product per bank followed by a gather of the K + 1 columns, instead of gathering
+B (K + 1) memory rows (0.5 GB per bank at B = 64, K = 16384), which on a CPU is several times slower than
+the product even where it does 16 times fewer multiply-adds; the two give the same numbers. On HAPT
+(N = 5128, so K = 4129 by the class cap) a CRD step costs about 3x a plain student step on the CPU
+(``benchmarks/step_overhead.py``), most of it in the (B, K + 1) score arithmetic; ``distill.crd.k=2048``
+halves that part.
 
 Randomness and processes: the negatives of an epoch come from a generator seeded by the trainer for that
 epoch (``start_epoch``), so a resumed training draws what the uninterrupted one drew. Under ``torchrun``
@@ -83,7 +87,7 @@ class CRDLoss(nn.Module):
     def scores(self, v: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, K + 1, 1): exp(<memory[idx], v> / tau), the memory rows detached (not yet divided by Z)."""
         memory = memory.detach()
-        if 4 * idx.shape[1] >= self.num_samples:  # every row's score at once, then the K + 1 wanted
+        if 16 * idx.shape[1] >= self.num_samples:  # every row's score at once, then the K + 1 wanted
             # (a copy: the product keeps the bank for the backward, and the bank is updated in place below)
             dots = (v @ memory.clone().t()).gather(1, idx).unsqueeze(2)
         else:
