@@ -55,10 +55,19 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 def nce_loss(h: torch.Tensor, num_samples: int) -> torch.Tensor:
     """l(h) for scores h (B, K + 1[, 1]) whose column 0 is the positive, with noise P_n = 1 / num_samples."""
-    h = h.reshape(h.shape[0], -1)
-    m_pn = (h.shape[1] - 1) / num_samples
-    pos = torch.log(h[:, 0] / (h[:, 0] + m_pn + NCE_EPS))
-    neg = torch.log(m_pn / (h[:, 1:] + m_pn + NCE_EPS)).sum(1)
+    return nce_loss_log(torch.log(h), num_samples)
+
+
+def nce_loss_log(log_h: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """l(h) from log h: with c = m P_n + eps, log(h_0 / (h_0 + c)) = log h_0 - logaddexp(log h_0, log c) and
+    log(m P_n / (h_k + c)) = log(m P_n) - logaddexp(log h_k, log c): one fused pass over the B (K + 1) scores
+    instead of an exp, two divisions, an addition and a log."""
+    log_h = log_h.reshape(log_h.shape[0], -1)
+    m_pn = (log_h.shape[1] - 1) / num_samples
+    log_c = log_h.new_full((), math.log(m_pn + NCE_EPS))
+    denom = torch.logaddexp(log_h, log_c)
+    pos = log_h[:, 0] - denom[:, 0]
+    neg = (math.log(m_pn) - denom[:, 1:]).sum(1)
     return -(pos + neg).mean()
 
 
@@ -77,6 +86,11 @@ class CRDLoss(nn.Module):
         self.register_buffer("memory_s", torch.rand(num_samples, dim) * 2 * bound - bound)
         self.register_buffer("memory_t", torch.rand(num_samples, dim) * 2 * bound - bound)
         self.register_buffer("z", torch.full((2,), -1.0))  # Z_s, Z_t; negative = not yet set
+        self._z_known = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._z_known = False  # a loaded Z may be unset again
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def contrast_indices(self, index: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """(B, K + 1): each sample's own index, then K indices drawn uniformly from [0, N)."""
@@ -86,33 +100,40 @@ class CRDLoss(nn.Module):
 
     def scores(self, v: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, K + 1, 1): exp(<memory[idx], v> / tau), the memory rows detached (not yet divided by Z)."""
+        return torch.exp(self.log_scores(v, memory, idx))
+
+    def log_scores(self, v: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(B, K + 1, 1): <memory[idx], v> / tau, the log of ``scores``."""
         memory = memory.detach()
         if 16 * idx.shape[1] >= self.num_samples:  # every row's score at once, then the K + 1 wanted
             # (a copy: the product keeps the bank for the backward, and the bank is updated in place below)
             dots = (v @ memory.clone().t()).gather(1, idx).unsqueeze(2)
         else:
             dots = torch.bmm(memory[idx], v.unsqueeze(2))  # (B, K + 1, dim) x (B, dim, 1)
-        return torch.exp(dots / self.tau)
+        return dots / self.tau
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
                 contrast_index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
         """(L_CRD, h_s, h_t); updates the memory banks (and Z on the first call). ``index``: (B,) int64, each
         sample's position in the train split; ``contrast_index`` (B, K + 1) overrides the uniform draw."""
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+        if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise IndexError(f"CRD sample indices must lie in [0, {self.num_samples}), got "
-                             f"{int(index.min())}..{int(index.max())}")
+                             f"{int(index.min())}..{int(index.max())}")  # (not checked on a GPU: no sync per step)
         idx = contrast_index if contrast_index is not None else self.contrast_indices(index, generator)
         with full_precision(f_s):
             v_s = _unit(self.embed_s(f_s.float().flatten(1)))
             v_t = _unit(self.embed_t(f_t.detach().float().flatten(1)))
-            out_s = self.scores(v_s, self.memory_t, idx)
-            out_t = self.scores(v_t, self.memory_s, idx)
-            if self.z[0] < 0:  # set once, from the first (global) batch, and kept
-                with torch.no_grad():
-                    means = collective.all_reduce_mean(torch.stack([out_s.mean(), out_t.mean()]))
-                    self.z.copy_(means * self.num_samples)
-            h_s, h_t = out_s / self.z[0], out_t / self.z[1]
-            loss = nce_loss(h_s, self.num_samples) + nce_loss(h_t, self.num_samples)
+            log_s = self.log_scores(v_s, self.memory_t, idx)
+            log_t = self.log_scores(v_t, self.memory_s, idx)
+            if not self._z_known:  # Z is set once, from the first (global) batch, and kept
+                if self.z[0] < 0:
+                    with torch.no_grad():
+                        means = collective.all_reduce_mean(torch.stack([log_s.exp().mean(), log_t.exp().mean()]))
+                        self.z.copy_(means * self.num_samples)
+                self._z_known = True  # read once per process (a device sync), not every step
+            log_h_s, log_h_t = log_s - self.z[0].log(), log_t - self.z[1].log()
+            loss = nce_loss_log(log_h_s, self.num_samples) + nce_loss_log(log_h_t, self.num_samples)
+            h_s, h_t = log_h_s.exp(), log_h_t.exp()
             with torch.no_grad():  # every rank's rows, so that the banks stay the same on every rank
                 all_index = collective.all_gather_shards(index)
                 every = collective.all_gather_shards(torch.cat([v_s, v_t], dim=1).detach())
@@ -173,4 +194,4 @@ class CRD(Method):
         return out.logits, {"ce": self.ce(out.logits, target), "crd": self.cfg.crd.beta * loss}
 
 
-__all__ = ["CRD", "CRDLoss", "nce_loss"]
+__all__ = ["CRD", "CRDLoss", "nce_loss", "nce_loss_log"]
