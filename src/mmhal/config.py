@@ -118,7 +118,8 @@ class ModelConfig:
     blocks: int = 1  # residual blocks per stage (ResNet-18 has 2)
     se_reduction: int = 4  # squeeze-excitation reduction ratio in the fusion layer
     # small (MultimodalNet, any input kind; width/blocks apply) | resnet18 (torchvision ResNet-18 stems
-    # conv1..layer2 per modality and trunk layer3/layer4, images only; models/resnet.py)
+    # conv1..layer2 per modality and trunk layer3/layer4, images only; models/resnet.py) | r3d18 | r2plus1d18
+    # (torchvision's 3D video networks, the same split, clips (C, T, H, W) only, time kept; models/video.py)
     backbone: str = "small"
     se: bool = False  # resnet18: squeeze-excitation (reduction 16) in every residual block (ResNet-18-SE)
     dropout: float = 0.0  # resnet18: dropout before the head, in [0, 1)
@@ -127,6 +128,9 @@ class ModelConfig:
     weights: str = ""
     weights_sha256: str = ""  # when set, the weights file's SHA-256 must equal it (checked before loading)
     pretrained_lr_mult: float = 1.0  # learning-rate multiplier of the parameters loaded from model.weights
+    # r3d18/r2plus1d18: average f4 over time before the RAD region pyramid (the authors' choice: 4x4 + 2x2 + 1x1
+    # = 21 regions); false: cubic regions over (T', H', W'), 4^3 + 2^3 + 1 = 73.
+    region_pool_time: bool = True
 
 
 @dataclass

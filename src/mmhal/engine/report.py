@@ -587,7 +587,7 @@ def region_blocks(ev: Evidence, data_root: Optional[str], log: Callable[[str], N
         inputs = next(eval_batches(split, mods, start, stop, REGION_BATCH))
         target = split.labels[start:stop]
         t_fmap = teacher(inputs).fmap
-        dims = t_fmap.dim() - 2
+        dims = getattr(teacher, "region_dims", t_fmap.dim() - 2)  # video nets pool time before the pyramid
         for job, net in students.items():
             c = settings[job]
             t_reg = teacher.region_logits(t_fmap, c.rad_levels)

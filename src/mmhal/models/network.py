@@ -174,7 +174,7 @@ def _small(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
         if getattr(model_cfg, key, off) != off
     ]
     if unsupported:
-        raise UserError(f"model.{', model.'.join(unsupported)} apply only to model.backbone=resnet18, not to small")
+        raise UserError(f"model.{', model.'.join(unsupported)} apply only to model.backbone=resnet18, r3d18 or r2plus1d18, not to small")
     return MultimodalNet(
         spec, modalities, num_classes, width=model_cfg.width, blocks=model_cfg.blocks,
         se_reduction=model_cfg.se_reduction,
@@ -187,6 +187,22 @@ def _resnet18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
     from .resnet import build_resnet18
 
     return build_resnet18(spec, modalities, num_classes, model_cfg)
+
+
+@BACKBONES.register("r3d18")
+def _r3d18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
+    """torchvision R3D-18 stems and trunk for clips, time kept (``models.video``; torchvision is imported there)."""
+    from .video import build_video_net
+
+    return build_video_net(spec, modalities, num_classes, model_cfg, "r3d18")
+
+
+@BACKBONES.register("r2plus1d18")
+def _r2plus1d18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
+    """torchvision R(2+1)D-18 stems and trunk for clips, time kept (``models.video``)."""
+    from .video import build_video_net
+
+    return build_video_net(spec, modalities, num_classes, model_cfg, "r2plus1d18")
 
 
 def build_network(spec, modalities, num_classes, model_cfg) -> NetworkBase:
