@@ -136,7 +136,8 @@ def test_every_baseline_killed_after_an_epoch_resumes_and_ends_as_the_uninterrup
     for name in BASELINES:
         assert report["results"][name]["accuracy"]["per_seed"] == expected["results"][name]["accuracy"]["per_seed"]
     got, want = _models(out), _models(ref)
-    assert set(got) == set(want) == {f"{m}-seed0.pt" for m in BASELINES}
+    # (Hoffman's RGB network is saved beside the hallucination network, at its selected epoch)
+    assert set(got) == set(want) == {f"{m}-seed0.pt" for m in BASELINES} | {"hallucination.rgb-seed0.pt"}
     for job, ck in want.items():
         assert got[job]["history"] == ck["history"], job
         assert all(torch.equal(got[job]["model"][k], v) for k, v in ck["model"].items()), job
