@@ -13,6 +13,15 @@ def _isolated_cache(tmp_path, monkeypatch):
         monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "mmhal-cache"))
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny networks: several times faster than two on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _session_run(tmp_path_factory, name: str, write_data, student: str):
     """A finished run in a new session folder ``name``, on the data ``write_data(folder)`` writes, with its own
     teacher cache."""

@@ -29,12 +29,7 @@ from mmhal.errors import DataError, UserError
 H, W = 24, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _coords(t=6, h=H, w=W):

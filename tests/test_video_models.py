@@ -20,12 +20,7 @@ CLIP = {"rgb": (3, 8, 32, 32), "depth": (1, 8, 32, 32), "flow": (2, 8, 32, 32)}
 TV = {"r3d18": torchvision.models.video.r3d_18, "r2plus1d18": torchvision.models.video.r2plus1d_18}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(arch, modalities, spec=CLIP, classes=5, **kw) -> VideoNet:
