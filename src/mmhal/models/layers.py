@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..errors import UserError
+from ..utils import file_sha256
 
 
 def conv(dims: int, cin: int, cout: int, k: int = 3, stride=1, bias: bool = False) -> nn.Module:
@@ -69,3 +73,25 @@ def halve(size: int, n: int) -> int:
     for _ in range(n):
         size = (size + 1) // 2
     return size
+
+
+def read_state_dict(path: str, sha256: str, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a local state dict file (``model.weights``), its SHA-256 checked first when given."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"model.weights names no file: {path} (a local {what} state dict; nothing is downloaded)")
+    if sha256:
+        try:
+            got = file_sha256(p)
+        except OSError as e:
+            raise UserError(f"model.weights {path} cannot be read ({e.strerror or e})") from e
+        want = sha256.strip().lower()
+        if got != want:
+            raise UserError(f"model.weights {path} has SHA-256 {got}, not {want} as model.weights_sha256 says")
+    try:
+        sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file or non-tensor payload
+        raise UserError(f"model.weights {path} is not a readable torch state dict ({type(e).__name__})") from e
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"model.weights {path} does not hold a state dict (a mapping of names to tensors)")
+    return sd

@@ -16,7 +16,6 @@ uses ``model.se_reduction``.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -25,8 +24,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ..errors import UserError
-from ..utils import file_sha256
-from .layers import SqueezeExcite, halve
+from .layers import SqueezeExcite, halve, read_state_dict
 from .network import NetOutput, NetworkBase, Normalizer
 
 #: torchvision resnet18 layers a stem takes, and those the trunk takes (``fc`` is never loaded).
@@ -171,22 +169,7 @@ def _reference_shapes() -> dict[str, torch.Size]:
 
 def read_resnet18_weights(path: str, sha256: str = "") -> dict[str, torch.Tensor]:
     """A local torchvision resnet18 state dict, checked (SHA-256 first when given, then names and shapes)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"model.weights names no file: {path} (a local resnet18 state dict; nothing is downloaded)")
-    if sha256:
-        try:
-            got = file_sha256(p)
-        except OSError as e:
-            raise UserError(f"model.weights {path} cannot be read ({e.strerror or e})") from e
-        if got != sha256.strip().lower():
-            raise UserError(f"model.weights {path} has SHA-256 {got}, not {sha256.strip().lower()} as model.weights_sha256 says")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file or non-tensor payload
-        raise UserError(f"model.weights {path} is not a readable torch state dict ({type(e).__name__})") from e
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UserError(f"model.weights {path} does not hold a state dict (a mapping of names to tensors)")
+    sd = read_state_dict(path, sha256, "resnet18")
     ref = _reference_shapes()
     bad = [k for k, s in ref.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
            and (k not in sd or tuple(sd[k].shape) != tuple(s))]

@@ -35,7 +35,6 @@ averaged (see its docstring for why f4 is concatenated rather than averaged).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -44,8 +43,7 @@ from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
 
 from ..errors import UserError
-from ..utils import file_sha256
-from .layers import SqueezeExcite, halve
+from .layers import SqueezeExcite, halve, read_state_dict
 from .network import NetOutput, NetworkBase, Normalizer
 
 #: model.backbone -> (torchvision builder name, 3D convolution of the residual blocks)
@@ -228,28 +226,6 @@ def reference_shapes(arch: str) -> dict[str, torch.Size]:
 
     with torch.device("meta"):
         return {k: v.shape for k, v in getattr(tvv, ARCHS[arch][0])(weights=None).state_dict().items()}
-
-
-def read_state_dict(path: str, sha256: str, what: str) -> dict[str, torch.Tensor]:
-    """The tensors of a local state dict file (``model.weights``), its SHA-256 checked first when given."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"model.weights names no file: {path} (a local {what} state dict; nothing is downloaded)")
-    if sha256:
-        try:
-            got = file_sha256(p)
-        except OSError as e:
-            raise UserError(f"model.weights {path} cannot be read ({e.strerror or e})") from e
-        want = sha256.strip().lower()
-        if got != want:
-            raise UserError(f"model.weights {path} has SHA-256 {got}, not {want} as model.weights_sha256 says")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file or non-tensor payload
-        raise UserError(f"model.weights {path} is not a readable torch state dict ({type(e).__name__})") from e
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise UserError(f"model.weights {path} does not hold a state dict (a mapping of names to tensors)")
-    return sd
 
 
 def read_video_weights(path: str, arch: str, sha256: str = "") -> dict[str, torch.Tensor]:
