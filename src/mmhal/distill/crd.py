@@ -22,9 +22,10 @@ Cost: when 16 (K + 1) >= N (every dataset up to ~260 000 training samples at the
 one (B, 128) x (128, N) product per bank followed by a gather of the K + 1 columns, instead of gathering
 B (K + 1) memory rows (0.5 GB per bank at B = 64, K = 16384), which on a CPU is several times slower than
 the product even where it does 16 times fewer multiply-adds; the two give the same numbers. On HAPT
-(N = 5128, so K = 4129 by the class cap) a CRD step costs about 3x a plain student step on the CPU
-(``benchmarks/step_overhead.py``), most of it in the (B, K + 1) score arithmetic; ``distill.crd.k=2048``
-halves that part.
+(N = 5128, so K = 4129 by the class cap) a CRD step costs about 2.8x a plain student step on the CPU
+(``benchmarks/step_overhead.py``), most of it in the (B, K + 1) score arithmetic (1 / tau is applied to the
+(B, dim) embeddings, not to the scores, and the scores h are only exponentiated when asked for);
+``distill.crd.k=2048`` halves that part.
 
 Randomness and processes: the negatives of an epoch come from a generator seeded by the trainer for that
 epoch (``start_epoch``), so a resumed training draws what the uninterrupted one drew. Under ``torchrun``
@@ -104,18 +105,18 @@ class CRDLoss(nn.Module):
 
     def log_scores(self, v: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(B, K + 1, 1): <memory[idx], v> / tau, the log of ``scores``."""
-        memory = memory.detach()
+        memory, v = memory.detach(), v / self.tau  # 1 / tau on the (B, dim) side, not on the B (K + 1) scores
         if 16 * idx.shape[1] >= self.num_samples:  # every row's score at once, then the K + 1 wanted
             # (a copy: the product keeps the bank for the backward, and the bank is updated in place below)
-            dots = (v @ memory.clone().t()).gather(1, idx).unsqueeze(2)
-        else:
-            dots = torch.bmm(memory[idx], v.unsqueeze(2))  # (B, K + 1, dim) x (B, dim, 1)
-        return dots / self.tau
+            return (v @ memory.clone().t()).gather(1, idx).unsqueeze(2)
+        return torch.bmm(memory[idx], v.unsqueeze(2))  # (B, K + 1, dim) x (B, dim, 1)
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
-                contrast_index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
+                contrast_index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                scores: bool = True):
         """(L_CRD, h_s, h_t); updates the memory banks (and Z on the first call). ``index``: (B,) int64, each
-        sample's position in the train split; ``contrast_index`` (B, K + 1) overrides the uniform draw."""
+        sample's position in the train split; ``contrast_index`` (B, K + 1) overrides the uniform draw. Without
+        ``scores`` h_s and h_t are None (not computed: two exponentials over B (K + 1) scores)."""
         if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise IndexError(f"CRD sample indices must lie in [0, {self.num_samples}), got "
                              f"{int(index.min())}..{int(index.max())}")  # (not checked on a GPU: no sync per step)
@@ -133,7 +134,7 @@ class CRDLoss(nn.Module):
                 self._z_known = True  # read once per process (a device sync), not every step
             log_h_s, log_h_t = log_s - self.z[0].log(), log_t - self.z[1].log()
             loss = nce_loss_log(log_h_s, self.num_samples) + nce_loss_log(log_h_t, self.num_samples)
-            h_s, h_t = log_h_s.exp(), log_h_t.exp()
+            h_s, h_t = (log_h_s.exp(), log_h_t.exp()) if scores else (None, None)
             with torch.no_grad():  # every rank's rows, so that the banks stay the same on every rank
                 all_index = collective.all_gather_shards(index)
                 every = collective.all_gather_shards(torch.cat([v_s, v_t], dim=1).detach())
@@ -190,7 +191,7 @@ class CRD(Method):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
         contrast = torch.cat([index.view(-1, 1), self.negatives(target)], dim=1)
-        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, contrast_index=contrast)
+        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, contrast_index=contrast, scores=False)
         return out.logits, {"ce": self.ce(out.logits, target), "crd": self.cfg.crd.beta * loss}
 
 
