@@ -222,6 +222,26 @@ def test_rkd_gradient_stays_finite_for_repeated_samples():
     assert torch.isfinite(e.grad).all() and e.grad.abs().max() < 1e3
 
 
+def test_rkd_fused_angle_gradient_equals_autograd_through_the_plain_formula():
+    """The angle term's hand-formed gradient (``_AngleHuber``) is autograd's through psi_A and smooth L1, also
+    with a repeated sample and residuals on both sides of the Huber threshold."""
+    from mmhal.distill.rkd import angle_potential
+
+    torch.manual_seed(3)
+    s_emb, t_emb = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
+    s_emb[4] = s_emb[1]
+    t_emb[:3] *= -1.0  # some cosines flip sign: |r| > 1 occurs
+    s1, s2 = s_emb.clone().requires_grad_(True), s_emb.clone().requires_grad_(True)
+    _, fused = rkd_losses(s1, t_emb)
+    fused.backward()
+    r = angle_potential(s2) - angle_potential(t_emb)
+    assert (r.abs() > 1).any() and (r.abs() < 1).any()
+    plain = torch.nn.functional.smooth_l1_loss(angle_potential(s2), angle_potential(t_emb), beta=1.0)
+    plain.backward()
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-5, atol=1e-9)
+
+
 def test_dkd_against_numpy_and_kd_decomposes_into_its_terms():
     zs, zt = _rand(6, 5, seed=17) * 3, _rand(6, 5, seed=18) * 3
     y = np.array([0, 1, 2, 3, 4, 0])

@@ -17,11 +17,11 @@ likewise their zero difference vector passes no gradient through the angle's nor
 Both terms are 0 when the student's embedding is a similarity transform c * e Q + b (c > 0, Q orthogonal)
 of the teacher's. Cost: the angle term is a batched product (B, B, D) x (B, D, B), B^3 * D multiply-adds, for
 each network, the most expensive loss of the baselines. The student's angle term is one fused autograd
-function (``_AngleHuber``): its forward computes the loss and, while the (B, B, B) residual is at hand, the
-gradient with respect to the unit differences (Huber_1' = clamp(r, -1, 1), one more product); the backward
-only scales it. That is two (B, B, B) products for the student instead of three and a few passes over B^3
-floats instead of a dozen (the loss alone: 62 -> 30 ms at B = 128, D = 96 on one CPU thread). Memory:
-(B, B, D) + 2 (B, B, B) floats. ``distill.rkd.angle=0`` skips the term.
+function (``_AngleHuber``): its forward computes the loss and, while the (B, B, B) residual is at hand, turns
+it in place into Huber_1' = clamp(r, -1, 1) and forms the gradient with respect to the unit differences (one
+more product); the backward only scales it. Three (B, B, B) products per step instead of four and no further
+B^3 buffers (the loss alone ~20 % faster at B = 128, D = 96 on one CPU thread, benchmarks/RESULTS.md).
+Memory: (B, B, D) + (B, B, B) floats. ``distill.rkd.angle=0`` skips the term.
 """
 from __future__ import annotations
 
