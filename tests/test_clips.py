@@ -306,9 +306,9 @@ def test_center_crop_and_three_crop_positions():
     ("brightness", 1.5), ("contrast", float("nan")), ("photometric_modalities", "rgb"), ("flow_center", "x"),
 ])
 def test_bad_config_values_are_user_errors(key, value):
-    with pytest.raises(UserError, match=f"clip.{key}") as exc:
+    with pytest.raises(UserError, match=f"data.clip.{key}") as exc:
         ClipConfig(**{key: value})
-    assert str(exc.value).startswith(f"config key 'clip.{key}' expects ") and "\n" not in str(exc.value)
+    assert str(exc.value).startswith(f"config key 'data.clip.{key}' expects ") and "\n" not in str(exc.value)
 
 
 def test_config_rejects_flow_with_photometric_jitter_and_accepts_good_values():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 import yaml
 from omegaconf import Container, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -54,6 +55,100 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return bool(self.flip or self.rotate or self.crop < 1.0 or self.erase or self.brightness or self.contrast)
+
+
+# ---- action clips (data.clip)
+def is_whole(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and math.isfinite(float(v))
+
+
+def pair_of(v) -> Optional[tuple]:
+    """``v`` as a 2-tuple when it is a sequence (list, tuple, OmegaConf list) of two items, else None."""
+    if isinstance(v, (str, bytes)):
+        return None
+    try:
+        items = tuple(v)
+    except TypeError:
+        return None
+    return items if len(items) == 2 else None
+
+
+@dataclass
+class ClipConfig:
+    """How action clips are sampled and augmented (``data.clip``, ``mmhal.data.clips``); ``check`` raises a
+    UserError in one sentence for a bad value (it also runs when the config is made)."""
+
+    length: int = 16  # frames per clip (the paper: 8 for NW-UCLA, 16 for NTU, UCF101, HMDB51)
+    stride: int = 1  # frames between two frames of a clip (1 = contiguous)
+    num_test_clips: int = 10  # clips evenly spaced over a test video
+    test_crops: int = 3  # spatial views per test clip: 1 (centre) or 3 (start, centre, end of the longer side)
+    size: list[int] = field(default_factory=lambda: [224, 224])  # output (H, W) of training crops and test views
+    scale: list[float] = field(default_factory=lambda: [0.25, 1.0])  # crop area as a fraction of the frame
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # crop aspect ratio w / h
+    flip: bool = True  # horizontal flip with probability 0.5 (flow x negated)
+    brightness: float = 0.0  # brightness factor uniform in [1 - b, 1 + b], photometric modalities only
+    contrast: float = 0.0  # contrast factor uniform in [1 - c, 1 + c], photometric modalities only
+    photometric_modalities: list[str] = field(default_factory=lambda: ["rgb"])  # who gets brightness/contrast
+    flow_modalities: list[str] = field(default_factory=lambda: ["flow"])  # 2-channel (x, y) optical flow
+    flow_center: Optional[float] = None  # stored value of zero motion; None: 0 (float), 127.5 (uint8)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self, prefix: str = "data.clip") -> None:
+        """A UserError naming the key ``prefix.<field>`` for the first bad value; nothing when all are good."""
+        def bad(name: str, expects: str, got) -> UserError:
+            return UserError(f"config key '{prefix}.{name}' expects {expects}, got {got!r}")
+
+        for name in ("length", "stride", "num_test_clips"):
+            v = getattr(self, name)
+            if not is_whole(v) or v < 1:
+                raise bad(name, "a whole number of at least 1", v)
+        if not is_whole(self.test_crops) or self.test_crops not in (1, 3):
+            raise bad("test_crops", "1 (centre crop) or 3 (three crops)", self.test_crops)
+        size = pair_of(self.size)
+        if size is None or not all(is_whole(s) and s >= 1 for s in size):
+            raise bad("size", "two whole numbers of at least 1, [H, W]", self.size)
+        scale = pair_of(self.scale)
+        if scale is None or not all(is_real_number(s) for s in scale) or not 0 < scale[0] <= scale[1] <= 1:
+            raise bad("scale", "two area fractions [lo, hi] with 0 < lo <= hi <= 1", self.scale)
+        ratio = pair_of(self.ratio)
+        if ratio is None or not all(is_real_number(r) for r in ratio) or not 0 < ratio[0] <= ratio[1]:
+            raise bad("ratio", "two aspect ratios [lo, hi] with 0 < lo <= hi", self.ratio)
+        if not isinstance(self.flip, (bool, np.bool_)):
+            raise bad("flip", "true or false", self.flip)
+        for name in ("brightness", "contrast"):
+            v = getattr(self, name)
+            if not is_real_number(v) or not 0 <= v <= 1:
+                raise bad(name, "a number from 0 to 1", v)
+        for name in ("photometric_modalities", "flow_modalities"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not all(isinstance(m, str) and m for m in items_of(v)):
+                raise bad(name, "a list of modality names", v)
+        both = sorted(set(items_of(self.photometric_modalities)) & set(items_of(self.flow_modalities)))
+        if both:
+            raise UserError(f"config keys '{prefix}.photometric_modalities' and '{prefix}.flow_modalities' both name "
+                            f"'{both[0]}'; brightness and contrast never apply to optical flow")
+        if self.flow_center is not None and not is_real_number(self.flow_center):
+            raise bad("flow_center", "a number (the stored value of zero motion) or null", self.flow_center)
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        h, w = pair_of(self.size)
+        return int(h), int(w)
+
+
+def items_of(v) -> list:
+    try:
+        return list(v)
+    except TypeError:
+        return [None]
+
 
 
 @dataclass
@@ -89,6 +184,12 @@ class DataConfig:
     scoring: str = "auto"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cefa: CefaConfig = field(default_factory=CefaConfig)  # CeFA protocol filters (see CefaConfig)
+    # Clips of action videos (frame folders): length, stride, crops, test views (see ClipConfig); their frames
+    # are decoded at data.image_size (empty = the first frame's size), then cropped to data.clip.size.
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    # 16-bit frames of clips (depth in millimetres): clipped to [lo, hi] and scaled to 0..255 when decoded (NTU's
+    # loader: 500-4500 mm unless set); empty = their raw values.
+    depth_range: list[float] = field(default_factory=list)
     # Splits made by the tool when the data has none (npz without `split`): fractions of groups/samples.
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -731,6 +832,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.scoring not in ("auto", "sample", "video"):
         raise UserError(f"data.scoring must be auto, sample or video, got '{cfg.data.scoring}'")
     _validate_cefa(cfg.data.cefa)
+    dr = cfg.data.depth_range
+    if dr and (len(dr) != 2 or not dr[0] < dr[1]):
+        raise UserError(f"data.depth_range must be [lo, hi] with lo < hi (e.g. 500,4500 millimetres), got {list(dr)}")
     for key in ("width", "blocks", "se_reduction"):
         if getattr(cfg.model, key) < 1:
             raise UserError(f"model.{key} must be at least 1, got {getattr(cfg.model, key)}")

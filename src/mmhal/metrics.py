@@ -46,6 +46,16 @@ def mean_std(values) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def top_k_accuracy(y_true: np.ndarray, scores: np.ndarray, k: int = 5) -> float:
+    """Fraction of samples whose label is among the ``k`` highest of their scores (N, K) (ties: any of the
+    tied classes may count, as argsort orders them)."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    if not len(y_true):
+        return float("nan")
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float((top == y_true[:, None]).any(axis=1).mean())
+
+
 def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(K,) fraction of each class's samples predicted as that class (recall); NaN for a class with none."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)

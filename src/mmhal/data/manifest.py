@@ -231,7 +231,15 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
 
     root = str(source.parent)
     files = {m: [row[col[MODALITY_PREFIX + m]] for _, row in rows] for m in modalities}
-    check_files_exist(files, root, lambda m, i: f"line {lines[i]} of {here}, column 'x.{m}'")
+    clips = os.path.isdir(os.path.join(root, files[modalities[0]][0]))
+    if clips:  # action clips: one folder of frames per modality and sample
+        for m in modalities:
+            for i, rel in enumerate(files[m]):
+                if not os.path.isdir(os.path.join(root, rel)):
+                    raise DataError(f"line {lines[i]} of {here}, column 'x.{m}': '{os.path.join(root, rel)}' is not a "
+                                    "folder of frames (a clip manifest names one folder per modality and sample)")
+    else:
+        check_files_exist(files, root, lambda m, i: f"line {lines[i]} of {here}, column 'x.{m}'")
 
     video = column("video")
     groups = column("group")
@@ -246,6 +254,10 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
     if pad:
         info["polarity"] = "bona_fide column: 1 = bona fide, 0 = attack"
     info["scoring"] = resolve_scoring(cfg, video is not None, "video", f"manifest {here} (no 'video' column)")
+
+    if clips:
+        return _clip_data(cfg, source, root, files, lines, labels, split, class_names, groups, info, bona_fide,
+                          species, video)
 
     def full(p: str) -> str:
         return os.path.join(root, p)
@@ -268,3 +280,22 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
         species=species,
         video=video,
     )
+
+
+def _clip_data(cfg: DataConfig, source: Path, root: str, files: dict, lines: list, labels, split, class_names,
+               groups, info, bona_fide, species, video):
+    """The manifest's samples as action clips read from their frame folders (``data.frames.ClipData``)."""
+    from .frames import ClipData, count_frames, first_frame, folder_sources
+
+    flow = set(cfg.clip.flow_modalities)
+    sources = {m: folder_sources(m, paths, root, m in flow) for m, paths in files.items()}
+    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {lines[i]} of '{source.name}'")
+    frame_size = resolve_image_size(cfg.image_size, first_frame(sources, root))
+    info["format"] = "manifest (frame folders)"
+    info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
+    data = ClipData(name=source.stem, sources=sources, num_frames=counts, labels=labels, split=split,
+                    class_names=class_names, frame_size=frame_size, clip=cfg.clip, root=root, groups=groups,
+                    value_range={m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {},
+                    info=info, bona_fide=bona_fide, species=species, video=video)
+    info["modalities"] = {m: list(shape) for m, shape in data.shapes.items()}
+    return data

@@ -70,7 +70,7 @@ def make_split(data, split: str, modalities, device, loader: str = "memory", wor
     idx = data.indices(split)
     augment = augment if augment is not None and augment.active and split == "train" else None
     if not data.in_memory or augment is not None:
-        return SampleSplit(data, idx, modalities, device, workers, augment)
+        return SampleSplit(data, idx, modalities, device, workers, augment, mode=split)
     store = torch.device(device) if loader == "memory" else torch.device("cpu")
     arrays = {m: np.ascontiguousarray(data.modalities[m][idx]) for m in modalities}
     try:
@@ -120,7 +120,8 @@ def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
     """Logits (N, K) of ``model`` (a MultimodalNet) on a split, in eval mode, on the CPU.
 
     Under ``torchrun`` each rank predicts its contiguous shard (``distributed.eval_range``) and every
-    rank gets all N rows, in order, each once.
+    rank gets all N rows, in order, each once. A split with several views per sample (``views``: the test
+    clips x crops of action clips) gives per sample the log of the views' mean softmax probabilities.
     """
     was = model.training
     model.eval()
@@ -128,8 +129,12 @@ def predict(model, split: Split, batch_size: int = 1024) -> torch.Tensor:
     mods = model.modalities
     ctx = distributed.current()
     start, stop = distributed.eval_range(len(split), ctx) if ctx.enabled else (0, len(split))
+    views = getattr(split, "views", 1)
     for inputs in eval_batches(split, mods, start, stop, batch_size):
-        out.append(model(inputs).logits.float())
+        z = model(inputs).logits.float()
+        if views > 1:  # several views of each sample (test clips x crops): the log of their mean probabilities
+            z = z.view(-1, views, z.shape[-1]).softmax(-1).mean(1).clamp_min(1e-30).log()
+        out.append(z)
     model.train(was)
     if not ctx.enabled:
         return torch.cat(out).cpu()

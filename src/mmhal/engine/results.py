@@ -24,7 +24,7 @@ import numpy as np
 from .. import stats
 from ..distill import ENSEMBLES
 from ..metrics import (PAD_APCER_POINTS, VideoGroups, accuracy, macro_f1, mean_std, pad_legacy, pad_metrics,
-                       per_class_accuracy)
+                       per_class_accuracy, top_k_accuracy)
 
 TEACHER = "teacher"
 UNIMODAL = "unimodal"
@@ -34,6 +34,9 @@ UNIMODAL_ENSEMBLE = "unimodal-ensemble"
 def _floats(a) -> list:
     """A list of floats for JSON, NaN (a class without samples) as None."""
     return [None if v != v else float(v) for v in np.asarray(a, dtype=float).ravel().tolist()]
+
+
+TOP_K = 5  # top-k accuracy is reported as well when there are more than k classes
 
 
 def _summary(values) -> dict:
@@ -64,6 +67,8 @@ def method_entry(mods, y_eval, y_val, eval_logits, last_logits, val_logits, num_
         "macro_f1": _summary([macro_f1(y_eval, p, num_classes) for p in preds]),
         "val_accuracy": _summary([accuracy(y_val, z.argmax(1)) for z in val_logits]),
     }
+    if num_classes > TOP_K:  # e.g. the action datasets' top-5
+        entry["top5_accuracy"] = _summary([top_k_accuracy(y_eval, z, TOP_K) for z in eval_logits])
     if all(z is not None for z in last_logits):  # selection-free control: the last epoch's weights
         entry["last_epoch_accuracy"] = _summary([accuracy(y_eval, z.argmax(1)) for z in last_logits])
     pc = np.array([per_class_accuracy(y_eval, p, num_classes) for p in preds])  # (seeds, K)
@@ -208,6 +213,8 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
             "macro_f1": _summary([macro_f1(y_eval, t_pred, num_classes)] * n),
             "val_accuracy": _summary([accuracy(y_val, teacher_val.argmax(1))] * n),
             "per_class_accuracy": {"mean": _floats(per_class_accuracy(y_eval, t_pred, num_classes))},
+            **({"top5_accuracy": _summary([top_k_accuracy(y_eval, teacher_eval, TOP_K)] * n)}
+               if num_classes > TOP_K else {}),
             "shared_across_seeds": True,
             "networks": 1,
         }

@@ -670,6 +670,7 @@ class JobContext:
             cache = None
             # Under augmentation every epoch's inputs differ, so the teacher runs on each batch instead.
             if (self.cfg.train.cache_teacher and not self.cfg.data.augment.active
+                    and not getattr(self.data, "is_clips", False)  # clips: another clip every epoch
                     and output_nbytes(teacher, splits["train"]) <= CACHE_LIMIT_BYTES):
                 cache = teacher_outputs(teacher, splits["train"])
             self._ready = (splits, teacher, cache)

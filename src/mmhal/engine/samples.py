@@ -33,15 +33,18 @@ class SampleDataset(Dataset):
     ``__getitems__`` takes a batch of ``(position, epoch)`` pairs (epoch -1: no augmentation) and returns
     the stacked batch ``({modality: tensor}, labels, positions)``."""
 
-    def __init__(self, data, index: np.ndarray, modalities, augment=None, seed: int = 0):
+    def __init__(self, data, index: np.ndarray, modalities, augment=None, seed: int = 0, mode: str = "val"):
         self.data, self.index, self.modalities = data, np.asarray(index), list(modalities)
-        self.augment, self.seed = augment, int(seed)
+        self.augment, self.seed, self.mode = augment, int(seed), mode
 
     def __len__(self) -> int:
         return len(self.index)
 
     def sample(self, pos: int, epoch: int = -1) -> dict:
         i = int(self.index[pos])
+        if getattr(self.data, "is_clips", False):  # action clips: the clip policy of the split (data.frames)
+            mode = "val" if self.mode == "train" and epoch < 0 else self.mode
+            return self.data.sample(i, self.modalities, mode, self.seed, max(int(epoch), 0))
         s = self.data.read(i, self.modalities)
         if self.augment is not None and epoch >= 0:
             s = augment_sample(s, self.augment, self.seed, epoch, i)
@@ -103,11 +106,16 @@ def as_float(t: torch.Tensor) -> torch.Tensor:
 class SampleSplit:
     """One split of ``data`` (its dataset indices ``index``) as read sample by sample; see the module docstring."""
 
-    def __init__(self, data, index: np.ndarray, modalities, device, workers: int = 0, augment=None):
+    def __init__(self, data, index: np.ndarray, modalities, device, workers: int = 0, augment=None,
+                 mode: str = "val"):
         self.data, self.index, self.modalities = data, np.asarray(index), list(modalities)
         self.device = torch.device(device)
         self.workers = int(workers)
         self.augment = augment if augment is not None and augment.active else None
+        # Action clips (data.frames.ClipData): ``mode`` train = a random augmented clip per epoch (the centre
+        # clip when read for evaluation), val = the centre clip, test = every test view, ``views`` per sample.
+        self.mode = mode
+        self.views = data.views(mode) if getattr(data, "is_clips", False) else 1
         self.labels = torch.from_numpy(np.asarray(data.labels)[self.index]).long()
         self._eval_loaders: dict = {}
 
@@ -115,7 +123,7 @@ class SampleSplit:
         return len(self.index)
 
     def dataset(self, modalities=None, seed: int = 0) -> SampleDataset:
-        return SampleDataset(self.data, self.index, modalities or self.modalities, self.augment, seed)
+        return SampleDataset(self.data, self.index, modalities or self.modalities, self.augment, seed, self.mode)
 
     def batch(self, idx: torch.Tensor, modalities) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Samples at positions ``idx`` read in this process, without augmentation, on ``device``."""
@@ -137,7 +145,9 @@ class SampleSplit:
 
         The DataLoader of each (modalities, range, batch size) is kept with its worker processes (validation
         runs every epoch: starting processes each time cost seconds); a range of one batch is read in this
-        process. ``close`` stops the kept workers."""
+        process. ``close`` stops the kept workers. With several views per sample (test clips) a batch holds
+        ``batch_size // views`` samples and its inputs are (samples x views, ...), the views of a sample together."""
+        batch_size = max(1, batch_size // self.views)
         chunks = [list(range(i, min(i + batch_size, stop))) for i in range(start, stop, batch_size)]
         if not chunks:
             return
@@ -149,6 +159,8 @@ class SampleSplit:
                 self._eval_loaders[key] = self.loader(chunks, modalities, persistent=True)
             loader = self._eval_loaders[key]
         for inputs, _, _ in worker_batches(loader):
+            if self.views > 1:  # (B, V, ...) -> (B V, ...)
+                inputs = {m: t.flatten(0, 1) for m, t in inputs.items()}
             yield {m: as_float(t.to(self.device, non_blocking=True)) for m, t in inputs.items()}
 
     def close(self) -> None:
@@ -188,7 +200,7 @@ def streamed_stats(split: SampleSplit, modalities, batch_size: int = 256,
     sums: dict[str, Optional[np.ndarray]] = {m: None for m in modalities}
     squares: dict[str, Optional[np.ndarray]] = {m: None for m in modalities}
     counts = {m: 0 for m in modalities}
-    cpu = SampleSplit(split.data, split.index, modalities, "cpu", split.workers)
+    cpu = SampleSplit(split.data, split.index, modalities, "cpu", split.workers)  # (clips: centre views)
     bar = tqdm(total=len(cpu), desc="normalisation statistics", unit="sample", leave=False, disable=not progress)
     for inputs in cpu.eval_batches(modalities, 0, len(cpu), batch_size):
         for m, t in inputs.items():

@@ -1,0 +1,345 @@
+"""Action clips read from folders of pre-extracted frames, decoded on demand (the third implementation of a dataset).
+
+A :class:`ClipData` holds, per sample and modality, one or more *frame sources*: a folder and a pattern that
+picks the modality's frames in it (RGB ``img_00001.jpg``, 16-bit depth ``MDepth-00000001.png``, optical flow as
+two grey sources x and y, ``flow_x_00001.jpg`` / ``flow_y_00001.jpg``, stacked as 2 channels). Frames are ordered
+by the integer the pattern captures (frame names are often unpadded: ``frame_7_`` before ``frame_10_``), never
+by listing order, and the modalities of a sample are paired by that frame number: their numbers must be the
+same (flow: the RGB numbers less the last one, or the same), checked when the dataset is made, so a sample
+whose modalities disagree is one sentence naming it and the counts.
+
+Nothing but folder names, patterns and frame counts is held (NTU RGB+D has 56,880 samples of up to 300 frames);
+a reader lists a sample's folder when it reads the sample (kept in a small per-process cache). ``read_clip``
+decodes the frames of given indices into a ``(C, T, H, W)`` ``uint8`` tensor per modality, resized to
+``frame_size`` (H, W); 16-bit depth (millimetres) is clipped to ``value_range[m] = (lo, hi)`` and scaled to
+0..255 (a stated, tested encoding: NTU's default is 500-4500 mm) or, without a range, kept as int32 values.
+
+Which frames and views a sample gives is the clip policy of ``data.clip`` (``mmhal.data.clips``):
+``sample(i, modalities, mode, seed, epoch)`` with mode ``train`` (one random clip, augmented with one draw for
+every modality), ``val`` (the centre clip, centre crop) or ``test`` (``num_test_clips`` clips x
+``test_crops`` crops, stacked as a leading view axis: ``(V, C, T, h, w)``). ``read(i, modalities)`` is the
+``val`` view, as every other dataset's ``read``.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..config import ClipConfig
+from ..errors import DataError
+from .base import check_common
+from .files import IMAGE_SUFFIXES, decode_image
+
+#: the default frame pattern: an image file whose name's last integer is the frame number
+LAST_NUMBER = r"(?:.*\D)?(\d+)\D*"
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """One channel group of a modality: the frames in ``folders[i]`` whose file name fully matches ``pattern``
+    (a regular expression whose first group is the frame number; matched against the name without its image
+    suffix), decoded with ``channels`` (1 grey, 3 RGB)."""
+
+    folders: np.ndarray  # str (N,): absolute folder, or relative to ClipData.root
+    pattern: str = LAST_NUMBER
+    channels: int = 3
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> "re.Pattern":
+    return re.compile(pattern)
+
+
+def list_frames(folder: str, pattern: str = LAST_NUMBER) -> tuple[list[int], list[str]]:
+    """(frame numbers ascending, file names in that order) of the image files in ``folder`` matching ``pattern``;
+    a DataError when the folder is missing or two files carry the same number."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        raise DataError(f"frame folder '{folder}' does not exist") from None
+    except NotADirectoryError:
+        raise DataError(f"'{folder}' is a file, not a folder of frames") from None
+    rx = _compiled(pattern)
+    found: dict[int, str] = {}
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_SUFFIXES:
+            continue
+        m = rx.fullmatch(stem)
+        if m is None:
+            continue
+        k = int(m.group(1))
+        if k in found:
+            raise DataError(f"frame folder '{folder}' has two frames numbered {k}: '{found[k]}' and '{name}'")
+        found[k] = name
+    keys = sorted(found)
+    return keys, [found[k] for k in keys]
+
+
+@functools.lru_cache(maxsize=256)
+def _listing(folder: str, pattern: str) -> tuple[str, ...]:
+    return tuple(list_frames(folder, pattern)[1])
+
+
+@dataclass
+class ClipData:
+    name: str
+    sources: dict[str, list[FrameSource]]  # modality -> its channel groups (flow: x then y)
+    num_frames: np.ndarray  # int64 (N,): frames of the sample's reference (non-flow) modalities
+    labels: np.ndarray  # int64 (N,)
+    split: np.ndarray  # str (N,)
+    class_names: list[str]
+    frame_size: tuple[int, int]  # (H, W) every frame is resized to when decoded
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    value_range: dict[str, tuple[float, float]] = field(default_factory=dict)  # modality -> (lo, hi) of 16-bit frames
+    root: str = ""
+    groups: Optional[np.ndarray] = None
+    info: dict = field(default_factory=dict)
+    bona_fide: Optional[np.ndarray] = None
+    species: Optional[np.ndarray] = None
+    video: Optional[np.ndarray] = None
+
+    in_memory = False
+    is_clips = True
+
+    # ------------------------------------------------------------------ what the engine asks of every dataset
+    @property
+    def modalities(self) -> dict[str, list[FrameSource]]:
+        return self.sources
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def channels(self, m: str) -> int:
+        return sum(s.channels for s in self.sources[m])
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """(C, T, h, w) of the network's input: ``data.clip.length`` frames at ``data.clip.size``."""
+        h, w = self.clip.out_size
+        return {m: (self.channels(m), int(self.clip.length), h, w) for m in self.sources}
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def is_flow(self, m: str) -> bool:
+        return m in set(self.clip.flow_modalities)
+
+    def folder(self, src: FrameSource, i: int) -> str:
+        p = str(src.folders[i])
+        return os.path.join(self.root, p) if self.root else p
+
+    def views(self, mode: str) -> int:
+        """Views per sample in ``mode``: 1, or num_test_clips x test_crops for ``test``."""
+        return int(self.clip.num_test_clips) * int(self.clip.test_crops) if mode == "test" else 1
+
+    # ------------------------------------------------------------------ decoding
+    def _decode(self, m: str, path: str, channels: int) -> torch.Tensor:
+        img = decode_image(path, channels, self.frame_size)
+        if img.dtype == torch.uint8:
+            return img
+        lo_hi = self.value_range.get(m)
+        if lo_hi is None:
+            return img.to(torch.int32)
+        lo, hi = float(lo_hi[0]), float(lo_hi[1])
+        x = (img.float().clamp_(lo, hi) - lo) * (255.0 / (hi - lo))
+        return x.add_(0.5).floor_().to(torch.uint8)
+
+    def read_clip(self, i: int, modalities: Sequence[str], frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """``{modality: (C, T, H, W)}`` of sample ``i`` at the frame positions ``frames`` (T,) of its reference
+        modalities (flow: clamped to its one fewer frame)."""
+        from .clips import flow_indices
+
+        out = {}
+        for m in modalities:
+            parts = []
+            for src in self.sources[m]:
+                folder = self.folder(src, i)
+                names = _listing(folder, src.pattern)
+                idx = flow_indices(frames, len(names)) if self.is_flow(m) else np.asarray(frames)
+                if len(names) == 0 or int(idx.max()) >= len(names):
+                    raise DataError(f"sample {i}: frame folder '{folder}' has {len(names)} '{m}' frames, fewer than "
+                                    f"the {int(self.num_frames[i])} it had when the dataset was read")
+                parts.append(torch.stack([self._decode(m, os.path.join(folder, names[k]), src.channels)
+                                          for k in idx.tolist()], dim=1))
+            out[m] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        return out
+
+    # ------------------------------------------------------------------ the clip policy
+    def sample(self, i: int, modalities: Sequence[str], mode: str = "val", seed: int = 0, epoch: int = 0) -> dict:
+        """Sample ``i`` under the clip policy of ``mode`` (module docstring)."""
+        from .clips import augment_clip, center_crop, clip_indices, eval_views
+
+        n = int(self.num_frames[i])
+        rows = clip_indices(n, self.clip, mode, seed, epoch, i)
+        if mode == "train":
+            return augment_clip(self.read_clip(i, modalities, rows[0]), self.clip, seed, epoch, i)
+        if mode == "val":
+            return center_crop(self.read_clip(i, modalities, rows[0]), self.clip.out_size)
+        views = [v for r in rows for v in eval_views(self.read_clip(i, modalities, r), self.clip)]
+        return {m: torch.stack([v[m] for v in views]) for m in modalities}
+
+    def read(self, i: int, modalities) -> dict:
+        """Sample ``i``'s validation view: the centre clip, centre crop."""
+        return self.sample(i, list(modalities), "val")
+
+    # ------------------------------------------------------------------ identity and checks
+    def fingerprint(self) -> str:
+        """A hash of the labels, the split, the decoding and clip settings and every frame folder's path, frame
+        count and modification time (no pixel is read)."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        h.update("|".join(map(str, self.split.tolist())).encode())
+        h.update(np.ascontiguousarray(self.num_frames).tobytes())
+        h.update(repr((tuple(self.frame_size), sorted(self.value_range.items()))).encode())
+        for m in sorted(self.sources):
+            for src in self.sources[m]:
+                h.update(f"{m}\0{src.pattern}\0{src.channels}".encode())
+                for i, rel in enumerate(src.folders.tolist()):
+                    try:
+                        st = os.stat(self.folder(src, i))
+                    except FileNotFoundError:
+                        raise DataError(f"sample {i} has no '{m}' frames: '{self.folder(src, i)}' does not exist") from None
+                    h.update(f"{rel}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    def check(self) -> None:
+        n = len(self.labels)
+        if len(self.num_frames) != n:
+            raise DataError(f"the clip data has {n} labels but {len(self.num_frames)} frame counts")
+        for m, srcs in self.sources.items():
+            if not srcs:
+                raise DataError(f"modality '{m}' has no frame source")
+            for src in srcs:
+                if len(src.folders) != n:
+                    raise DataError(f"modality '{m}' has {len(src.folders)} frame folders but there are {n} labels")
+                if src.channels not in (1, 3):
+                    raise DataError(f"modality '{m}' frames must be read with 1 or 3 channels, got {src.channels}")
+            if self.is_flow(m) and self.channels(m) != 2:
+                raise DataError(f"optical-flow modality '{m}' needs 2 channels (x and y), got {self.channels(m)}")
+        if (self.num_frames < 1).any():
+            i = int(np.flatnonzero(self.num_frames < 1)[0])
+            raise DataError(f"sample {i} ({describe(self, i)}) has no frames")
+        fh, fw = self.frame_size
+        h, w = self.clip.out_size
+        if fh < h or fw < w:
+            raise DataError(f"frames are decoded at {fh}x{fw} but data.clip.size is {h}x{w}: the evaluation crops "
+                            "need frames at least that large; raise data.image_size or lower data.clip.size")
+        check_common(self)
+
+
+def describe(data: ClipData, i: int) -> str:
+    """A sample's folders, for messages: the first source's folder of each modality."""
+    return ", ".join(f"{m}: '{data.folder(srcs[0], i)}'" for m, srcs in data.sources.items())
+
+
+def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: Sequence[str], where,
+                 progress: bool = False) -> np.ndarray:
+    """The reference frame count of every sample, after checking that its modalities pair frame by frame:
+    every non-flow source lists the same frame numbers, and a flow source the same numbers or all but the last.
+    ``where(i)`` names sample ``i`` in the one-sentence DataError of a mismatch."""
+    from tqdm.auto import tqdm
+
+    n = len(next(iter(next(iter(sources.values())))).folders)
+    counts = np.zeros(n, dtype=np.int64)
+    flows = set(flow)
+    for i in tqdm(range(n), desc="listing frame folders", unit="sample", leave=False, disable=not progress):
+        ref: Optional[tuple[str, list[int]]] = None
+        flow_lists = []
+        for m, srcs in sources.items():
+            mine: Optional[list[int]] = None
+            for src in srcs:
+                p = str(src.folders[i])
+                folder = os.path.join(root, p) if root else p
+                keys, _ = list_frames(folder, src.pattern)
+                if not keys:
+                    raise DataError(f"{where(i)} has no '{m}' frames in '{folder}' (no image file matches the "
+                                    "frame pattern)")
+                if mine is None:
+                    mine = keys
+                elif keys != mine:
+                    raise DataError(f"{where(i)} has {len(mine)} and {len(keys)} frames in the channel folders of "
+                                    f"'{m}' (e.g. flow x and y); they need the same frames")
+            keys = mine
+            if m in flows:
+                flow_lists.append((m, keys))
+            elif ref is None:
+                ref = (m, keys)
+            elif keys != ref[1]:
+                raise DataError(f"{where(i)} has {len(ref[1])} '{ref[0]}' frames but {len(keys)} '{m}' frames"
+                                + ("" if len(keys) != len(ref[1]) else " with other frame numbers")
+                                + "; every modality needs the same frames")
+        if ref is None:  # flow only: its own count
+            counts[i] = len(flow_lists[0][1])
+            continue
+        for m, keys in flow_lists:
+            if keys != ref[1] and keys != ref[1][:-1]:
+                raise DataError(f"{where(i)} has {len(ref[1])} '{ref[0]}' frames but {len(keys)} '{m}' frames; "
+                                f"optical flow has as many frames as '{ref[0]}' or one fewer, with the same numbers")
+        counts[i] = len(ref[1])
+    return counts
+
+
+# ----------------------------------------------------------------------------- frame folders named by a manifest
+FLOW_SUBFOLDERS = (("x", "y"), ("u", "v"))
+FLOW_PREFIXES = (("flow_x", "flow_y"), ("x_", "y_"))
+
+
+def prefix_pattern(prefix: str) -> str:
+    """The frame pattern of files named ``<prefix><anything not a digit><number>...``."""
+    return re.escape(prefix) + r"\D*(\d+)\D*"
+
+
+def folder_sources(m: str, folders: Sequence[str], root: str, flow: bool) -> list[FrameSource]:
+    """The frame sources of modality ``m`` whose per-sample folders are ``folders``, told from the first one:
+
+    * optical flow: subfolders ``x/`` and ``y/`` (or ``u/`` and ``v/``), or files ``flow_x_*`` and ``flow_y_*``
+      (or ``x_*`` and ``y_*``) side by side: two grey sources;
+    * otherwise every image file, numbered by the last integer in its name; in a folder that also holds
+      ``flow_*`` files (mmaction2's rawframes), only the ``img_*`` files.
+    """
+    from .files import image_channels
+
+    first = os.path.join(root, folders[0]) if root else folders[0]
+    try:
+        names = os.listdir(first)
+    except FileNotFoundError:
+        raise DataError(f"frame folder '{first}' (modality '{m}') does not exist") from None
+    except NotADirectoryError:
+        raise DataError(f"'{first}' (modality '{m}') is a file; a clip manifest names one folder of frames per "
+                        "modality and sample") from None
+    arr = np.asarray(folders, dtype=str)
+    if flow:
+        for a, b in FLOW_SUBFOLDERS:
+            if os.path.isdir(os.path.join(first, a)) and os.path.isdir(os.path.join(first, b)):
+                return [FrameSource(np.char.add(arr, "/" + a), LAST_NUMBER, 1),
+                        FrameSource(np.char.add(arr, "/" + b), LAST_NUMBER, 1)]
+        for a, b in FLOW_PREFIXES:
+            if any(n.startswith(a) for n in names) and any(n.startswith(b) for n in names):
+                return [FrameSource(arr, prefix_pattern(a), 1), FrameSource(arr, prefix_pattern(b), 1)]
+        raise DataError(f"optical-flow folder '{first}' has neither x/ and y/ (or u/ and v/) subfolders nor "
+                        "flow_x_*/flow_y_* (or x_*/y_*) frames")
+    pattern = LAST_NUMBER
+    if any(n.startswith("img_") for n in names) and any(n.startswith("flow_") for n in names):
+        pattern = prefix_pattern("img_")
+    _, frames = list_frames(first, pattern)
+    if not frames:
+        raise DataError(f"frame folder '{first}' (modality '{m}') holds no image file "
+                        f"({', '.join(IMAGE_SUFFIXES)}) with a frame number in its name")
+    return [FrameSource(arr, pattern, image_channels(os.path.join(first, frames[0])))]
+
+
+def first_frame(data_sources: Mapping[str, Sequence[FrameSource]], root: str) -> str:
+    """The path of the first frame of sample 0's first modality (its size is the default decode size)."""
+    src = next(iter(data_sources.values()))[0]
+    p = str(src.folders[0])
+    folder = os.path.join(root, p) if root else p
+    return os.path.join(folder, list_frames(folder, src.pattern)[1][0])
