@@ -11,8 +11,8 @@ every ``stride`` frames, so it spans ``span = (length - 1) * stride + 1`` frames
   process and order, and after ``--resume``; no global random state is read or changed;
 * ``val`` (``center_indices``): the centre clip, start ``ceil((n - span) / 2)`` (deterministic);
 * ``test`` (``spaced_indices``): ``num_clips`` clips whose starts are the centres of ``num_clips`` equal parts
-  of ``[0, n - span]`` (start ``k`` = ``floor((2k + 1) (n - span + 1) / (2 num_clips))``), so one test clip is
-  the ``val`` clip; when the video has fewer possible starts than clips, some clips repeat;
+  of ``[0, n - span]`` (start ``k`` = ``floor((2k + 1) (n - span + 1) / (2 num_clips))``), so with an odd number of
+  clips the middle one is the ``val`` clip; when the video has fewer possible starts than clips, some clips repeat;
 * **short videos** (``n < span``; NW-UCLA has sequences of 1 frame and 90 shorter than 16) are **loop-padded**:
   the clip is the frames ``0, stride, 2 stride, ...`` below ``n``, repeated in order until it has ``length``
   frames (``n = 5, length = 8, stride = 2`` -> ``0 2 4 0 2 4 0 2``), the same in every split (TMM-MMH's
