@@ -108,3 +108,131 @@ def write_clip_manifest(root: Path, n_per_class: int = 6, classes: int = 3, fram
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+# ----------------------------------------------------------------------------- the action datasets' own layouts
+UCLA_CODES = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)  # NW-UCLA's action codes, labels 0-9 in this order
+
+
+def ucla_timestamps(n: int) -> tuple[int, int]:
+    """(RGB, depth) timestamps of NW-UCLA fixture frame ``n``: different, as in the release."""
+    return 90467319 + 33 * n, 90467351 + 33 * n
+
+
+def write_nw_ucla(root: Path, samples: Optional[Sequence[tuple[int, int, int, int]]] = None, frames: int = 3,
+                  long: Optional[dict[tuple[int, int, int, int], int]] = None, size: tuple[int, int] = SIZE) -> Path:
+    """NW-UCLA's layout under ``root``: ``multiview_action/view_<v>/a<AA>_s<SS>_e<EE>/frame_<n>_tc_<t>_rgb.jpg``
+    and ``..._depth.png`` (16-bit mm; other timestamps than RGB), unpadded ``n`` from 1, plus the files a loader
+    must skip (``_depth_vis.jpg``, ``skeletons.txt``, a stray folder). ``samples``: (view, action code, subject,
+    execution); default: every action by subjects 1-3 in views 1 and 2, by subject 1 in view 3. ``long``: a sample
+    -> its frame count instead of ``frames``. Returns ``root``."""
+    root = Path(root)
+    if samples is None:
+        samples = [(v, a, s, 0) for v in (1, 2) for a in UCLA_CODES for s in (1, 2, 3)]
+        samples += [(3, a, 1, 0) for a in UCLA_CODES]
+    for v, a, s, e in samples:
+        folder = root / "multiview_action" / f"view_{v}" / f"a{a:02d}_s{s:02d}_e{e:02d}"
+        label = UCLA_CODES.index(a)
+        key = f"view_{v}/{folder.name}"
+        for n in range(1, (long or {}).get((v, a, s, e), frames) + 1):
+            t_rgb, t_depth = ucla_timestamps(n)
+            write_frames(folder, key, label, "rgb", [n], f"frame_{{}}_tc_{t_rgb}_rgb.jpg", size)
+            write_frames(folder, key, label, "depth", [n], f"frame_{{}}_tc_{t_depth}_depth.png", size)
+            if n == 1:  # the 8-bit view of depth: not a depth frame
+                save(folder / f"frame_{n}_tc_{t_depth}_depth_vis.jpg", frame_pixels(key, label, "rgb", n, size))
+        (folder / "skeletons.txt").write_text("0\n")
+    (root / "multiview_action" / "view_1" / "readme").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def ntu_name(setup: int, camera: int, performer: int, replication: int, action: int) -> str:
+    return f"S{setup:03d}C{camera:03d}P{performer:03d}R{replication:03d}A{action:03d}"
+
+
+def write_ntu(root: Path, names: Optional[Sequence[str]] = None, frames: int = 2, depth_folder: str = "depth",
+              size: tuple[int, int] = SIZE) -> Path:
+    """NTU RGB+D's frames under ``root``: ``rgb/<name>/img_00001.jpg`` (1-based) and
+    ``<depth_folder>/<name>/MDepth-00000001.png`` (16-bit mm). ``names``: default every action by performers 1
+    (camera 2), 2 (camera 3) and 4 (camera 2), actions 1-3 by performer 3 (camera 1), action 1 by performer 1 on
+    camera 1, and one NTU RGB+D 120 sample (setup 18). Returns ``root``."""
+    root = Path(root)
+    if names is None:
+        names = [ntu_name(1, c, p, 1, a) for p, c in ((1, 2), (2, 3), (4, 2)) for a in range(1, 61)]
+        names += [ntu_name(1, 1, 3, 1, a) for a in (1, 2, 3)] + [ntu_name(1, 1, 1, 2, 1), ntu_name(18, 1, 1, 1, 61)]
+    for name in names:
+        label = int(name[17:20]) - 1
+        write_frames(root / "rgb" / name, name, label, "rgb", range(1, frames + 1), "img_{:05d}.jpg", size)
+        write_frames(root / depth_folder / name, name, label, "depth", range(1, frames + 1), "MDepth-{:08d}.png", size)
+    return root
+
+
+def _video_frames(folder: Path, key: str, label: int, frames: int, size: tuple[int, int]) -> None:
+    """mmaction2 rawframes: ``img_%05d.jpg`` 1..frames and one fewer ``flow_x_`` / ``flow_y_`` frame."""
+    write_frames(folder, key, label, "rgb", range(1, frames + 1), "img_{:05d}.jpg", size)
+    write_frames(folder, key, label, "flow_x", range(1, frames), "flow_x_{:05d}.jpg", size)
+    write_frames(folder, key, label, "flow_y", range(1, frames), "flow_y_{:05d}.jpg", size)
+
+
+UCF_CLASSES = ("ApplyEyeMakeup", "Archery", "HandstandPushups")
+UCF_FILE_CLASS = {"HandstandPushups": "HandStandPushups"}  # the release's own spelling in file names
+UCF_TEST_GROUPS = {1: range(1, 8), 2: range(8, 15), 3: range(15, 22)}
+
+
+def ucf_video(cls: str, group: int, clip: int) -> str:
+    return f"v_{UCF_FILE_CLASS.get(cls, cls)}_g{group:02d}_c{clip:02d}"
+
+
+def write_ucf101(root: Path, classes: Sequence[str] = UCF_CLASSES, groups: Sequence[int] = (1, 2, 8, 9, 10, 15, 22),
+                 clips: int = 1, frames: int = 5, splits: Sequence[int] = (1, 2), size: tuple[int, int] = SIZE) -> Path:
+    """UCF101's layout under ``root``: ``ucfTrainTestlist/classInd.txt`` (1-based), ``trainlist0k.txt`` (with
+    labels) and ``testlist0k.txt`` (without) for ``splits`` (test groups as the official splits), and
+    ``rawframes/<Class>/<video>/`` frames (one flow frame fewer than RGB). Returns ``root``."""
+    root = Path(root)
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "classInd.txt").write_text("".join(f"{k + 1} {c}\r\n" for k, c in enumerate(classes)))
+    for k in splits:
+        train, test = [], []
+        for label, cls in enumerate(classes):
+            for g in groups:
+                for c in range(1, clips + 1):
+                    path = f"{cls}/{ucf_video(cls, g, c)}.avi"
+                    (test.append(path) if g in UCF_TEST_GROUPS[k] else train.append(f"{path} {label + 1}"))
+        (lists / f"trainlist0{k}.txt").write_text("\r\n".join(train) + "\r\n")
+        (lists / f"testlist0{k}.txt").write_text("\r\n".join(test) + "\r\n")
+    for label, cls in enumerate(classes):
+        for g in groups:
+            for c in range(1, clips + 1):
+                video = ucf_video(cls, g, c)
+                _video_frames(root / "rawframes" / cls / video, video, label, frames, size)
+    return root
+
+
+HMDB_CLASSES = ("catch", "brush_hair", "cartwheel")  # written in this order; the loader sorts them
+
+
+def hmdb_video(source: int, cls: str, clip: int) -> str:
+    return f"Movie_{source}_(take)!_&_{cls}_u_nm_np1_ba_goo_{clip}"
+
+
+def write_hmdb51(root: Path, classes: Sequence[str] = HMDB_CLASSES, sources: int = 4, clips: int = 2, frames: int = 5,
+                 size: tuple[int, int] = SIZE) -> Path:
+    """HMDB51's layout under ``root``: ``testTrainMulti_7030_splits/<class>_test_split{1,2}.txt`` and
+    ``rawframes/<class>/<video>/`` frames (one flow frame fewer than RGB). ``sources`` source movies x ``clips``
+    clips per class; split k: source k - 1 is test, the others train; one more line per file is unused (id 0,
+    no frames). Video names hold ``( ) ! &``. Returns ``root``."""
+    root = Path(root)
+    lists = root / "testTrainMulti_7030_splits"
+    lists.mkdir(parents=True, exist_ok=True)
+    for cls in classes:
+        label = sorted(classes).index(cls)
+        for k in (1, 2):
+            lines = [f"{hmdb_video(s, cls, c)}.avi {2 if s == k - 1 else 1} " for s in range(sources)
+                     for c in range(clips)]
+            lines.append(f"Unused_clip_{cls}_f_cm_np2_le_bad_0.avi 0 ")
+            (lists / f"{cls}_test_split{k}.txt").write_text("\n".join(lines) + "\n")
+        for s in range(sources):
+            for c in range(clips):
+                video = hmdb_video(s, cls, c)
+                _video_frames(root / "rawframes" / cls / video, video, label, frames, size)
+    return root

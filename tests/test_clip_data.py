@@ -172,16 +172,23 @@ def test_test_views_are_scored_by_their_mean_probability(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_clip_manifest_runs_end_to_end_with_multi_view_test_scores_and_top5(tmp_path):
+@pytest.mark.parametrize("fusion, methods", [("early", "unimodal,mmh"), ("late", "mmh,fitnet")])
+def test_a_clip_manifest_runs_end_to_end_with_multi_view_test_scores_and_top5(tmp_path, fusion, methods):
+    """Also with the authors' late-fusion action teacher (one network per modality, logits averaged)."""
     from mmhal.cli import main
 
     path = write_clip_manifest(tmp_path / "d", n_per_class=6, classes=6, modalities=("rgb", "depth"), frames=6)
     out = tmp_path / "run"
-    rc = main(["run", "--data", str(path), "--student", "rgb", "--methods", "unimodal,mmh", "--seeds", "1",
+    rc = main(["run", "--data", str(path), "--student", "rgb", "--methods", methods, "--seeds", "1",
                "--epochs", "1", "--out", str(out), "--no-progress", "model.width=4", "train.batch_size=4",
-               "workers=1", "train.loader_workers=0", *CLIP, "data.depth_range=1000,3500"])
+               "workers=1", "train.loader_workers=0", *CLIP, "data.depth_range=1000,3500",
+               f"model.teacher_fusion={fusion}", f"cache_dir={tmp_path / 'cache'}"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())["results"]
-    for name in ("teacher", "unimodal", "mmh"):
+    teachers = list((tmp_path / "cache" / "teachers").glob("*.pt"))
+    assert len(teachers) == 1
+    keys = torch.load(teachers[0], map_location="cpu", weights_only=True)["model"]
+    assert any(k.startswith("members.depth.") for k in keys) == (fusion == "late")
+    for name in ("teacher", *methods.split(",")):
         assert 0.0 <= res[name]["top5_accuracy"]["mean"] <= 1.0
         assert res[name]["top5_accuracy"]["mean"] >= res[name]["accuracy"]["mean"]

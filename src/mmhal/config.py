@@ -232,6 +232,9 @@ class ModelConfig:
     # r3d18/r2plus1d18: average f4 over time before the RAD region pyramid (the authors' choice: 4x4 + 2x2 + 1x1
     # = 21 regions); false: cubic regions over (T', H', W'), 4^3 + 2^3 + 1 = 73.
     region_pool_time: bool = True
+    # The teacher over several modalities: early (one network, the modalities' stems fused into one trunk) | late
+    # (one network of model.backbone per modality, logits averaged and f4 concatenated: the authors' action teachers).
+    teacher_fusion: str = "early"
 
 
 @dataclass
@@ -892,6 +895,8 @@ def validate(cfg: RunConfig) -> None:
     _validate_baselines(cfg.distill)
     from .models.network import BACKBONES  # here: config stays importable without torch
 
+    if cfg.model.teacher_fusion not in ("early", "late"):
+        raise UserError(f"model.teacher_fusion must be early or late, got '{cfg.model.teacher_fusion}'")
     if cfg.model.backbone not in BACKBONES:
         raise UserError(f"model.backbone must be one of {', '.join(BACKBONES.names())}, got '{cfg.model.backbone}'")
     if not 0.0 <= cfg.model.dropout < 1.0:

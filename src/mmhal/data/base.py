@@ -32,7 +32,7 @@ DATASETS: Registry[Callable[..., "MultimodalData"]] = Registry("dataset")
 register_dataset = DATASETS.register
 
 #: Registered datasets read from a release's folder of files: they need that folder (``--root DIR``, data.path).
-FOLDER_DATASETS = ("casia-surf", "cefa")
+FOLDER_DATASETS = ("casia-surf", "cefa", "nw-ucla", "ntu60", "ucf101", "hmdb51")
 #: Registered names that are formats rather than datasets (``--data`` takes a file path for them).
 FORMAT_NAMES = ("npz", "manifest")
 
@@ -155,7 +155,7 @@ PAD_CLASSES = ["attack", "bona_fide"]  # class names of presentation-attack data
 def load_dataset(cfg):
     """Load the dataset named by ``cfg.name``: a registered name, a path to a ``.npz`` file, or a path to
     a ``manifest.csv`` (files on disk, decoded on demand)."""
-    from . import casia_surf, cefa, hapt, manifest, npz  # noqa: F401  (register the built-in loaders)
+    from . import actions, casia_surf, cefa, hapt, manifest, npz  # noqa: F401  (register the built-in loaders)
 
     name = cfg.name
     if name in FOLDER_DATASETS and not cfg.path:

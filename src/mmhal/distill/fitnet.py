@@ -58,7 +58,10 @@ class FitNet(Method):
 
 def f3_channels(net: nn.Module) -> int:
     """Channels of a network's f3: the width of the last BatchNorm in its third trunk stage (``stage3`` of
-    the small network, ``layer3`` of ResNet-18)."""
+    the small network, ``layer3`` of ResNet-18); a late-fusion teacher's f3 is its members' mean, of their width."""
+    members = getattr(net, "members", None)
+    if members is not None and len(members):
+        return f3_channels(next(iter(members.values())))
     stage = getattr(net, "stage3", None) or getattr(net, "layer3", None)
     norms = [m for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if stage is not None else []
     if not norms:

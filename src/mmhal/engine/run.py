@@ -170,13 +170,18 @@ def applicable_methods(cfg: RunConfig, data, student_mods, to_train: list[str], 
     return [j for j in to_train if split_job_name(j)[0] not in dropped], [m for m in to_report if keep(m)]
 
 
-def _build(cfg: RunConfig, data: MultimodalData, modalities, stats) -> torch.nn.Module:
-    net = build_network(data.shapes, modalities, data.num_classes, cfg.model)
+def _build(cfg: RunConfig, data: MultimodalData, modalities, stats, teacher: bool = False) -> torch.nn.Module:
+    if teacher and cfg.model.teacher_fusion == "late" and len(modalities) > 1:
+        from ..models.video import build_late_fusion  # one network per modality, logits averaged
+
+        net = build_late_fusion(data.shapes, modalities, data.num_classes, cfg.model)
+    else:
+        net = build_network(data.shapes, modalities, data.num_classes, cfg.model)
     net.set_normalization(stats)
     return net
 
 
-def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int = 1) -> str:
+def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int = 1, clips: bool = False) -> str:
     """The teacher's cache name: a hash of what determines it (data, modalities, model, training, seed,
     and the number of processes, which changes the last batch of an epoch and the order of reductions).
     ``cfg`` is the teacher's own configuration (``teacher_config``)."""
@@ -201,6 +206,8 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
             "model": model,
             "train": train,
             **({"augment": augment} if augment else {}),
+            # action clips: which frames and crops the teacher's batches held
+            **({"clip": asdict(cfg.data.clip), "depth_range": list(cfg.data.depth_range)} if clips else {}),
             **({"label_smoothing": cfg.distill.label_smoothing} if cfg.distill.label_smoothing else {}),
             "seed": cfg.teacher_seed,
             **({"world_size": world_size} if world_size > 1 else {}),
@@ -217,13 +224,14 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
     uninterrupted training would have."""
     cfg = teacher_config(cfg)
     seed_everything(derive_seed(cfg.teacher_seed, "init", "teacher"))
-    teacher = _build(cfg, data, teacher_mods, stats).to(device)
+    teacher = _build(cfg, data, teacher_mods, stats, teacher=True).to(device)
     main = distributed.current().is_main
     if cfg.teacher_path:  # a given teacher file, checked against this run's network and data
         ckpt = distributed.main_only(lambda: load_teacher_file(cfg.teacher_path, teacher, teacher_mods, fingerprint))
         source = cfg.teacher_path
     else:
-        key = teacher_key(cfg, fingerprint, teacher_mods, distributed.current().world_size)
+        key = teacher_key(cfg, fingerprint, teacher_mods, distributed.current().world_size,
+                          clips=getattr(data, "is_clips", False))
         path = Path(cfg.cache_dir) / "teachers" / f"{key}.pt"
         partial = path.with_name(f"{key}.train.pt")
         ckpt = distributed.main_only(lambda: load_cached_teacher(path, teacher, log))
@@ -665,7 +673,7 @@ class JobContext:
                 splits, teacher = self._given
             else:
                 splits = build_splits(self.cfg, self.data, self.all_mods, device, ("train", "val", self.eval_split))
-                teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats).to(device)
+                teacher = _build(self.cfg, self.data, self.teacher_mods, self.stats, teacher=True).to(device)
                 teacher.load_state_dict(self.teacher_state)
             cache = None
             # Under augmentation every epoch's inputs differ, so the teacher runs on each batch instead.
