@@ -9,11 +9,11 @@ import os
 import shutil
 from pathlib import Path
 
+import clip_fixtures as cf
 import numpy as np
 import pytest
 import torch
 
-import clip_fixtures as cf
 from mmhal.config import load_config
 from mmhal.data.actions import NTU_DEPTH_RANGE, hmdb_source
 from mmhal.data.base import FOLDER_DATASETS, load_dataset
@@ -55,7 +55,8 @@ def index(data, folder: str) -> int:
 
 def scaled(mm: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """16-bit millimetres as the loaders encode them: clipped to [lo, hi], scaled to 0..255, rounded."""
-    return np.floor((np.clip(mm.astype(np.float64), lo, hi) - lo) * 255.0 / (hi - lo) + 0.5).astype(np.uint8)
+    x = (np.clip(mm.astype(np.float32), lo, hi) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.floor(x + np.float32(0.5)).astype(np.uint8)
 
 
 def check_val_carved_from_train(data, protocol_train: np.ndarray) -> None:
@@ -187,7 +188,7 @@ def test_ntu_labels_and_the_cross_subject_split(ntu):
     data = load("ntu60", ntu)
     assert data.num_classes == 60 and data.class_names[0] == "drink water"
     assert data.class_names[59] == "walking apart from each other"
-    names, camera, performer = _ntu_fields(data)
+    names, _, performer = _ntu_fields(data)
     assert len(names) == 184 and "S018C001P001R001A061" not in names  # NTU RGB+D 120 is skipped, with a warning
     assert any("NTU RGB+D 120" in w for w in data.info["warnings"])
     assert all(data.labels[i] == int(n[17:20]) - 1 for i, n in enumerate(names))

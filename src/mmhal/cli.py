@@ -71,7 +71,8 @@ def get_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
     pr.add_argument("--data", required=True, help="the new data: a .npz file, a manifest .csv, or a dataset name "
                                                   "(it needs only the student's modalities)")
-    pr.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa)")
+    pr.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa, nw-ucla, "
+                    "ntu60, ucf101, hmdb51)")
     pr.add_argument("--method", help="which method's students (default: the run's recommendation)")
     pr.add_argument("--seed", type=int, help="one seed's student (default: every seed's, probabilities averaged)")
     pr.add_argument("--out", help="the CSV to write (default: RUN/predictions/<method>-<data>.csv)")
@@ -101,7 +102,8 @@ def _common_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--config", help="YAML recipe (a resolved config.yaml of an earlier run repeats that run)")
     r.add_argument("--data", help="a dataset name (hapt, casia-surf, cefa), a path to a .npz file in mmhal's format, "
                                   "or a path to a manifest .csv of image files")
-    r.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa): data.path")
+    r.add_argument("--root", help="the dataset's folder, for datasets read from files (casia-surf, cefa, nw-ucla, ntu60, ucf101, "
+                   "hmdb51): data.path")
     r.add_argument("--teacher", type=_csv, help="teacher modalities, comma-separated (default: every modality)")
     r.add_argument("--student", type=_csv, help="student (available) modalities, comma-separated (default: gyro)")
     r.add_argument("--methods", type=_csv, help="comma-separated, e.g. unimodal,kd,mmh,mmh-ensemble, or all (every method and ensemble)")
@@ -220,7 +222,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .data import casia_surf, cefa, hapt, manifest, npz  # noqa: F401
+    from .data import actions, casia_surf, cefa, hapt, manifest, npz  # noqa: F401
     from .data.base import DATASETS, FOLDER_DATASETS, FORMAT_NAMES
     from .distill import ENSEMBLES, METHODS
 

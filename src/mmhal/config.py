@@ -177,7 +177,9 @@ class DataConfig:
     # decoded; empty = the size of the first sample's image (the face loaders use 112).
     image_size: list[int] = field(default_factory=list)
     # Dataset-specific protocol: casia-surf: auto | challenge | rerelease (which release's lists, and so which
-    # label polarity); cefa: a preset (4@1, 4@2, 4@3, mmh-4@5) or custom (then data.cefa.* say everything).
+    # label polarity); cefa: a preset (4@1, 4@2, 4@3, mmh-4@5) or custom (then data.cefa.* say everything);
+    # nw-ucla: cross-view (= auto, test view 3) | cross-view-<k>; ntu60: cross-subject (= auto) | cross-view;
+    # ucf101, hmdb51: split-1 (= auto) | split-2 | split-3.
     protocol: str = "auto"
     # How presentation-attack data are scored: sample (every image) | video (mean score of a video's frames)
     # | auto (video where the data name videos, e.g. cefa).

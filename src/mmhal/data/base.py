@@ -152,19 +152,27 @@ def suggest_modality_name(name: str) -> str:
 PAD_CLASSES = ["attack", "bona_fide"]  # class names of presentation-attack data: label 1 = bona fide
 
 
-def load_dataset(cfg):
+def load_dataset(cfg, progress: Optional[bool] = None):
     """Load the dataset named by ``cfg.name``: a registered name, a path to a ``.npz`` file, or a path to
-    a ``manifest.csv`` (files on disk, decoded on demand)."""
+    a ``manifest.csv`` (files on disk, decoded on demand). ``progress``: show a bar while a loader lists many
+    folders (None: when stderr is a terminal; loaders without such a step ignore it)."""
+    import inspect
+
     from . import actions, casia_surf, cefa, hapt, manifest, npz  # noqa: F401  (register the built-in loaders)
 
     name = cfg.name
     if name in FOLDER_DATASETS and not cfg.path:
         raise DataError(f"dataset '{name}' is read from files: give its folder with --root DIR (or data.path)")
+    def call(loader, **kw):
+        if "progress" in inspect.signature(loader).parameters:
+            kw["progress"] = progress
+        return loader(cfg, **kw)
+
     if name.endswith(".csv"):
-        data = DATASETS.get("manifest")(cfg, path=name)
+        data = call(DATASETS.get("manifest"), path=name)
     elif name.endswith(".npz") or (name not in DATASETS and ("/" in name or "." in name)):
-        data = DATASETS.get("npz")(cfg, path=name)
+        data = call(DATASETS.get("npz"), path=name)
     else:
-        data = DATASETS.get(name)(cfg)
+        data = call(DATASETS.get(name))
     data.check()
     return data

@@ -164,7 +164,7 @@ class ClipData:
             return img.to(torch.int32)
         lo, hi = float(lo_hi[0]), float(lo_hi[1])
         if img.dtype == torch.uint16:  # decoded at the stored size: a table lookup, the same values as below
-            return torch.from_numpy(_range_table(lo, hi)[img.numpy()])
+            return torch.from_numpy(np.take(_range_table(lo, hi), img.numpy()))
         return _scale_range(img, lo, hi)
 
     def read_clip(self, i: int, modalities: Sequence[str], frames: np.ndarray) -> dict[str, torch.Tensor]:

@@ -139,7 +139,7 @@ def _check_header(header: list[str], source: Path) -> list[str]:
 
 
 @register_dataset("manifest")
-def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
+def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optional[bool] = None):
     """The samples listed in the manifest CSV at ``path`` (default ``cfg.path``); see the module docstring."""
     file = path if path is not None else cfg.path
     if not file:
@@ -257,7 +257,7 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
 
     if clips:
         return _clip_data(cfg, source, root, files, lines, labels, split, class_names, groups, info, bona_fide,
-                          species, video)
+                          species, video, progress)
 
     def full(p: str) -> str:
         return os.path.join(root, p)
@@ -283,13 +283,16 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None) -> FileData:
 
 
 def _clip_data(cfg: DataConfig, source: Path, root: str, files: dict, lines: list, labels, split, class_names,
-               groups, info, bona_fide, species, video):
+               groups, info, bona_fide, species, video, progress: Optional[bool] = None):
     """The manifest's samples as action clips read from their frame folders (``data.frames.ClipData``)."""
     from .frames import ClipData, count_frames, first_frame, folder_sources
 
     flow = set(cfg.clip.flow_modalities)
     sources = {m: folder_sources(m, paths, root, m in flow) for m, paths in files.items()}
-    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {lines[i]} of '{source.name}'")
+    import sys
+
+    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {lines[i]} of '{source.name}'",
+                          progress=sys.stderr.isatty() if progress is None else progress)
     frame_size = resolve_image_size(cfg.image_size, first_frame(sources, root))
     info["format"] = "manifest (frame folders)"
     info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}

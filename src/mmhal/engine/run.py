@@ -409,7 +409,7 @@ def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, o
 def load_run_data(cfg: RunConfig) -> tuple[MultimodalData, list[str], list[str], list[str]]:
     """The dataset of ``cfg`` and its (teacher, student, all) modalities, after checking both modality lists and
     the method names of ``method_overrides``; sets ``cfg.teacher`` to the teacher's modalities (default: all)."""
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, progress=cfg.progress)
     teacher_mods = list(cfg.teacher) if cfg.teacher else sorted(data.modalities)
     student_mods = list(cfg.student)
     check_modalities(data, teacher_mods, "teacher")

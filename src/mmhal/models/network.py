@@ -104,6 +104,56 @@ class NetworkBase(nn.Module):
         return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
 
 
+class StemFusionNet(NetworkBase):
+    """The frame the ResNet-18 and the video networks share: one stem per modality, each stem's map brought to the
+    trunk grid (the smallest stem output over every modality of the network's kind in the data, so that the
+    teacher and every student agree whatever subset they see), concatenated, squeeze-excited and projected to
+    ``channels`` by a 1x1(x1) convolution; trunk stages ``layer3`` and ``layer4``; the mean over the grid, dropout,
+    head. Subclasses call ``_build`` from their ``__init__``; the modules keep one set of names for checkpoints."""
+
+    def _build(self, spec, modalities, num_classes: int, *, backbone: str, sample_dims: int, stem: Callable,
+               out_spatial: Callable, channels: int, trunk: Callable, out_channels: int, dropout: float,
+               se_reduction: int, init: Callable, other: str) -> None:
+        """``stem(C)`` makes a modality's stem, ``out_spatial(shape)`` its output grid, ``trunk()`` (called after
+        the projection is made and initialised: the order of random draws) returns (layer3, layer4), ``init``
+        initialises the projection; ``other`` names the backbones to use for data of another kind."""
+        kinds = {3: "images (C, H, W)", 4: "clips (C, T, H, W)"}
+        self.modalities = list(modalities)
+        for m in self.modalities:
+            if len(spec[m]) != sample_dims:
+                raise UserError(f"model.backbone={backbone} is for {kinds[sample_dims]} but modality '{m}' has "
+                                f"per-sample shape {tuple(spec[m])}; use {other}")
+        outs = [out_spatial(s) for s in spec.values() if len(s) == sample_dims]
+        self.dims = sample_dims - 1
+        self.grid = tuple(min(o[i] for o in outs) for i in range(self.dims))
+        self.norms = nn.ModuleDict()
+        self.stems = nn.ModuleDict()
+        for m in self.modalities:
+            self.norms[m] = Normalizer(spec[m][0], sample_dims)
+            self.stems[m] = stem(spec[m][0])
+        fused = channels * len(self.modalities)
+        conv_nd, bn_nd = (nn.Conv2d, nn.BatchNorm2d) if self.dims == 2 else (nn.Conv3d, nn.BatchNorm3d)
+        self.se = SqueezeExcite(fused, se_reduction)
+        self.proj = nn.Sequential(conv_nd(fused, channels, 1, bias=False), bn_nd(channels), nn.ReLU(inplace=True))
+        init(self.proj)
+        self.layer3, self.layer4 = trunk()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(out_channels, num_classes)
+
+    def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
+        if tuple(z.shape[2:]) == self.grid:
+            return z
+        return F.adaptive_avg_pool2d(z, self.grid) if self.dims == 2 else F.adaptive_avg_pool3d(z, self.grid)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
+        parts = [self._to_grid(self.stems[m](self.norms[m](inputs[m]))) for m in self.modalities]
+        x = self.proj(self.se(torch.cat(parts, dim=1)))
+        f3 = self.layer3(x)
+        f4 = self.layer4(f3)
+        emb = f4.mean(dim=tuple(range(2, f4.dim())))
+        return NetOutput(self.head(self.drop(emb)), [f3, f4], emb)
+
+
 class MultimodalNet(NetworkBase):
     """Stems for ``modalities`` (a subset of ``spec``), fused, then a trunk shared in shape by every network."""
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from ..errors import UserError
 from .layers import SqueezeExcite, halve, read_state_dict
-from .network import NetOutput, NetworkBase, Normalizer
+from .network import StemFusionNet
 
 #: torchvision resnet18 layers a stem takes, and those the trunk takes (``fc`` is never loaded).
 STEM_LAYERS = ("conv1", "bn1", "layer1", "layer2")
@@ -95,7 +94,7 @@ class ResNetStem(nn.Module):
         return self.layer2(self.layer1(x))
 
 
-class ResNet18Net(NetworkBase):
+class ResNet18Net(StemFusionNet):
     """Image stems for ``modalities`` (a subset of ``spec``), concat + SE + 1x1 fusion, ResNet-18 layer3/layer4."""
 
     def __init__(
@@ -108,44 +107,11 @@ class ResNet18Net(NetworkBase):
         se_reduction: int = 16,
     ):
         super().__init__()
-        self.modalities = list(modalities)
-        for m in self.modalities:
-            if len(spec[m]) != 3:
-                raise UserError(
-                    f"model.backbone=resnet18 is for images (C, H, W) but modality '{m}' has per-sample shape "
-                    f"{tuple(spec[m])}; use model.backbone=small"
-                )
-        # The trunk grid: the smallest stem output over every image modality in the data, so the teacher and
-        # every student agree whatever subset they see.
-        outs = [ResNetStem.out_spatial(s) for s in spec.values() if len(s) == 3]
-        self.dims = 2
-        self.grid = (min(o[0] for o in outs), min(o[1] for o in outs))
-        self.norms = nn.ModuleDict()
-        self.stems = nn.ModuleDict()
-        for m in self.modalities:
-            self.norms[m] = Normalizer(spec[m][0], 3)
-            self.stems[m] = ResNetStem(spec[m][0], se)
-        fused = STEM_CHANNELS * len(self.modalities)
-        self.se = SqueezeExcite(fused, se_reduction)
-        self.proj = nn.Sequential(
-            nn.Conv2d(fused, STEM_CHANNELS, 1, bias=False), nn.BatchNorm2d(STEM_CHANNELS), nn.ReLU(inplace=True)
-        )
-        _init(self.proj)
-        self.layer3 = resnet_layer(STEM_CHANNELS, 256, 2, se)
-        self.layer4 = resnet_layer(256, 512, 2, se)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(512, num_classes)
-
-    def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
-        return z if tuple(z.shape[2:]) == self.grid else F.adaptive_avg_pool2d(z, self.grid)
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
-        parts = [self._to_grid(self.stems[m](self.norms[m](inputs[m]))) for m in self.modalities]
-        x = self.proj(self.se(torch.cat(parts, dim=1)))
-        f3 = self.layer3(x)
-        f4 = self.layer4(f3)
-        emb = f4.mean(dim=(2, 3))
-        return NetOutput(self.head(self.drop(emb)), [f3, f4], emb)
+        self._build(spec, modalities, num_classes, backbone="resnet18", sample_dims=3,
+                    stem=lambda c: ResNetStem(c, se), out_spatial=ResNetStem.out_spatial, channels=STEM_CHANNELS,
+                    trunk=lambda: (resnet_layer(STEM_CHANNELS, 256, 2, se), resnet_layer(256, 512, 2, se)),
+                    out_channels=512, dropout=dropout, se_reduction=se_reduction, init=_init,
+                    other="model.backbone=small")
 
 
 def adapt_conv1(weight: torch.Tensor, channels: int) -> torch.Tensor:

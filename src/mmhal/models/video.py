@@ -38,13 +38,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, Conv3DSimple
 
 from ..errors import UserError
 from .layers import SqueezeExcite, halve, read_state_dict
-from .network import NetOutput, NetworkBase, Normalizer
+from .network import NetOutput, NetworkBase, Normalizer, StemFusionNet
 
 #: model.backbone -> (torchvision builder name, 3D convolution of the residual blocks)
 ARCHS: dict[str, tuple[str, type]] = {"r3d18": ("r3d_18", Conv3DSimple), "r2plus1d18": ("r2plus1d_18", Conv2Plus1D)}
@@ -135,7 +134,7 @@ class VideoStem(nn.Module):
         return self.layer2(self.layer1(self.stem(x)))
 
 
-class VideoNet(NetworkBase):
+class VideoNet(StemFusionNet):
     """Clip stems for ``modalities`` (a subset of ``spec``), concat + SE + 1x1x1 fusion, video-ResNet layer3/layer4.
 
     ``width`` = 64 is torchvision's (stem outputs 2 width = 128 channels, f3 256, f4 512); only that width can
@@ -157,46 +156,14 @@ class VideoNet(NetworkBase):
         if arch not in ARCHS:
             raise UserError(f"unknown video backbone '{arch}'; known: {', '.join(ARCHS)}")
         self.arch = arch
-        self.modalities = list(modalities)
-        for m in self.modalities:
-            if len(spec[m]) != 4:
-                raise UserError(
-                    f"model.backbone={arch} is for clips (C, T, H, W) but modality '{m}' has per-sample shape "
-                    f"{tuple(spec[m])}; use model.backbone=small or resnet18"
-                )
-        # The trunk grid: the smallest stem output over every clip modality in the data, so the teacher and
-        # every student agree whatever subset they see.
-        outs = [VideoStem.out_spatial(s) for s in spec.values() if len(s) == 4]
-        self.dims = 3
-        self.grid = tuple(min(o[i] for o in outs) for i in range(3))
         self.region_pool_time = bool(region_pool_time)
         self.region_dims = 2 if self.region_pool_time else 3
-        c = 2 * width
-        self.norms = nn.ModuleDict()
-        self.stems = nn.ModuleDict()
-        for m in self.modalities:
-            self.norms[m] = Normalizer(spec[m][0], 4)
-            self.stems[m] = VideoStem(arch, spec[m][0], se, width)
-        fused = c * len(self.modalities)
-        self.se = SqueezeExcite(fused, se_reduction)
-        self.proj = nn.Sequential(nn.Conv3d(fused, c, 1, bias=False), nn.BatchNorm3d(c), nn.ReLU(inplace=True))
-        _init(self.proj)
-        conv_builder = ARCHS[arch][1]
-        self.layer3 = video_layer(conv_builder, c, 2 * c, 2, se)
-        self.layer4 = video_layer(conv_builder, 2 * c, 4 * c, 2, se)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(4 * c, num_classes)
-
-    def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
-        return z if tuple(z.shape[2:]) == self.grid else F.adaptive_avg_pool3d(z, self.grid)
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> NetOutput:
-        parts = [self._to_grid(self.stems[m](self.norms[m](inputs[m]))) for m in self.modalities]
-        x = self.proj(self.se(torch.cat(parts, dim=1)))
-        f3 = self.layer3(x)
-        f4 = self.layer4(f3)
-        emb = f4.mean(dim=(2, 3, 4))
-        return NetOutput(self.head(self.drop(emb)), [f3, f4], emb)
+        c, conv_builder = 2 * width, ARCHS[arch][1]
+        self._build(spec, modalities, num_classes, backbone=arch, sample_dims=4,
+                    stem=lambda ch: VideoStem(arch, ch, se, width), out_spatial=VideoStem.out_spatial, channels=c,
+                    trunk=lambda: (video_layer(conv_builder, c, 2 * c, 2, se), video_layer(conv_builder, 2 * c, 4 * c, 2, se)),
+                    out_channels=4 * c, dropout=dropout, se_reduction=se_reduction, init=_init,
+                    other="model.backbone=small or resnet18")
 
     def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
         """(B, C, T', H', W') -> (B, R, K). With ``region_pool_time`` time is averaged first, then the spatial
