@@ -441,16 +441,9 @@ def load_ucf101(cfg: DataConfig, path: Optional[str] = None, progress: Optional[
             groups.append(g.group(1) if g else video)
     if not videos:
         raise DataError(f"the UCF101 lists of split {k} under '{lists}' name no video")
-    where = lambda i: f"UCF101 video '{videos[i][len(FRAMES) + 1:]}'"  # noqa: E731
-    _check_frame_folders(root, videos, where)
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(split, dtype="<U5")
-    gr = np.asarray(groups, dtype=str)
-    info: dict[str, Any] = {"source": str(root), "format": "ucf101", "protocol": protocol,
-                            "labels": "class folder -> its classInd.txt index - 1", "warnings": []}
-    _carve_val(cfg, y, gr, s, "UCF video group gXX (over all classes)", info, protocol)
-    return _assemble(cfg, "ucf101", root, _flow_sources(np.asarray(videos, dtype=str)), y, s, class_names, gr, info,
-                     {}, where, progress)
+    info: dict[str, Any] = {"labels": "class folder -> its classInd.txt index - 1"}
+    return _flow_dataset(cfg, "ucf101", "UCF101", root, videos, labels, split, groups, class_names, info,
+                         "UCF video group gXX (over all classes)", protocol, progress)
 
 
 # ----------------------------------------------------------------------------- HMDB51
@@ -512,15 +505,23 @@ def load_hmdb51(cfg: DataConfig, path: Optional[str] = None, progress: Optional[
     if len(set(videos)) != len(videos):
         dup = next(v for v in videos if videos.count(v) > 1)
         raise DataError(f"HMDB51 video '{dup[len(FRAMES) + 1:]}' is listed twice in the split files of split {k}")
-    where = lambda i: f"HMDB51 video '{videos[i][len(FRAMES) + 1:]}'"  # noqa: E731
+    info: dict[str, Any] = {"labels": f"the {len(class_names)} class names of the split files, sorted "
+                                      f"alphabetically -> 0..{len(class_names) - 1}", "unused_videos": unused}
+    return _flow_dataset(cfg, "hmdb51", "HMDB51", root, videos, labels, split, groups, class_names, info,
+                         "source video", protocol, progress)
+
+
+def _flow_dataset(cfg: DataConfig, name: str, title: str, root, videos: list, labels: list, split: list,
+                  groups: list, class_names: list, info: dict, group_desc: str, protocol: str,
+                  progress: Optional[bool]) -> ClipData:
+    """The RGB + flow ClipData of ``videos`` (``rawframes/<class>/<video>`` paths) once their lists are read:
+    frame folders checked, validation carved from train by ``group_desc`` groups, frame counts checked."""
+    where = lambda i: f"{title} video '{videos[i][len(FRAMES) + 1:]}'"  # noqa: E731
     _check_frame_folders(root, videos, where)
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(split, dtype="<U5")
     gr = np.asarray(groups, dtype=str)
-    info: dict[str, Any] = {"source": str(root), "format": "hmdb51", "protocol": protocol,
-                            "labels": f"the {len(class_names)} class names of the split files, sorted "
-                                      f"alphabetically -> 0..{len(class_names) - 1}",
-                            "unused_videos": unused, "warnings": []}
-    _carve_val(cfg, y, gr, s, "source video", info, protocol)
-    return _assemble(cfg, "hmdb51", root, _flow_sources(np.asarray(videos, dtype=str)), y, s, class_names, gr, info,
+    info = {"source": str(root), "format": name, "protocol": protocol, **info, "warnings": []}
+    _carve_val(cfg, y, gr, s, group_desc, info, protocol)
+    return _assemble(cfg, name, root, _flow_sources(np.asarray(videos, dtype=str)), y, s, class_names, gr, info,
                      {}, where, progress)
