@@ -356,19 +356,27 @@ def test_hmdb51_bad_inputs_are_one_sentence(hmdb, tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
+E2E = {"nw-ucla": (cf.write_nw_ucla, "cross-view"), "ntu60": (cf.write_ntu, "cross-subject"),
+       "ucf101": (cf.write_ucf101, "split-1"), "hmdb51": (cf.write_hmdb51, "split-1")}
+
+
 @pytest.mark.slow
-def test_mmhal_run_on_ucf101_frames(tmp_path, capsys):
+@pytest.mark.parametrize("name", sorted(E2E))
+def test_mmhal_run_on_each_layouts_frames(tmp_path, capsys, name):
+    """Each layout's fixture runs end to end (the small backbone; the recipes' R3D-18 in test_action_recipes)."""
     from mmhal.cli import main
 
-    root = cf.write_ucf101(tmp_path / "UCF101")
+    write, protocol = E2E[name]
+    root = write(tmp_path / "data")
     out = tmp_path / "run"
-    code = main(["run", "--data", "ucf101", "--root", str(root), "--student", "rgb", "--methods", "unimodal,mmh",
+    code = main(["run", "--data", name, "--root", str(root), "--student", "rgb", "--methods", "unimodal,mmh",
                  "--seeds", "1", "--epochs", "1", "--out", str(out), "--no-progress", "model.width=4",
                  "train.batch_size=4", "workers=1", "train.loader_workers=0", "data.clip.length=4",
-                 "data.clip.size=16,16", "data.clip.num_test_clips=2"])
+                 "data.clip.size=16,16", "data.clip.num_test_clips=2", "data.clip.test_crops=1",
+                 f"cache_dir={tmp_path / 'cache'}"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = json.loads((out / "results.json").read_text())
-    assert report["dataset"] == "ucf101"
-    assert {"unimodal", "mmh"} <= set(report["results"])
-    assert report["data_info"]["protocol"] == "split-1"
+    assert report["dataset"] == name
+    assert {"teacher", "unimodal", "mmh"} <= set(report["results"])
+    assert report["data_info"]["protocol"] == protocol
