@@ -26,6 +26,7 @@ Settings (random tensors as data):
   face-256  as face-64, batch 256
   clip      teacher rgb(3,16,112,112) + depth(1,16,112,112) clips, student rgb, model.backbone=r3d18 (torchvision
             R3D-18 stems and trunk, early fusion), 10 classes (NW-UCLA-like), batch 4
+  clip-late as clip, with the action recipes' late-fusion teacher (one R3D-18 per modality, logits averaged)
 
     python benchmarks/step_overhead.py --settings hapt,face-64 --threads 1 --json cpu.json
     python benchmarks/step_overhead.py --device cuda --precision bf16 --channels-last --settings hapt,face-64,face-256
@@ -70,6 +71,9 @@ SETTINGS = {
                      model=ModelConfig(width=64, blocks=2), batch=256, train_size=FACE_TRAIN),
     "clip": dict(spec=CLIP, teacher=["rgb", "depth"], student=["rgb"], classes=10,
                  model=ModelConfig(backbone="r3d18"), batch=4, train_size=UCLA_TRAIN),
+    # the action recipes' teacher: one R3D-18 per modality, logits averaged (model.teacher_fusion=late)
+    "clip-late": dict(spec=CLIP, teacher=["rgb", "depth"], student=["rgb"], classes=10,
+                      model=ModelConfig(backbone="r3d18", teacher_fusion="late"), batch=4, train_size=UCLA_TRAIN),
 }
 
 
@@ -143,7 +147,12 @@ def bench_setting(name: str, args, device: torch.device) -> list[dict]:
             return seconds_per_call(lambda: step_a(inputs, target), args.steps, args.warmup, device)
 
     t_a = time_a()
-    teacher = net(s["teacher"])
+    if s["model"].teacher_fusion == "late":
+        from mmhal.models.video import build_late_fusion
+
+        teacher = build_late_fusion(s["spec"], s["teacher"], s["classes"], s["model"]).to(device)
+    else:
+        teacher = net(s["teacher"])
     common = {"distill": list(args.distill), "setting": name, "device": device.type, "device_name": device_name(device), "batch": b,
               "precision": tcfg.precision, "channels_last": tcfg.channels_last, "compiled": tcfg.compile,
               "steps": args.steps, "warmup": args.warmup, "threads": torch.get_num_threads(),

@@ -192,3 +192,14 @@ def test_a_clip_manifest_runs_end_to_end_with_multi_view_test_scores_and_top5(tm
     for name in ("teacher", *methods.split(",")):
         assert 0.0 <= res[name]["top5_accuracy"]["mean"] <= 1.0
         assert res[name]["top5_accuracy"]["mean"] >= res[name]["accuracy"]["mean"]
+    # mmhal predict on the manifest's frame folders scores every test view as the run did: the same logits
+    from mmhal.engine.artifacts import open_run
+    from mmhal.engine.predict import load_networks, open_inputs, predict_logits
+
+    run = open_run(out)
+    test = load_dataset(run.config.data).indices("test")
+    for name in methods.split(","):
+        nets = load_networks(run, name)
+        z = predict_logits(nets, open_inputs(str(path), None, run, nets), 64)
+        want = torch.load(out / "jobs" / f"{name}-seed0.pt", weights_only=True)["logits"].numpy()
+        np.testing.assert_allclose(z[0, test], want, rtol=0, atol=1e-5)

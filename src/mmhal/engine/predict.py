@@ -63,9 +63,17 @@ class Networks:
     class_names: list[str]
 
     @torch.no_grad()
-    def logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(seeds, B, K) float32 logits of one batch: per seed, the sum of its members' logits."""
-        return torch.stack([sum(net(inputs).logits.float() for net in members) for members in self.networks])
+    def logits(self, inputs: dict[str, torch.Tensor], views: int = 1) -> torch.Tensor:
+        """(seeds, B, K) float32 logits of one batch: per seed, the sum of its members' logits. With ``views`` > 1
+        the batch holds B x ``views`` rows (a sample's views together: test clips x crops) and a member's logits
+        of a sample are the log of its views' mean probabilities, as ``mmhal run`` scores them."""
+        def one(net) -> torch.Tensor:
+            z = net(inputs).logits.float()
+            if views > 1:
+                z = z.view(-1, views, z.shape[-1]).softmax(-1).mean(1).clamp_min(1e-30).log()
+            return z
+
+        return torch.stack([sum(one(net) for net in members) for members in self.networks])
 
     def describe(self) -> str:
         if self.seeds == [None]:
@@ -114,6 +122,7 @@ class Inputs:
     labels: Optional[np.ndarray] = None
     notes: list[str] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
+    views: int = 1  # rows per sample in a batch (action clips: test clips x crops)
 
 
 def _missing_modality(source: str, modality: str, method: str, has: list[str]) -> UserError:
@@ -205,7 +214,7 @@ def read_npz_inputs(path: Path, nets: Networks) -> Inputs:
     return Inputs(path.stem, n, _array_batches(arrays), labels, notes)
 
 
-def read_manifest_inputs(path: Path, nets: Networks, workers: int) -> Inputs:
+def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Optional[DataConfig] = None) -> Inputs:
     """The image files of the networks' modalities listed in the manifest at ``path`` (other columns are not
     read), decoded on demand to each modality's channels and size as the run trained on them; its ``label``
     or ``bona_fide`` column when present."""
@@ -216,14 +225,17 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int) -> Inputs:
     col = {name: j for j, name in enumerate(header)}
     here = f"'{path.name}'"
     has = [c[len(manifest.MODALITY_PREFIX):] for c in header if c.startswith(manifest.MODALITY_PREFIX)]
+    clips = all(len(nets.shapes[m]) == 4 for m in nets.modalities)  # action clips: one frame folder per cell
     for m in nets.modalities:
         if manifest.MODALITY_PREFIX + m not in col:
             raise _missing_modality(str(path), m, nets.method, has)
+        if clips:
+            continue
         if len(nets.shapes[m]) != 3 or nets.shapes[m][0] not in (1, 3):
             raise DataError(f"the {nets.method} network's modality '{m}' is a {input_kind(nets.shapes[m])} of shape "
                             f"{nets.shapes[m]}, not an image, so it cannot be read from the image files of a manifest")
     sizes = {nets.shapes[m][1:] for m in nets.modalities}
-    assert len(sizes) == 1, "every image modality of a run has one size"
+    assert clips or len(sizes) == 1, "every image modality of a run has one size"
     key = "label" if "label" in col else "bona_fide" if "bona_fide" in col else None
     needed = [manifest.MODALITY_PREFIX + m for m in nets.modalities] + ([key] if key else [])
     labels = np.zeros(len(rows), dtype=np.int64)
@@ -245,12 +257,17 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int) -> Inputs:
                                 "(attack)")
     root = str(path.parent)
     files = {m: [row[col[manifest.MODALITY_PREFIX + m]] for _, row in rows] for m in nets.modalities}
-    manifest.check_files_exist(files, root, lambda m, i: f"line {rows[i][0]} of {here}, column 'x.{m}'")
+    where = lambda m, i: f"line {rows[i][0]} of {here}, column 'x.{m}'"  # noqa: E731
+    if not clips:
+        manifest.check_files_exist(files, root, where)
     notes: list[str] = []
     checked = None
     if key is not None:
         pad_names = ["attack", "bona_fide"] if key == "bona_fide" else None
         checked = _check_labels(labels, pad_names, nets.class_names, str(path), notes)
+    if clips:
+        data = _clip_inputs(path, files, root, rows, labels, nets, data_cfg or DataConfig(), where)
+        return _sample_inputs(path.stem, data, nets, workers, checked, notes)
     data = FileData(name=path.stem, files={m: np.array(p, dtype=str) for m, p in files.items()}, labels=labels,
                     split=np.full(len(rows), "test"), class_names=list(nets.class_names),
                     channels={m: int(nets.shapes[m][0]) for m in nets.modalities}, image_size=tuple(sizes.pop()),
@@ -259,14 +276,17 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int) -> Inputs:
 
 
 def _sample_inputs(name: str, data, nets: Networks, workers: int, labels, notes) -> Inputs:
-    """Inputs read sample by sample from a dataset on disk (``FileData``), by ``workers`` DataLoader processes."""
+    """Inputs read sample by sample from a dataset on disk (``FileData``, or ``ClipData``: every test view of
+    each clip, scored as ``mmhal run`` scores its test split), by ``workers`` DataLoader processes."""
     from .samples import SampleSplit
 
     n = len(data.labels)
     splits: list = []
+    clips = getattr(data, "is_clips", False)
+    mode = "test" if clips else "val"
 
     def batches(batch_size: int, device) -> Iterator[dict[str, torch.Tensor]]:
-        split = SampleSplit(data, np.arange(n), nets.modalities, device, workers if n > batch_size else 0)
+        split = SampleSplit(data, np.arange(n), nets.modalities, device, workers if n > batch_size else 0, mode=mode)
         splits.append(split)
         yield from split.eval_batches(nets.modalities, 0, n, batch_size)
 
@@ -274,7 +294,34 @@ def _sample_inputs(name: str, data, nets: Networks, workers: int, labels, notes)
         for s in splits:
             s.close()
 
-    return Inputs(name, n, batches, labels, notes, close)
+    return Inputs(name, n, batches, labels, notes, close, views=data.views(mode) if clips else 1)
+
+
+def _clip_inputs(path: Path, files: dict, root: str, rows: list, labels: np.ndarray, nets: Networks,
+                 data_cfg: DataConfig, where):
+    """A ``ClipData`` of the manifest's frame folders, decoded and clipped as the run's ``data_cfg`` says (its frame
+    size, depth range and clip settings), after checking that its clips have the networks' shapes."""
+    import os
+
+    from ..data.files import resolve_image_size
+    from ..data.frames import ClipData, count_frames, first_frame, folder_sources
+
+    for m, paths in files.items():
+        for i, rel in enumerate(paths):
+            if not os.path.isdir(os.path.join(root, rel)):
+                raise DataError(f"'{os.path.join(root, rel)}' ({where(m, i)}) is not a folder of frames: the "
+                                f"{nets.method} network reads clips")
+    flow = set(data_cfg.clip.flow_modalities)
+    sources = {m: folder_sources(m, p, root, m in flow) for m, p in files.items()}
+    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {rows[i][0]} of '{path.name}'")
+    n = len(rows)
+    data = ClipData(name=path.stem, sources=sources, num_frames=counts, labels=labels, split=np.full(n, "test"),
+                    class_names=list(nets.class_names),
+                    frame_size=resolve_image_size(data_cfg.image_size, first_frame(sources, root)), clip=data_cfg.clip,
+                    value_range={m: tuple(data_cfg.depth_range) for m in sources} if data_cfg.depth_range else {},
+                    root=root)
+    check_shapes({m: data.shapes[m] for m in nets.modalities}, nets, str(path))
+    return data
 
 
 def read_dataset_inputs(name: str, root: Optional[str], run: RunFolder, nets: Networks, workers: int) -> Inputs:
@@ -309,7 +356,7 @@ def open_inputs(spec: str, root: Optional[str], run: RunFolder, nets: Networks, 
 
     path = Path(spec).expanduser()
     if spec.endswith(".csv"):
-        return read_manifest_inputs(path, nets, workers)
+        return read_manifest_inputs(path, nets, workers, run.config.data)
     if spec.endswith(".npz") or (spec not in DATASETS and ("/" in spec or "." in spec)):
         return read_npz_inputs(path, nets)
     return read_dataset_inputs(spec, root, run, nets, workers)
@@ -325,7 +372,7 @@ def predict_logits(nets: Networks, inputs: Inputs, batch_size: int = 1024, devic
     i = 0
     try:
         for batch in inputs.batches(batch_size, device):
-            z = nets.logits(batch).cpu().numpy()
+            z = nets.logits(batch, inputs.views).cpu().numpy()
             out[:, i:i + z.shape[1]] = z
             i += z.shape[1]
             bar.update(z.shape[1])
