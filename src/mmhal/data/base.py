@@ -3,11 +3,13 @@
 Every dataset carries, per sample, integer labels 0..K-1, a ``split`` (``train``/``val``/``test``) and
 optionally a ``group`` (subject, video), and for presentation-attack data a ``bona_fide`` flag (True =
 bona fide, whatever the release's label polarity), an attack ``species`` and a scoring ``video``.
-There are two implementations of how the samples themselves are held:
+There are three implementations of how the samples themselves are held:
 
 * :class:`MultimodalData` (``in_memory``): one float32 array per modality, all with first dimension N;
 * ``data.files.FileData``: one file path per sample and modality, decoded on demand (in DataLoader
-  workers), so nothing requires the whole dataset in memory.
+  workers), so nothing requires the whole dataset in memory;
+* ``data.frames.ClipData``: action clips, one folder of frames per sample and modality, decoded on demand;
+  which frames and crops a sample gives depends on the split (``sample(i, modalities, mode, seed, epoch)``).
 
 Both give ``read(i, modalities)`` (one sample as tensors) and ``shapes``; shapes per sample decide the
 input kind: (D,) vector, (C, L) sequence, (C, H, W) image, (C, T, H, W) clip.

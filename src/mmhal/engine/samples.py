@@ -13,6 +13,11 @@ augmentation is ``data.augment.augment_sample`` of (job seed and stream, epoch, 
 method of a seed sees the same augmented batches and a resumed job the same ones it would have seen.
 Evaluation (validation, test, the teacher's outputs, normalisation statistics) reads the samples in order,
 without augmentation.
+
+Action clips (``data.frames.ClipData``) follow the clip policy of the split's ``mode``: ``train`` a random,
+augmented clip per (seed, stream, epoch, index) (the centre clip when the train split is read for
+evaluation), ``val`` the centre clip, ``test`` every test view of a sample, ``views`` rows per sample in a
+batch, which ``loop.predict`` averages.
 """
 from __future__ import annotations
 
