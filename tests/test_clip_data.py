@@ -203,3 +203,32 @@ def test_a_clip_manifest_runs_end_to_end_with_multi_view_test_scores_and_top5(tm
         z = predict_logits(nets, open_inputs(str(path), None, run, nets), 64)
         want = torch.load(out / "jobs" / f"{name}-seed0.pt", weights_only=True)["logits"].numpy()
         np.testing.assert_allclose(z[0, test], want, rtol=0, atol=1e-5)
+
+
+def test_training_clips_of_an_epoch_do_not_depend_on_the_epochs_before_and_seeds_are_independent(tmp_path):
+    """What makes a resumed clip run exact: a TrainBatches made fresh at epoch 2 (as after --resume) yields the
+    very batches of an uninterrupted one at epoch 2; another seed gets other clips and crops."""
+    from mmhal.engine.loader import EpochBatches, TrainBatches
+    from mmhal.engine.samples import SampleSplit
+
+    path = write_clip_manifest(tmp_path, modalities=("rgb", "depth"), frames=9)
+    data = _load(path, "data.depth_range=1000,3500")
+    idx = data.indices("train")
+
+    def epoch_batches(seed: int, epochs: range) -> list:
+        split = SampleSplit(data, idx, ["rgb", "depth"], "cpu", mode="train")
+        batches = TrainBatches(split, ["rgb", "depth"], EpochBatches(len(idx), 3, seed))
+        out = []
+        for e in epochs:
+            batches.set_epoch(e)
+            out = [(x, y, i) for x, y, i in batches]
+        batches.close()
+        return out
+
+    straight, resumed, other = epoch_batches(5, range(3)), epoch_batches(5, range(2, 3)), epoch_batches(6, range(2, 3))
+    assert len(straight) == len(resumed) > 1
+    for (xa, ya, ia), (xb, yb, ib) in zip(straight, resumed):
+        assert torch.equal(ia, ib) and torch.equal(ya, yb)
+        assert all(torch.equal(xa[m], xb[m]) for m in ("rgb", "depth"))
+    same_order = [(b[2].tolist()) for b in straight] == [(b[2].tolist()) for b in other]
+    assert not same_order or not all(torch.equal(a[0]["rgb"], b[0]["rgb"]) for a, b in zip(straight, other))
