@@ -203,6 +203,11 @@ def test_a_clip_manifest_runs_end_to_end_with_multi_view_test_scores_and_top5(tm
         z = predict_logits(nets, open_inputs(str(path), None, run, nets), 64)
         want = torch.load(out / "jobs" / f"{name}-seed0.pt", weights_only=True)["logits"].numpy()
         np.testing.assert_allclose(z[0, test], want, rtol=0, atol=1e-5)
+    # the exported model takes one clip; its card says the test figures average the test views
+    assert main(["export", str(out), "--method", methods.split(",")[-1], "--seed", "0", "--format", "torchscript",
+                 "--out", str(tmp_path / "export")]) == 0
+    card = (tmp_path / "export" / "model_card.md").read_text()
+    assert "average the softmax over 2 evenly spaced clips x 3 crop(s)" in card
 
 
 def test_training_clips_of_an_epoch_do_not_depend_on_the_epochs_before_and_seeds_are_independent(tmp_path):

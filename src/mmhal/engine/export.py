@@ -217,6 +217,11 @@ def model_card(run: RunFolder, method: str, seed: Optional[int], ckpt: dict, net
            f"The figures come from the run's {eval_split} split, drawn from the same source as its training data; "
            "they do not carry over to other populations, sensors or conditions, so validate on data from the "
            "deployment setting first.")
+    if any(len(shapes[m]) == 4 for m in network.modalities):  # action clips: the run scored views, not one clip
+        c = run.config.data.clip
+        use += (f" The model takes one clip of {c.length} frames (every {c.stride}); the run's {eval_split} figures "
+                f"average the softmax over {c.num_test_clips} evenly spaced clips x {c.test_crops} crop(s) of each "
+                "video (data.clip; `mmhal predict` does the same), its validation figures one centre clip and crop.")
     threshold = (metrics.get("pad") or {}).get("threshold") or {}
     if pad and threshold.get("this_network") is not None:
         use += (" For presentation-attack detection, accept a sample as bona fide when probabilities[:, "
