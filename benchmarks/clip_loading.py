@@ -45,7 +45,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -67,13 +66,11 @@ CLASSES = 4  # the fixtures' motion classes (right, left, down, still)
 
 
 def device_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (``step_overhead.device_name``, this folder's other timing script)."""
+    import torch
+    from step_overhead import device_name as name_of
+
+    return name_of(torch.device("cpu"))
 
 
 def make(root: Path, samples: int, frames: int, size: tuple[int, int]) -> Path:

@@ -102,9 +102,14 @@ def write_clip_manifest(root: Path, n_per_class: int = 6, classes: int = 3, fram
             rows.append(row)
             i += 1
     header = ["label"] + (["split"] if split else []) + ["group"] + [f"x.{m}" for m in modalities]
-    path = root / "manifest.csv"
+    return write_rows(root, rows, header)
+
+
+def write_rows(root: Path, rows: list[dict], header: Optional[Sequence[str]] = None) -> Path:
+    """``root/manifest.csv`` holding ``rows`` (columns ``header``, default the first row's keys)."""
+    path = Path(root) / "manifest.csv"
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
+        w = csv.DictWriter(f, fieldnames=list(header or rows[0]))
         w.writeheader()
         w.writerows(rows)
     return path

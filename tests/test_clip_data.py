@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_fixtures import save, write_clip_manifest
+from clip_fixtures import save, write_clip_manifest, write_rows
 from mmhal.config import load_config
 from mmhal.data.base import load_dataset
 from mmhal.errors import DataError
@@ -42,13 +42,7 @@ def _constant_frames(folder: Path, numbers, template: str, value_of, dtype=np.ui
 
 
 def _manifest(tmp_path: Path, rows: list[dict]) -> Path:
-    header = list(rows[0])
-    path = tmp_path / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    return write_rows(tmp_path, rows)
 
 
 def _two_samples(tmp_path: Path, rgb_numbers, depth_numbers, depth_template="d_{}.png", depth_dtype=np.uint16):

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -82,8 +81,7 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from .base import SPLITS, register_dataset
-from .files import resolve_image_size
-from .frames import ClipData, FrameSource, count_frames, first_frame, prefix_pattern
+from .frames import ClipData, FrameSource, build_clip_data, prefix_pattern
 from .split import make_split
 
 RGB_PATTERN = prefix_pattern("img_")
@@ -197,23 +195,16 @@ def _assemble(cfg: DataConfig, name: str, root: Path, sources: dict[str, list[Fr
               value_range: dict[str, tuple[float, float]], where: Callable[[int], str],
               progress: Optional[bool]) -> ClipData:
     """The ClipData of the listed samples, after counting (and pairing) every sample's frames."""
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    counts = count_frames(sources, str(root), list(cfg.clip.flow_modalities), where, progress=show)
-    frame_size = resolve_image_size(cfg.image_size, first_frame(sources, str(root)))
     sizes = {s: int((split == s).sum()) for s in SPLITS}
     info["counts"] = sizes
     info["split_sizes"] = ", ".join(f"{s} {sizes[s]}" for s in SPLITS)
-    info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
     if not sizes["test"]:
         info.setdefault("warnings", []).append(
             f"no {name} sample falls on the test side of protocol {info.get('protocol')}, so there are no test figures")
         info["test"] = "no sample on the protocol's test side, so there are no test figures"
     info.setdefault("warnings", [])
-    data = ClipData(name=name, sources=sources, num_frames=counts, labels=labels, split=split,
-                    class_names=list(class_names), frame_size=frame_size, clip=cfg.clip, value_range=value_range,
-                    root=str(root), groups=groups, info=info)
-    info["modalities"] = {m: list(shape) for m, shape in data.shapes.items()}
-    return data
+    return build_clip_data(cfg, name, str(root), sources, labels, split, class_names, where, progress,
+                           value_range=value_range, info=info, groups=groups)
 
 
 def _read_lines(path: Path, what: str) -> list[tuple[int, list[str]]]:

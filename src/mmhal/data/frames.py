@@ -357,3 +357,49 @@ def first_frame(data_sources: Mapping[str, Sequence[FrameSource]], root: str) ->
     p = str(src.folders[0])
     folder = os.path.join(root, p) if root else p
     return os.path.join(folder, list_frames(folder, src.pattern)[1][0])
+
+
+def check_frame_folders(files: Mapping[str, Sequence[str]], root: str, where) -> None:
+    """A DataError for the first cell of ``files`` (modality -> per-sample folders) that is not a folder of frames;
+    ``where(m, i)`` says where it was listed."""
+    for m, paths in files.items():
+        for i, rel in enumerate(paths):
+            p = os.path.join(root, rel) if root else rel
+            if not os.path.isdir(p):
+                raise DataError(f"{where(m, i)}: '{p}' is not a folder of frames (a clip manifest names one folder "
+                                "per modality and sample)")
+
+
+def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameSource]], labels, split, class_names,
+                    where, progress: Optional[bool] = False, value_range=None, info: Optional[dict] = None,
+                    **fields) -> ClipData:
+    """The ClipData of ``sources`` read as ``cfg`` (a DataConfig) says, after counting and pairing every sample's
+    frames (``count_frames``; ``where(i)`` names sample ``i``; ``progress`` None = a bar when stderr is a
+    terminal): frames decoded at ``cfg.image_size`` (default: the first frame's size), 16-bit frames clipped to
+    ``value_range`` (default: ``cfg.depth_range`` for every modality, when set), clips as ``cfg.clip``.
+    ``info`` gains the frame counts (min, median, max) and the input shapes; ``fields``: groups, bona_fide, ..."""
+    import sys
+
+    from .files import resolve_image_size
+
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    counts = count_frames(sources, root, list(cfg.clip.flow_modalities), where, progress=show)
+    if value_range is None:
+        value_range = {m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {}
+    info = {} if info is None else info
+    info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
+    data = ClipData(name=name, sources=dict(sources), num_frames=counts, labels=labels, split=split,
+                    class_names=list(class_names), frame_size=resolve_image_size(cfg.image_size, first_frame(sources, root)),
+                    clip=cfg.clip, value_range=value_range, root=root, info=info, **fields)
+    info["modalities"] = {m: list(shape) for m, shape in data.shapes.items()}
+    return data
+
+
+def manifest_clip_data(cfg, name: str, root: str, files: Mapping[str, Sequence[str]], labels, split, class_names,
+                       where_cell, where_sample, progress: Optional[bool] = False, **fields) -> ClipData:
+    """``build_clip_data`` of a manifest's frame-folder cells (``files``: modality -> per-sample folders), each
+    checked to be a folder first; flow layouts as ``folder_sources`` tells them."""
+    check_frame_folders(files, root, where_cell)
+    flow = set(cfg.clip.flow_modalities)
+    sources = {m: folder_sources(m, paths, root, m in flow) for m, paths in files.items()}
+    return build_clip_data(cfg, name, root, sources, labels, split, class_names, where_sample, progress, **fields)

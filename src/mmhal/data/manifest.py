@@ -231,14 +231,8 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 
     root = str(source.parent)
     files = {m: [row[col[MODALITY_PREFIX + m]] for _, row in rows] for m in modalities}
-    clips = os.path.isdir(os.path.join(root, files[modalities[0]][0]))
-    if clips:  # action clips: one folder of frames per modality and sample
-        for m in modalities:
-            for i, rel in enumerate(files[m]):
-                if not os.path.isdir(os.path.join(root, rel)):
-                    raise DataError(f"line {lines[i]} of {here}, column 'x.{m}': '{os.path.join(root, rel)}' is not a "
-                                    "folder of frames (a clip manifest names one folder per modality and sample)")
-    else:
+    clips = os.path.isdir(os.path.join(root, files[modalities[0]][0]))  # action clips: folders of frames
+    if not clips:
         check_files_exist(files, root, lambda m, i: f"line {lines[i]} of {here}, column 'x.{m}'")
 
     video = column("video")
@@ -285,20 +279,10 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 def _clip_data(cfg: DataConfig, source: Path, root: str, files: dict, lines: list, labels, split, class_names,
                groups, info, bona_fide, species, video, progress: Optional[bool] = None):
     """The manifest's samples as action clips read from their frame folders (``data.frames.ClipData``)."""
-    from .frames import ClipData, count_frames, first_frame, folder_sources
+    from .frames import manifest_clip_data
 
-    flow = set(cfg.clip.flow_modalities)
-    sources = {m: folder_sources(m, paths, root, m in flow) for m, paths in files.items()}
-    import sys
-
-    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {lines[i]} of '{source.name}'",
-                          progress=sys.stderr.isatty() if progress is None else progress)
-    frame_size = resolve_image_size(cfg.image_size, first_frame(sources, root))
     info["format"] = "manifest (frame folders)"
-    info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
-    data = ClipData(name=source.stem, sources=sources, num_frames=counts, labels=labels, split=split,
-                    class_names=class_names, frame_size=frame_size, clip=cfg.clip, root=root, groups=groups,
-                    value_range={m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {},
-                    info=info, bona_fide=bona_fide, species=species, video=video)
-    info["modalities"] = {m: list(shape) for m, shape in data.shapes.items()}
-    return data
+    return manifest_clip_data(cfg, source.stem, root, files, labels, split, class_names,
+                              lambda m, i: f"line {lines[i]} of '{source.name}', column 'x.{m}'",
+                              lambda i: f"the sample on line {lines[i]} of '{source.name}'", progress, info=info,
+                              groups=groups, bona_fide=bona_fide, species=species, video=video)

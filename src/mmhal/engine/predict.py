@@ -301,25 +301,10 @@ def _clip_inputs(path: Path, files: dict, root: str, rows: list, labels: np.ndar
                  data_cfg: DataConfig, where):
     """A ``ClipData`` of the manifest's frame folders, decoded and clipped as the run's ``data_cfg`` says (its frame
     size, depth range and clip settings), after checking that its clips have the networks' shapes."""
-    import os
+    from ..data.frames import manifest_clip_data
 
-    from ..data.files import resolve_image_size
-    from ..data.frames import ClipData, count_frames, first_frame, folder_sources
-
-    for m, paths in files.items():
-        for i, rel in enumerate(paths):
-            if not os.path.isdir(os.path.join(root, rel)):
-                raise DataError(f"'{os.path.join(root, rel)}' ({where(m, i)}) is not a folder of frames: the "
-                                f"{nets.method} network reads clips")
-    flow = set(data_cfg.clip.flow_modalities)
-    sources = {m: folder_sources(m, p, root, m in flow) for m, p in files.items()}
-    counts = count_frames(sources, root, sorted(flow), lambda i: f"the sample on line {rows[i][0]} of '{path.name}'")
-    n = len(rows)
-    data = ClipData(name=path.stem, sources=sources, num_frames=counts, labels=labels, split=np.full(n, "test"),
-                    class_names=list(nets.class_names),
-                    frame_size=resolve_image_size(data_cfg.image_size, first_frame(sources, root)), clip=data_cfg.clip,
-                    value_range={m: tuple(data_cfg.depth_range) for m in sources} if data_cfg.depth_range else {},
-                    root=root)
+    data = manifest_clip_data(data_cfg, path.stem, root, files, labels, np.full(len(rows), "test"), nets.class_names,
+                              where, lambda i: f"the sample on line {rows[i][0]} of '{path.name}'")
     check_shapes({m: data.shapes[m] for m in nets.modalities}, nets, str(path))
     return data
 
