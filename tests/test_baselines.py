@@ -222,11 +222,15 @@ def test_rkd_gradient_stays_finite_for_repeated_samples():
     assert torch.isfinite(e.grad).all() and e.grad.abs().max() < 1e3
 
 
-def test_rkd_fused_angle_gradient_equals_autograd_through_the_plain_formula():
-    """The angle term's hand-formed gradient (``_AngleHuber``) is autograd's through psi_A and smooth L1, also
-    with a repeated sample and residuals on both sides of the Huber threshold."""
+@pytest.mark.parametrize("chunk", [1, 4, 9])  # anchors per chunk: 9 = all at once (as on a GPU)
+def test_rkd_fused_angle_gradient_equals_autograd_through_the_plain_formula(monkeypatch, chunk):
+    """The angle term's hand-formed gradient (``_AngleHuber``, a chunk of anchors at a time) is autograd's
+    through psi_A and smooth L1, also with a repeated sample and residuals on both sides of the Huber
+    threshold, whatever the chunk size."""
+    from mmhal.distill import rkd
     from mmhal.distill.rkd import angle_potential
 
+    monkeypatch.setattr(rkd, "_anchors_per_chunk", lambda b, d, device: chunk)
     torch.manual_seed(3)
     s_emb, t_emb = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
     s_emb[4] = s_emb[1]
@@ -665,3 +669,33 @@ def test_crd_loss_is_positive_even_when_the_student_equals_the_teacher():
     with torch.no_grad():
         _, losses = _call(method, x, y)
     assert losses["crd"].item() > 0 and torch.isfinite(losses["crd"])
+
+
+def test_crd_loss_from_the_draws_counts_equals_the_gathered_scores_in_value_gradient_z_and_banks():
+    """The whole-bank path (``_WholeBankNCE``: the K negatives as counts, its gradient formed in the forward)
+    gives the value, the gradients, Z and the bank updates of the gathered (B, K + 1) scores through autograd,
+    also with repeated negatives and a sample drawn as its own negative."""
+    from mmhal.distill.crd import CRDLoss
+
+    torch.manual_seed(4)
+    a, b = CRDLoss(6, 5, num_samples=12, dim=4, k=9), CRDLoss(6, 5, num_samples=12, dim=4, k=9)
+    b.load_state_dict(a.state_dict())
+    index = torch.tensor([2, 5, 11])
+    neg = torch.randint(0, 12, (3, 9))
+    neg[0, :3] = 7  # repeated
+    neg[1, 4] = 5  # the sample itself
+    f_s, f_t = torch.randn(3, 6), torch.randn(3, 5)
+    for step in range(2):  # the first call sets Z, the second uses it
+        lg, _, _ = a(f_s, f_t, index, contrast_index=torch.cat([index.view(-1, 1), neg], 1), scores=True)
+        lc, hs, ht = b(f_s, f_t, index, negatives=neg, scores=False)  # 16 (K + 1) >= N: the counted path
+        assert hs is None and ht is None
+        a.zero_grad()
+        b.zero_grad()
+        lg.backward()
+        lc.backward()
+        assert lc.item() == pytest.approx(lg.item(), rel=1e-5)
+        torch.testing.assert_close(b.z, a.z, rtol=1e-5, atol=0)
+        for name in ("embed_s.weight", "embed_s.bias", "embed_t.weight", "embed_t.bias"):
+            torch.testing.assert_close(b.get_parameter(name).grad, a.get_parameter(name).grad, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(b.memory_s, a.memory_s)
+        torch.testing.assert_close(b.memory_t, a.memory_t)
