@@ -19,16 +19,17 @@ Defaults are the CIFAR zoos' (dim 128, K 16384, tau 0.07, momentum 0.5, beta 0.8
 the smallest number of other-class train samples. Everything in fp32 (exp(1 / 0.07) is 1.6e6, past float16).
 
 Cost: when 16 (K + 1) >= N (every dataset up to ~260 000 training samples at the default K), the scores are
-one (B, 128) x (128, N) product per bank followed by a gather of the K + 1 columns, instead of gathering
-B (K + 1) memory rows (0.5 GB per bank at B = 64, K = 16384), which on a CPU is several times slower than
-the product even where it does 16 times fewer multiply-adds; the two give the same numbers. On HAPT
-(N = 5128, so K = 4129 by the class cap) a CRD step costs about 2.8x a plain student step on the CPU
-(``benchmarks/step_overhead.py``), most of it in the (B, K + 1) score arithmetic (1 / tau is applied to the
-(B, dim) embeddings, not to the scores, and the scores h are only exponentiated when asked for);
-``distill.crd.k=2048`` halves that part.
+one (B, 128) x (128, N) product per bank, instead of gathering B (K + 1) memory rows (0.5 GB per bank at
+B = 64, K = 16384), which on a CPU is several times slower than the product even where it does 16 times fewer
+multiply-adds. The method's loss is then formed from the negatives' counts C (B, N) (``_WholeBankNCE``: the
+same value and gradient as the gathered (B, K + 1) scores through autograd, pinned in the tests), with its
+gradient formed in the forward pass: no (B, K + 1) score tensor, no gather and scatter, no copy of the banks.
+The K negatives per sample are drawn with NumPy's PCG64 and mapped to train indices with one lookup. On HAPT
+(N = 5128, so K = 4129 by the class cap) see ``benchmarks/RESULTS.md`` ("Baselines: step cost") for the step
+time against a plain student step; ``distill.crd.k=2048`` halves the negatives' part.
 
 Randomness and processes: the negatives of an epoch come from a generator seeded by the trainer for that
-epoch (``start_epoch``), so a resumed training draws what the uninterrupted one drew. Under ``torchrun``
+epoch (``start_epoch``; NumPy's PCG64), so a resumed training draws what the uninterrupted one drew. Under ``torchrun``
 every rank draws the whole global batch's uniforms and keeps its own rows (rank r holds positions r, r + W,
 ... of the global batch, ``engine.loader``), so the W ranks together draw what one process draws; Z is set
 from the mean over ranks; the banks are updated on every rank with every rank's (index, v_s, v_t),
@@ -39,6 +40,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -70,6 +72,36 @@ def nce_loss_log(log_h: torch.Tensor, num_samples: int) -> torch.Tensor:
     pos = log_h[:, 0] - denom[:, 0]
     neg = (math.log(m_pn) - denom[:, 1:]).sum(1)
     return -(pos + neg).mean()
+
+
+class _WholeBankNCE(torch.autograd.Function):
+    """l(h) of one anchor side from the scores against every row of a detached bank, the contrast draws given as
+    counts: x = v M^T - (log Z + log c) (B, N), so that log h - logaddexp(log h, log c) = x - softplus(x) and
+    log(m P_n) - logaddexp(log h, log c) = log(m P_n) - log c - softplus(x); the loss is
+    -(1/B) sum_b [x_{b,pos_b} - softplus(x_{b,pos_b}) + K (log(m P_n) - log c) - sum_j C_bj softplus(x_bj)]
+    with C_bj the times row j was drawn as one of b's K negatives. Its gradient with respect to x is
+    (1/B) [C sigmoid(x) - onehot(pos) (1 - sigmoid(x))], formed here, so that no (B, K + 1) or (B, N) tensor is
+    kept for the backward (and the bank, updated in place after the loss, need not be copied)."""
+
+    @staticmethod
+    def forward(ctx, v, memory, pos, counts, shift, neg_const):
+        b = v.shape[0]
+        x = torch.mm(v, memory.t()).sub_(shift)
+        x_pos = x.gather(1, pos.view(-1, 1)).squeeze(1)
+        sp = torch.nn.functional.softplus(x)
+        neg = torch.dot(counts.reshape(-1), sp.reshape(-1))
+        loss = -((x_pos - torch.nn.functional.softplus(x_pos)).sum() + neg_const * b - neg) / b
+        if ctx.needs_input_grad[0]:
+            g = torch.sigmoid(x, out=sp).mul_(counts)
+            g.scatter_add_(1, pos.view(-1, 1), (torch.sigmoid(x_pos) - 1.0).view(-1, 1))
+            ctx.save_for_backward(torch.mm(g, memory).div_(b))
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (grad_v,) = ctx.saved_tensors
+        return grad_v * grad, None, None, None, None, None
 
 
 class CRDLoss(nn.Module):
@@ -113,28 +145,30 @@ class CRDLoss(nn.Module):
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, index: torch.Tensor,
                 contrast_index: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-                scores: bool = True):
+                scores: bool = True, negatives: Optional[torch.Tensor] = None):
         """(L_CRD, h_s, h_t); updates the memory banks (and Z on the first call). ``index``: (B,) int64, each
-        sample's position in the train split; ``contrast_index`` (B, K + 1) overrides the uniform draw. Without
-        ``scores`` h_s and h_t are None (not computed: two exponentials over B (K + 1) scores)."""
+        sample's position in the train split; ``contrast_index`` (B, K + 1) overrides the uniform draw, and so
+        does ``negatives`` (B, K), the draw without the sample's own column. Without ``scores`` h_s and h_t are
+        None (not computed), and where the whole-bank product applies the loss is formed from the draws' counts
+        (``_WholeBankNCE``: the same value and gradient, fewer passes over B (K + 1) numbers)."""
         if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
             raise IndexError(f"CRD sample indices must lie in [0, {self.num_samples}), got "
                              f"{int(index.min())}..{int(index.max())}")  # (not checked on a GPU: no sync per step)
-        idx = contrast_index if contrast_index is not None else self.contrast_indices(index, generator)
+        if negatives is None:
+            idx = contrast_index if contrast_index is not None else self.contrast_indices(index, generator)
+            pos, negatives = idx[:, 0], idx[:, 1:]
+        else:
+            idx, pos = None, index
+        k = negatives.shape[1]
         with full_precision(f_s):
             v_s = _unit(self.embed_s(f_s.float().flatten(1)))
             v_t = _unit(self.embed_t(f_t.detach().float().flatten(1)))
-            log_s = self.log_scores(v_s, self.memory_t, idx)
-            log_t = self.log_scores(v_t, self.memory_s, idx)
-            if not self._z_known:  # Z is set once, from the first (global) batch, and kept
-                if self.z[0] < 0:
-                    with torch.no_grad():
-                        means = collective.all_reduce_mean(torch.stack([log_s.exp().mean(), log_t.exp().mean()]))
-                        self.z.copy_(means * self.num_samples)
-                self._z_known = True  # read once per process (a device sync), not every step
-            log_h_s, log_h_t = log_s - self.z[0].log(), log_t - self.z[1].log()
-            loss = nce_loss_log(log_h_s, self.num_samples) + nce_loss_log(log_h_t, self.num_samples)
-            h_s, h_t = (log_h_s.exp(), log_h_t.exp()) if scores else (None, None)
+            if scores or 16 * (k + 1) < self.num_samples:
+                if idx is None:
+                    idx = torch.cat([pos.view(-1, 1), negatives], dim=1)
+                loss, h_s, h_t = self._gathered_loss(v_s, v_t, idx, scores)
+            else:
+                loss, h_s, h_t = self._counted_loss(v_s, v_t, pos, negatives), None, None
             with torch.no_grad():  # every rank's rows, so that the banks stay the same on every rank
                 all_index = collective.all_gather_shards(index)
                 every = collective.all_gather_shards(torch.cat([v_s, v_t], dim=1).detach())
@@ -144,13 +178,49 @@ class CRDLoss(nn.Module):
                     memory.index_copy_(0, all_index, _unit(rows))
         return loss, h_s, h_t
 
+    def _set_z(self, mean_s: torch.Tensor, mean_t: torch.Tensor) -> None:
+        """Z = N * the mean score of the first (global) batch, set once and kept."""
+        with torch.no_grad():
+            means = collective.all_reduce_mean(torch.stack([mean_s, mean_t]))
+            self.z.copy_(means * self.num_samples)
+
+    def _gathered_loss(self, v_s, v_t, idx, scores: bool):
+        log_s = self.log_scores(v_s, self.memory_t, idx)
+        log_t = self.log_scores(v_t, self.memory_s, idx)
+        if not self._z_known:
+            if self.z[0] < 0:
+                self._set_z(log_s.detach().exp().mean(), log_t.detach().exp().mean())
+            self._z_known = True  # read once per process (a device sync), not every step
+        log_h_s, log_h_t = log_s - self.z[0].log(), log_t - self.z[1].log()
+        loss = nce_loss_log(log_h_s, self.num_samples) + nce_loss_log(log_h_t, self.num_samples)
+        return (loss, *((log_h_s.exp(), log_h_t.exp()) if scores else (None, None)))
+
+    def _counted_loss(self, v_s, v_t, pos, negatives):
+        b, k = negatives.shape
+        counts = torch.zeros(b, self.num_samples, device=v_s.device)
+        counts.scatter_add_(1, negatives, counts.new_ones(()).expand(b, k))
+        v_s, v_t = v_s / self.tau, v_t / self.tau
+        if not self._z_known:
+            if self.z[0] < 0:
+                with torch.no_grad():  # the mean of exp(score) over the B (K + 1) drawn entries
+                    drawn = counts.clone().scatter_add_(1, pos.view(-1, 1), counts.new_ones(()).expand(b, 1))
+                    self._set_z(*((torch.mm(v, m.t()).exp_().mul_(drawn).sum() / (b * (k + 1)))
+                                  for v, m in ((v_s, self.memory_t), (v_t, self.memory_s))))
+            self._z_known = True
+        m_pn = k / self.num_samples
+        log_c = math.log(m_pn + NCE_EPS)
+        neg_const = k * (math.log(m_pn) - log_c)
+        log_z = self.z.log()
+        return (_WholeBankNCE.apply(v_s, self.memory_t, pos, counts, log_z[0] + log_c, neg_const)
+                + _WholeBankNCE.apply(v_t, self.memory_s, pos, counts, log_z[1] + log_c, neg_const))
+
 
 @register_method("crd")
 class CRD(Method):
     """L = CE(z_s, y) + beta * L_CRD(embedding_s, embedding_t); built with ``train_labels`` (see distill.base)."""
 
     needs_index = True
-    ddp_local_buffers = ("crd.memory_s", "crd.memory_t", "order", "class_start", "class_count")
+    ddp_local_buffers = ("crd.memory_s", "crd.memory_t", "order", "others", "others_start")
     tune_space = {"distill.crd.beta": ("log", 0.2, 5.0), "distill.crd.tau": ("choice", [0.05, 0.07, 0.1, 0.2])}
 
     def __init__(self, student, teacher, cfg, *, train_labels=None):
@@ -167,31 +237,34 @@ class CRD(Method):
         c = cfg.crd
         self.crd = CRDLoss(student.head.in_features, self.teacher.head.in_features, labels.numel(), dim=c.dim,
                            k=min(c.k, int(others.min())), tau=c.tau, momentum=c.momentum)
-        # the train samples sorted by class: class y's are order[start[y] : start[y] + count[y]]
-        self.register_buffer("order", torch.argsort(labels, stable=True), persistent=False)
-        self.register_buffer("class_count", count, persistent=False)
-        self.register_buffer("class_start", torch.cumsum(count, 0) - count, persistent=False)
-        self.generator = torch.Generator().manual_seed(0)  # replaced by the trainer's, every epoch
+        # the train samples sorted by class, twice over: class y's are order[start[y] : start[y] + count[y]], and
+        # the N - count[y] others follow them: order[start[y] + count[y] : start[y] + N]
+        order = torch.argsort(labels, stable=True)
+        self.register_buffer("order", torch.cat([order, order]), persistent=False)
+        self.register_buffer("others", labels.numel() - count, persistent=False)
+        self.register_buffer("others_start", torch.cumsum(count, 0), persistent=False)
+        self.generator = np.random.default_rng(0)  # replaced by the trainer's, every epoch
 
     def start_epoch(self, epoch: int, seed: int) -> None:
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = np.random.default_rng(int(seed))
 
     def negatives(self, target: torch.Tensor) -> torch.Tensor:
-        """(B, K): for each sample, K train indices of other classes, uniform with replacement. The uniforms are
-        drawn for the whole global batch on every rank and each rank keeps its rows (module docstring)."""
+        """(B, K): for each sample, K train indices of other classes, uniform with replacement. The uniforms
+        (float64 in [0, 1), from NumPy's PCG64: several times faster than torch's CPU generator) are drawn for the
+        whole global batch on every rank and each rank keeps its rows (module docstring). floor(u n) < n for
+        every u < 1 and n < 2^52 in float64, so no clamp is needed."""
         w, r = collective.world_size(), collective.rank()
-        u = torch.rand((target.shape[0] * w, self.crd.k), generator=self.generator)[r::w].to(target.device)
-        count, start = self.class_count[target].unsqueeze(1), self.class_start[target].unsqueeze(1)
-        j = (u * (self.crd.num_samples - count)).long().clamp_max(self.crd.num_samples - count - 1)
-        return self.order[j + count * (j >= start)]  # skip the sample's own class block
+        u = torch.from_numpy(self.generator.random((target.shape[0] * w, self.crd.k)))[r::w].to(target.device)
+        j = (u * self.others[target].unsqueeze(1)).long()
+        j += self.others_start[target].unsqueeze(1)
+        return self.order.index_select(0, j.view(-1)).view_as(j)
 
     def forward(self, inputs, target, teacher_out=None, index=None):
         if index is None:
             raise TypeError("CRD's forward needs index=, each sample's position in the train split")
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        contrast = torch.cat([index.view(-1, 1), self.negatives(target)], dim=1)
-        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, contrast_index=contrast, scores=False)
+        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, negatives=self.negatives(target), scores=False)
         return out.logits, {"ce": self.ce(out.logits, target), "crd": self.cfg.crd.beta * loss}
 
 
