@@ -31,7 +31,7 @@ produce the same crops). Warm-up (pass 0 in process: the folder listings are cac
 cache; the first loader epoch) is excluded. Nothing prints progress; the table comes at the end.
 
 ``--breakdown`` also times the parts of one clip on its own, in process: reading the frame files' bytes,
-decoding the 16 JPEGs (and stacking them), decoding the 16 PNGs, scaling depth to uint8 (and stacking), the crop
+decoding the 16 JPEGs (and stacking them), decoding the 16 PNGs, stacking them and scaling depth to uint8, the crop
 + flip (``augment_clip``), and the whole ``sample()`` (CPU time; the parts do not include Python's own overhead
 in ``read_clip``, so they add up to a little less than the whole).
 
@@ -221,14 +221,17 @@ def breakdown(data, passes: int, seed: int) -> dict:
         return out
 
     timed("read files (rgb + depth)", lambda j: [tio.read_file(f) for m in MODALITIES for f in jobs[j][2][m]])
+    # as ClipData.read_clip: frames stacked channel-last (T, H, W, C), the (C, T, H, W) clip a view of them
     rgb = timed("decode 16 JPEG + stack (rgb)",
-                lambda j: torch.stack([tio.decode_image(b, mode=tio.ImageReadMode.RGB) for b in raw["rgb"][j]], 1))
+                lambda j: torch.stack([tio.decode_image(b, mode=tio.ImageReadMode.RGB).permute(1, 2, 0)
+                                       for b in raw["rgb"][j]]).permute(3, 0, 1, 2))
     png = timed("decode 16 PNG (depth)", lambda j: [tio.decode_image(b, mode=tio.ImageReadMode.GRAY)
                                                     for b in raw["depth"][j]])
     lo, hi = (float(v) for v in data.value_range["depth"])
     table = _range_table(lo, hi)  # what ClipData._decode does to a 16-bit frame decoded at its stored size
-    depth = timed("depth mm -> uint8 + stack", lambda j: torch.stack([torch.from_numpy(np.take(table, f.numpy()))
-                                                                     for f in png[j]], 1))
+    depth = timed("depth stack + mm -> uint8",
+                  lambda j: torch.from_numpy(np.take(table, torch.stack([f.permute(1, 2, 0) for f in png[j]]).numpy()))
+                  .permute(3, 0, 1, 2))
     timed("crop + flip (augment_clip)", lambda j: augment_clip({"rgb": rgb[j], "depth": depth[j]}, data.clip, seed,
                                                                 jobs[j][1], jobs[j][0]))
     timed("whole sample()", lambda j: data.sample(jobs[j][0], MODALITIES, "train", seed, jobs[j][1]))

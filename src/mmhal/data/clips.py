@@ -277,7 +277,8 @@ def augment_clip(clips: Mapping[str, torch.Tensor], cfg: ClipConfig, seed: int, 
 
 
 def _crop_all(clips: Mapping[str, torch.Tensor], top: int, left: int, h: int, w: int) -> dict:
-    return {m: x[..., top:top + h, left:left + w].clone() for m, x in clips.items()}
+    return {m: x[..., top:top + h, left:left + w].clone(memory_format=torch.contiguous_format)
+            for m, x in clips.items()}
 
 
 def _fit(clips: Mapping[str, torch.Tensor], size) -> tuple[int, int, int, int]:

@@ -155,21 +155,25 @@ class ClipData:
         return int(self.clip.num_test_clips) * int(self.clip.test_crops) if mode == "test" else 1
 
     # ------------------------------------------------------------------ decoding
-    def _decode(self, m: str, path: str, channels: int) -> torch.Tensor:
-        img = decode_image(path, channels, self.frame_size)
-        if img.dtype == torch.uint8:
-            return img
+    def _frames(self, m: str, paths: Sequence[str], channels: int) -> torch.Tensor:
+        """The frames at ``paths`` decoded and stacked channel-last, (T, H, W, C); 16-bit (or resized) frames of a
+        modality with a ``data.depth_range`` clipped and scaled to uint8 (at once, for the whole stack)."""
+        x = torch.stack([decode_image(p, channels, self.frame_size).permute(1, 2, 0) for p in paths])
+        if x.dtype == torch.uint8:
+            return x
         lo_hi = self.value_range.get(m)
         if lo_hi is None:
-            return img.to(torch.int32)
+            return x.to(torch.int32)
         lo, hi = float(lo_hi[0]), float(lo_hi[1])
-        if img.dtype == torch.uint16:  # decoded at the stored size: a table lookup, the same values as below
-            return torch.from_numpy(np.take(_range_table(lo, hi), img.numpy()))
-        return _scale_range(img, lo, hi)
+        if x.dtype == torch.uint16:  # decoded at the stored size: a table lookup, the same values as below
+            return torch.from_numpy(np.take(_range_table(lo, hi), x.numpy()))
+        return _scale_range(x, lo, hi)
 
     def read_clip(self, i: int, modalities: Sequence[str], frames: np.ndarray) -> dict[str, torch.Tensor]:
         """``{modality: (C, T, H, W)}`` of sample ``i`` at the frame positions ``frames`` (T,) of its reference
-        modalities (flow: clamped to its one fewer frame)."""
+        modalities (flow: clamped to its one fewer frame). Each is a view of a (T, H, W, C) tensor: the decoders
+        give channel-last frames, so stacking them is a plain copy, and the (T, C, H, W) frames the crops resize
+        are then channels-last, the fast path of torchvision's uint8 resize (benchmarks/clip_loading.py)."""
         from .clips import flow_indices
 
         out = {}
@@ -182,9 +186,8 @@ class ClipData:
                 if len(names) == 0 or int(idx.max()) >= len(names):
                     raise DataError(f"sample {i}: frame folder '{folder}' has {len(names)} '{m}' frames, fewer than "
                                     f"the {int(self.num_frames[i])} it had when the dataset was read")
-                parts.append(torch.stack([self._decode(m, os.path.join(folder, names[k]), src.channels)
-                                          for k in idx.tolist()], dim=1))
-            out[m] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+                parts.append(self._frames(m, [os.path.join(folder, names[k]) for k in idx.tolist()], src.channels))
+            out[m] = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=3)).permute(3, 0, 1, 2)
         return out
 
     # ------------------------------------------------------------------ the clip policy
