@@ -108,11 +108,9 @@ class _AngleHuber(torch.autograd.Function):
             u_s, inv = _anchor_directions(e_s, i0, i1)
             # r = psi_A^s - psi_A^t on this chunk's anchors, in one product
             r = torch.baddbmm(torch.bmm(u_t, u_t.transpose(1, 2)), u_s, u_s.transpose(1, 2), beta=-1.0)
-            # Huber_1(r) = c^2 / 2 + |r| - |c| with c = clamp(r, -1, 1): sums only, no further buffer
-            absolute = torch.linalg.vector_norm(r, ord=1)
+            # the Huber sum in one pass (against an expanded zero: no further buffer), then clamp(r, -1, 1)
+            total += F.smooth_l1_loss(r, r.new_zeros(()).expand_as(r), reduction="sum", beta=1.0).double()
             h = r.clamp_(-1.0, 1.0)
-            flat = h.reshape(-1)
-            total += (0.5 * torch.dot(flat, flat) + absolute - torch.linalg.vector_norm(flat, ord=1)).double()
             if want_grad:
                 # d/du[i, j] of sum_k Huber_1(r[i, j, k]) through both the j and the k position: r is symmetric
                 # in (j, k), so 2 clamp(r, -1, 1) u; then through u = diff / ||diff|| (no gradient where the
