@@ -1,4 +1,5 @@
-"""Action clips read from folders of pre-extracted frames, decoded on demand (the third implementation of a dataset).
+"""Action clips read from folders of pre-extracted frames (or video files), decoded on demand (the third
+implementation of a dataset).
 
 A :class:`ClipData` holds, per sample and modality, one or more *frame sources*: a folder and a pattern that
 picks the modality's frames in it (RGB ``img_00001.jpg``, 16-bit depth ``MDepth-00000001.png``, optical flow as
@@ -8,8 +9,14 @@ by listing order, and the modalities of a sample are paired by that frame number
 same (flow: the RGB numbers less the last one, or the same), checked when the dataset is made, so a sample
 whose modalities disagree is one sentence naming it and the counts.
 
+A non-flow modality may instead be read from one **video file** per sample (``FrameSource.video``; the optional
+extra ``mmhal[video]``, PyAV: ``mmhal.data.video``): its frames are numbered 0, 1, ... in decoding order, counted by
+decoding, and pair with the sample's other modalities by count alone (the same count; flow one fewer). Optical
+flow is read from frame folders only.
+
 Nothing but folder names, patterns and frame counts is held (NTU RGB+D has 56,880 samples of up to 300 frames);
-a reader lists a sample's folder when it reads the sample (kept in a small per-process cache). ``read_clip``
+a reader lists a sample's folder when it reads the sample (kept in a small per-process cache) and opens a
+sample's video file only while it decodes it (in the process that reads: no decoder is pickled). ``read_clip``
 decodes the frames of given indices into a ``(C, T, H, W)`` ``uint8`` tensor per modality, resized to
 ``frame_size`` (H, W); 16-bit depth (millimetres) is clipped to ``value_range[m] = (lo, hi)`` and scaled to
 0..255 (a stated, tested encoding: NTU's default is 500-4500 mm) or, without a range, kept as int32 values.
@@ -36,6 +43,7 @@ from ..config import ClipConfig
 from ..errors import DataError
 from .base import check_common
 from .files import IMAGE_SUFFIXES, decode_image
+from .video import is_video_name, read_video_frames, video_channels, video_frame_count, video_frame_size
 
 #: the default frame pattern: an image file whose name's last integer is the frame number
 LAST_NUMBER = r"(?:.*\D)?(\d+)\D*"
@@ -45,11 +53,13 @@ LAST_NUMBER = r"(?:.*\D)?(\d+)\D*"
 class FrameSource:
     """One channel group of a modality: the frames in ``folders[i]`` whose file name fully matches ``pattern``
     (a regular expression whose first group is the frame number; matched against the name without its image
-    suffix), decoded with ``channels`` (1 grey, 3 RGB)."""
+    suffix), decoded with ``channels`` (1 grey, 3 RGB). With ``video``, ``folders[i]`` is a video file instead,
+    whose decoded frames are the frames (``pattern`` unused)."""
 
-    folders: np.ndarray  # str (N,): absolute folder, or relative to ClipData.root
+    folders: np.ndarray  # str (N,): absolute folder (or video file), or relative to ClipData.root
     pattern: str = LAST_NUMBER
     channels: int = 3
+    video: bool = False
 
 
 @functools.lru_cache(maxsize=4096)
@@ -171,9 +181,10 @@ class ClipData:
 
     def read_clip(self, i: int, modalities: Sequence[str], frames: np.ndarray) -> dict[str, torch.Tensor]:
         """``{modality: (C, T, H, W)}`` of sample ``i`` at the frame positions ``frames`` (T,) of its reference
-        modalities (flow: clamped to its one fewer frame). Each is a view of a (T, H, W, C) tensor: the decoders
-        give channel-last frames, so stacking them is a plain copy, and the (T, C, H, W) frames the crops resize
-        are then channels-last, the fast path of torchvision's uint8 resize (benchmarks/clip_loading.py)."""
+        modalities (flow: clamped to its one fewer frame; a video source: those frames of its file). Each is a view
+        of a (T, H, W, C) tensor: the decoders give channel-last frames, so stacking them is a plain copy, and the
+        (T, C, H, W) frames the crops resize are then channels-last, the fast path of torchvision's uint8 resize
+        (benchmarks/clip_loading.py)."""
         from .clips import flow_indices
 
         out = {}
@@ -181,6 +192,9 @@ class ClipData:
             parts = []
             for src in self.sources[m]:
                 folder = self.folder(src, i)
+                if src.video:  # never flow (check): the reference frame positions as they are
+                    parts.append(read_video_frames(folder, np.asarray(frames), src.channels, self.frame_size))
+                    continue
                 names = _listing(folder, src.pattern)
                 idx = flow_indices(frames, len(names)) if self.is_flow(m) else np.asarray(frames)
                 if len(names) == 0 or int(idx.max()) >= len(names):
@@ -210,8 +224,8 @@ class ClipData:
 
     # ------------------------------------------------------------------ identity and checks
     def fingerprint(self) -> str:
-        """A hash of the labels, the split, the decoding and clip settings and every frame folder's path, frame
-        count and modification time (no pixel is read)."""
+        """A hash of the labels, the split, the decoding and clip settings and every frame folder's (or video
+        file's) path, frame count and modification time (no pixel is read)."""
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.labels).tobytes())
         h.update("|".join(map(str, self.split.tolist())).encode())
@@ -219,7 +233,8 @@ class ClipData:
         h.update(repr((tuple(self.frame_size), sorted(self.value_range.items()))).encode())
         for m in sorted(self.sources):
             for src in self.sources[m]:
-                h.update(f"{m}\0{src.pattern}\0{src.channels}".encode())
+                kind = "\0video" if src.video else ""  # nothing added for frame folders: their hashes stay
+                h.update(f"{m}\0{src.pattern}\0{src.channels}{kind}".encode())
                 for i, rel in enumerate(src.folders.tolist()):
                     try:
                         st = os.stat(self.folder(src, i))
@@ -240,6 +255,9 @@ class ClipData:
                     raise DataError(f"modality '{m}' has {len(src.folders)} frame folders but there are {n} labels")
                 if src.channels not in (1, 3):
                     raise DataError(f"modality '{m}' frames must be read with 1 or 3 channels, got {src.channels}")
+            if self.is_flow(m) and any(src.video for src in srcs):
+                raise DataError(f"optical-flow modality '{m}' is read from video files; flow is read from folders of "
+                                "frames only")
             if self.is_flow(m) and self.channels(m) != 2:
                 raise DataError(f"optical-flow modality '{m}' needs 2 channels (x and y), got {self.channels(m)}")
         if (self.num_frames < 1).any():
@@ -254,14 +272,27 @@ class ClipData:
 
 
 def describe(data: ClipData, i: int) -> str:
-    """A sample's folders, for messages: the first source's folder of each modality."""
+    """A sample's folders (or video files), for messages: the first source's of each modality."""
     return ", ".join(f"{m}: '{data.folder(srcs[0], i)}'" for m, srcs in data.sources.items())
+
+
+#: a source's frames in one sample: (count, frame numbers), the numbers None for a video file
+_Frames = tuple[int, Optional[list[int]]]
+
+
+def _pairs(a: _Frames, b: _Frames, fewer: bool = False) -> bool:
+    """Whether frames ``a`` pair with ``b``: the same frame numbers (``fewer``: b's but the last), or, where
+    either is a video (no numbers), the same count (``fewer``: one less)."""
+    if a[1] is None or b[1] is None:
+        return a[0] == b[0] - (1 if fewer else 0)
+    return a[1] == (b[1][:-1] if fewer else b[1])
 
 
 def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: Sequence[str], where,
                  progress: bool = False) -> np.ndarray:
     """The reference frame count of every sample, after checking that its modalities pair frame by frame:
-    every non-flow source lists the same frame numbers, and a flow source the same numbers or all but the last.
+    every non-flow source lists the same frame numbers, and a flow source the same numbers or all but the last;
+    a video source (frames counted by decoding) pairs by count alone: the same count, or flow one fewer.
     ``where(i)`` names sample ``i`` in the one-sentence DataError of a mismatch."""
     from tqdm.auto import tqdm
 
@@ -269,39 +300,45 @@ def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: 
     counts = np.zeros(n, dtype=np.int64)
     flows = set(flow)
     for i in tqdm(range(n), desc="listing frame folders", unit="sample", leave=False, disable=not progress):
-        ref: Optional[tuple[str, list[int]]] = None
+        ref: Optional[tuple[str, _Frames]] = None
         flow_lists = []
         for m, srcs in sources.items():
-            mine: Optional[list[int]] = None
+            mine: Optional[_Frames] = None
             for src in srcs:
                 p = str(src.folders[i])
                 folder = os.path.join(root, p) if root else p
-                keys, _ = list_frames(folder, src.pattern)
-                if not keys:
-                    raise DataError(f"{where(i)} has no '{m}' frames in '{folder}' (no image file matches the "
-                                    "frame pattern)")
+                if src.video:
+                    got: _Frames = (video_frame_count(folder), None)
+                    if not got[0]:
+                        raise DataError(f"{where(i)} has no '{m}' frames: the video file '{folder}' holds no "
+                                        "decodable frame")
+                else:
+                    keys, _ = list_frames(folder, src.pattern)
+                    if not keys:
+                        raise DataError(f"{where(i)} has no '{m}' frames in '{folder}' (no image file matches the "
+                                        "frame pattern)")
+                    got = (len(keys), keys)
                 if mine is None:
-                    mine = keys
-                elif keys != mine:
-                    raise DataError(f"{where(i)} has {len(mine)} and {len(keys)} frames in the channel folders of "
+                    mine = got
+                elif not _pairs(got, mine):
+                    raise DataError(f"{where(i)} has {mine[0]} and {got[0]} frames in the channel folders of "
                                     f"'{m}' (e.g. flow x and y); they need the same frames")
-            keys = mine
             if m in flows:
-                flow_lists.append((m, keys))
+                flow_lists.append((m, mine))
             elif ref is None:
-                ref = (m, keys)
-            elif keys != ref[1]:
-                raise DataError(f"{where(i)} has {len(ref[1])} '{ref[0]}' frames but {len(keys)} '{m}' frames"
-                                + ("" if len(keys) != len(ref[1]) else " with other frame numbers")
+                ref = (m, mine)
+            elif not _pairs(mine, ref[1]):
+                raise DataError(f"{where(i)} has {ref[1][0]} '{ref[0]}' frames but {mine[0]} '{m}' frames"
+                                + ("" if mine[0] != ref[1][0] else " with other frame numbers")
                                 + "; every modality needs the same frames")
         if ref is None:  # flow only: its own count
-            counts[i] = len(flow_lists[0][1])
+            counts[i] = flow_lists[0][1][0]
             continue
-        for m, keys in flow_lists:
-            if keys != ref[1] and keys != ref[1][:-1]:
-                raise DataError(f"{where(i)} has {len(ref[1])} '{ref[0]}' frames but {len(keys)} '{m}' frames; "
+        for m, got in flow_lists:
+            if not _pairs(got, ref[1]) and not _pairs(got, ref[1], fewer=True):
+                raise DataError(f"{where(i)} has {ref[1][0]} '{ref[0]}' frames but {got[0]} '{m}' frames; "
                                 f"optical flow has as many frames as '{ref[0]}' or one fewer, with the same numbers")
-        counts[i] = len(ref[1])
+        counts[i] = ref[1][0]
     return counts
 
 
@@ -321,11 +358,19 @@ def folder_sources(m: str, folders: Sequence[str], root: str, flow: bool) -> lis
     * optical flow: subfolders ``x/`` and ``y/`` (or ``u/`` and ``v/``), or files ``flow_x_*`` and ``flow_y_*``
       (or ``x_*`` and ``y_*``) side by side: two grey sources;
     * otherwise every image file, numbered by the last integer in its name; in a folder that also holds
-      ``flow_*`` files (mmaction2's rawframes), only the ``img_*`` files.
+      ``flow_*`` files (mmaction2's rawframes), only the ``img_*`` files;
+    * a video file (``video.VIDEO_SUFFIXES``; not for optical flow): its decoded frames, 1 channel when its pixel
+      format is grey, else 3.
     """
     from .files import image_channels
 
     first = os.path.join(root, folders[0]) if root else folders[0]
+    arr = np.asarray(folders, dtype=str)
+    if is_video_name(first) and not os.path.isdir(first):
+        if flow:
+            raise DataError(f"'{first}' (optical-flow modality '{m}') is a video file, but optical flow is read from "
+                            "folders of frames only (x/ and y/ subfolders, or flow_x_* and flow_y_* files)")
+        return [FrameSource(arr, LAST_NUMBER, video_channels(first), video=True)]
     try:
         names = os.listdir(first)
     except FileNotFoundError:
@@ -333,7 +378,6 @@ def folder_sources(m: str, folders: Sequence[str], root: str, flow: bool) -> lis
     except NotADirectoryError:
         raise DataError(f"'{first}' (modality '{m}') is a file; a clip manifest names one folder of frames per "
                         "modality and sample") from None
-    arr = np.asarray(folders, dtype=str)
     if flow:
         for a, b in FLOW_SUBFOLDERS:
             if os.path.isdir(os.path.join(first, a)) and os.path.isdir(os.path.join(first, b)):
@@ -355,22 +399,52 @@ def folder_sources(m: str, folders: Sequence[str], root: str, flow: bool) -> lis
 
 
 def first_frame(data_sources: Mapping[str, Sequence[FrameSource]], root: str) -> str:
-    """The path of the first frame of sample 0's first modality (its size is the default decode size)."""
+    """The path of the first frame of sample 0's first modality (its size is the default decode size; see
+    ``frame_size_of``), or of its video file for a video source."""
     src = next(iter(data_sources.values()))[0]
     p = str(src.folders[0])
     folder = os.path.join(root, p) if root else p
+    if src.video:
+        return folder
     return os.path.join(folder, list_frames(folder, src.pattern)[1][0])
 
 
-def check_frame_folders(files: Mapping[str, Sequence[str]], root: str, where) -> None:
-    """A DataError for the first cell of ``files`` (modality -> per-sample folders) that is not a folder of frames;
-    ``where(m, i)`` says where it was listed."""
+def frame_size_of(path: str) -> tuple[int, int]:
+    """(H, W) of the image file at ``path``, or of the first decoded frame of a video file."""
+    from .files import image_size_of
+
+    if is_video_name(path) and os.path.isfile(path):
+        return video_frame_size(path)
+    return image_size_of(path)
+
+
+def check_frame_folders(files: Mapping[str, Sequence[str]], root: str, where, flow: Sequence[str] = ()) -> None:
+    """A DataError for the first cell of ``files`` (modality -> per-sample folders or video files) that is neither
+    a folder of frames nor an existing video file (``video.VIDEO_SUFFIXES``), is a video file of an optical-flow
+    modality (in ``flow``), or is not of the kind of the modality's first cell; ``where(m, i)`` says where it was
+    listed. Nothing is decoded."""
+    flows = set(flow)
     for m, paths in files.items():
+        kind = None
         for i, rel in enumerate(paths):
             p = os.path.join(root, rel) if root else rel
-            if not os.path.isdir(p):
+            if os.path.isdir(p):
+                mine = "a folder of frames"
+            elif is_video_name(p):
+                if m in flows:
+                    raise DataError(f"{where(m, i)}: '{p}' is a video file, but optical flow ('{m}') is read from "
+                                    "folders of frames only")
+                if not os.path.isfile(p):
+                    raise DataError(f"{where(m, i)}: video file '{p}' does not exist")
+                mine = "a video file"
+            else:
                 raise DataError(f"{where(m, i)}: '{p}' is not a folder of frames (a clip manifest names one folder "
-                                "per modality and sample)")
+                                "per modality and sample, or a video file with the extra mmhal[video])")
+            if kind is None:
+                kind = mine
+            elif mine != kind:
+                raise DataError(f"{where(m, i)}: '{p}' is {mine} but the first '{m}' cell names {kind}; every sample "
+                                "of a modality needs the same kind")
 
 
 def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameSource]], labels, split, class_names,
@@ -391,8 +465,10 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
         value_range = {m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {}
     info = {} if info is None else info
     info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
+    first = first_frame(sources, root)
+    frame_size = resolve_image_size(cfg.image_size, first) if cfg.image_size else frame_size_of(first)
     data = ClipData(name=name, sources=dict(sources), num_frames=counts, labels=labels, split=split,
-                    class_names=list(class_names), frame_size=resolve_image_size(cfg.image_size, first_frame(sources, root)),
+                    class_names=list(class_names), frame_size=frame_size,
                     clip=cfg.clip, value_range=value_range, root=root, info=info, **fields)
     info["modalities"] = {m: list(shape) for m, shape in data.shapes.items()}
     return data
@@ -400,9 +476,9 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
 
 def manifest_clip_data(cfg, name: str, root: str, files: Mapping[str, Sequence[str]], labels, split, class_names,
                        where_cell, where_sample, progress: Optional[bool] = False, **fields) -> ClipData:
-    """``build_clip_data`` of a manifest's frame-folder cells (``files``: modality -> per-sample folders), each
-    checked to be a folder first; flow layouts as ``folder_sources`` tells them."""
-    check_frame_folders(files, root, where_cell)
+    """``build_clip_data`` of a manifest's frame-folder cells (``files``: modality -> per-sample folders or video
+    files), each checked to be a folder or a video file first; flow layouts as ``folder_sources`` tells them."""
     flow = set(cfg.clip.flow_modalities)
+    check_frame_folders(files, root, where_cell, sorted(flow))
     sources = {m: folder_sources(m, paths, root, m in flow) for m, paths in files.items()}
     return build_clip_data(cfg, name, root, sources, labels, split, class_names, where_sample, progress, **fields)

@@ -30,6 +30,7 @@ from ..errors import DataError
 from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
 from .files import FileData, image_channels, resolve_image_size
 from .npz import check_label_values, make_or_check_split
+from .video import is_video_name
 
 MODALITY_PREFIX = "x."
 OPTIONAL_COLUMNS = ("split", "group", "video", "species", "class_name")
@@ -231,7 +232,8 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 
     root = str(source.parent)
     files = {m: [row[col[MODALITY_PREFIX + m]] for _, row in rows] for m in modalities}
-    clips = os.path.isdir(os.path.join(root, files[modalities[0]][0]))  # action clips: folders of frames
+    first = os.path.join(root, files[modalities[0]][0])
+    clips = os.path.isdir(first) or is_video_name(first)  # action clips: folders of frames (or video files)
     if not clips:
         check_files_exist(files, root, lambda m, i: f"line {lines[i]} of {here}, column 'x.{m}'")
 
@@ -278,10 +280,11 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 
 def _clip_data(cfg: DataConfig, source: Path, root: str, files: dict, lines: list, labels, split, class_names,
                groups, info, bona_fide, species, video, progress: Optional[bool] = None):
-    """The manifest's samples as action clips read from their frame folders (``data.frames.ClipData``)."""
+    """The manifest's samples as action clips read from their frame folders or video files
+    (``data.frames.ClipData``)."""
     from .frames import manifest_clip_data
 
-    info["format"] = "manifest (frame folders)"
+    info["format"] = "manifest (clips: frame folders or video files)"
     return manifest_clip_data(cfg, source.stem, root, files, labels, split, class_names,
                               lambda m, i: f"line {lines[i]} of '{source.name}', column 'x.{m}'",
                               lambda i: f"the sample on line {lines[i]} of '{source.name}'", progress, info=info,

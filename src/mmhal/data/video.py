@@ -1,0 +1,153 @@
+"""Frames decoded from video files with PyAV (the optional extra ``pip install "mmhal[video]"``).
+
+A clip manifest's cell may name a video file (``VIDEO_SUFFIXES``) instead of a folder of frames; ``data.frames``
+reads it through the three functions here: :func:`video_frame_count`, :func:`video_frame_size` and
+:func:`read_video_frames`. PyAV is imported when one of them is called, never when this module is imported,
+so everything else works without it.
+
+* **Frame count: always by decoding.** A container's own count (``stream.frames``) is missing in Matroska and
+  WebM, a guess in some AVI files, and in MP4 counts samples that the decoder may drop (edit lists, packed
+  B-frames, a damaged tail), while a clip's frame positions must exist when they are read. So the count is the
+  number of frames the decoder gives, from the same decoding loop that :func:`read_video_frames` runs (the
+  count and the positions agree by construction); no frame is converted to pixels. It costs one decoding pass
+  per video when the dataset is made.
+* **Reading: from the first frame, no seeking.** Frame ``k`` is the ``k``-th frame the decoder gives; a seek
+  lands on a keyframe whose frame position is known only from timestamps (not exact with variable frame rates,
+  B-frames or edit lists), so every read decodes from the start and stops after the last wanted frame.
+* **Processes:** every call opens the file, decodes and closes it; no decoder outlives a call, so datasets
+  holding video paths pickle into DataLoader worker processes and each worker opens its own decoders.
+
+Frames are decoded at 8 bits per channel: RGB (``rgb24``) or, with one channel, luma (``gray``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError, UserError
+
+#: the file suffixes (lower case) a manifest cell names a video with
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+MISSING = 'decoding video files needs PyAV, the optional extra: pip install "mmhal[video]"'
+
+
+def is_video_name(path: str) -> bool:
+    """Whether ``path`` ends with a video suffix (case-insensitive); the file is not opened."""
+    return os.path.splitext(str(path))[1].lower() in VIDEO_SUFFIXES
+
+
+def _av():
+    """The ``av`` module, or a UserError telling how to install it."""
+    try:
+        import av
+    except ImportError:
+        raise UserError(MISSING) from None
+    return av
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's own words for ``exc`` (its strerror, without the file name PyAV appends), else its first line."""
+    text = str(getattr(exc, "strerror", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _Video:
+    """An open video file (a context manager): its first video stream and the frames its decoder gives, with
+    every failure a one-sentence DataError naming the file."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self.av = _av()
+        self.container = None
+
+    def _error(self, exc: BaseException) -> DataError:
+        if isinstance(exc, FileNotFoundError):
+            return DataError(f"video file '{self.path}' does not exist")
+        return DataError(f"video file '{self.path}' cannot be decoded as a video ({_reason(exc)})")
+
+    def __enter__(self) -> "_Video":
+        try:
+            self.container = self.av.open(self.path, mode="r")
+        except (self.av.FFmpegError, OSError, ValueError) as exc:
+            raise self._error(exc) from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise DataError(f"video file '{self.path}' holds no video stream")
+        self.stream = self.container.streams.video[0]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+    def frames(self):
+        """The decoded frames in decoding-output order (frame positions 0, 1, ...)."""
+        try:
+            yield from self.container.decode(self.stream)
+        except (self.av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+            raise self._error(exc) from None
+
+
+def video_frame_count(path: str) -> int:
+    """The number of frames the decoder gives for ``path`` (decoded, never taken from the container's header:
+    module docstring)."""
+    with _Video(path) as v:
+        return sum(1 for _ in v.frames())
+
+
+def video_frame_size(path: str) -> tuple[int, int]:
+    """(H, W) of the first decoded frame of ``path``."""
+    with _Video(path) as v:
+        for frame in v.frames():
+            return int(frame.height), int(frame.width)
+    raise DataError(f"video file '{path}' holds no decodable frame")
+
+
+def video_channels(path: str) -> int:
+    """1 when the video stream's pixel format is grey (``gray``, ``gray10le``, ...), else 3; no frame is decoded."""
+    with _Video(path) as v:
+        fmt = v.stream.codec_context.pix_fmt or ""
+    return 1 if str(fmt).startswith(("gray", "ya")) else 3
+
+
+def read_video_frames(path: str, indices: Sequence[int], channels: int,
+                      size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """The frames at 0-based positions ``indices`` of the video at ``path`` (in any order, repeats allowed, as a
+    loop-padded clip's ``0 2 4 0 2 4``: each distinct frame is decoded once, in one pass from the start), as a
+    uint8 (T, H, W, C) tensor, channel-last as ``ClipData`` stacks frames: RGB for ``channels`` 3, luma for 1;
+    resized (antialiased, bilinear, as ``files.decode_image``) to ``size`` (H, W) when given and different. A
+    DataError naming the file when it cannot be decoded or ends before the last wanted frame."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError("no frame index given")
+    if idx.min() < 0:
+        raise ValueError(f"frame indices must be non-negative, got {idx.tolist()}")
+    wanted = np.unique(idx)  # sorted, distinct
+    fmt = "gray" if channels == 1 else "rgb24"
+    got: list[np.ndarray] = []
+    k = n = 0  # wanted frames found, frames decoded
+    with _Video(path) as v:
+        for frame in v.frames():
+            if n == wanted[k]:
+                px = frame.to_ndarray(format=fmt)
+                got.append(px[..., None] if px.ndim == 2 else px)
+                k += 1
+                if k == len(wanted):
+                    break
+            n += 1
+    if k < len(wanted):
+        raise DataError(f"video file '{path}' has {n} frames, but frame {int(wanted[k])} (0-based) was asked for")
+    frames = torch.from_numpy(np.stack(got))  # (distinct T, H, W, C)
+    if len(wanted) != len(idx):
+        frames = frames[torch.from_numpy(np.searchsorted(wanted, idx))]
+    if size is not None and tuple(frames.shape[1:3]) != tuple(size):
+        from .files import _vision
+
+        tvf = _vision()[1]
+        frames = tvf.resize(frames.permute(0, 3, 1, 2), list(size), antialias=True).permute(0, 2, 3, 1)
+    return frames.contiguous()

@@ -1,0 +1,255 @@
+"""Clips decoded from video files (``mmhal.data.video``, the extra ``mmhal[video]``): frame counts, frame order,
+repeated indices, grey and resize; a manifest of RGB videos and depth frame folders, end to end; a video whose
+frame count differs from its depth folder's, a video cell of optical flow, PyAV missing and a corrupt file, each
+one sentence. Videos are written here with PyAV (MPEG-4 Part 2, lossy: pixels are compared with a tolerance)."""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from clip_fixtures import frame_pixels, write_frames, write_rows
+from mmhal.config import load_config
+from mmhal.data.base import load_dataset
+from mmhal.data.video import read_video_frames, video_channels, video_frame_count, video_frame_size
+from mmhal.errors import DataError, UserError
+
+H, W = 32, 40
+CLIP = ["data.clip.length=4", "data.clip.size=16,16", "data.clip.num_test_clips=2"]
+
+
+def write_video(path: Path, frames, codec: str = "mpeg4", rate: int = 10) -> Path:
+    """``frames`` (uint8 (H, W, 3) arrays) as a video file at ``path`` (container from the suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.bit_rate = 4_000_000
+        for px in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(px), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
+def level(t: int) -> int:
+    """The grey level of ramp frame ``t``: rising with the frame number, so the order of frames shows."""
+    return 12 + 9 * t
+
+
+def ramp(path: Path, n: int = 24) -> Path:
+    """A video of ``n`` grey frames of level ``level(t)`` with a dark 8x8 square in the top-left corner."""
+    frames = []
+    for t in range(n):
+        px = np.full((H, W, 3), level(t), np.uint8)
+        px[:8, :8] = 0
+        frames.append(px)
+    return write_video(path, frames)
+
+
+def centre_level(x: torch.Tensor) -> list[float]:
+    """The mean of each frame's lower-right quarter (away from the square), per frame of a (T, H, W, C) tensor."""
+    return x[:, x.shape[1] // 2:, x.shape[2] // 2:].float().mean(dim=(1, 2, 3)).tolist()
+
+
+# ----------------------------------------------------------------------------- the decoder
+def test_frames_are_counted_and_decoded_in_their_order(tmp_path):
+    path = ramp(tmp_path / "ramp.mp4")
+    assert video_frame_count(str(path)) == 24
+    assert video_frame_size(str(path)) == (H, W)
+    assert video_channels(str(path)) == 3
+    x = read_video_frames(str(path), range(24), 3)
+    assert x.dtype == torch.uint8 and x.shape == (24, H, W, 3) and x.is_contiguous()
+    np.testing.assert_allclose(centre_level(x), [level(t) for t in range(24)], atol=3)
+    assert x[:, :6, :6].float().mean() < 8  # the dark square is where it was written: rows, columns, not swapped
+
+
+def test_a_matroska_video_without_a_frame_count_in_its_header_is_counted_by_decoding(tmp_path):
+    path = ramp(tmp_path / "ramp.MKV", n=13)  # suffixes are case-insensitive
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].frames == 0  # the header has no count to trust
+    assert video_frame_count(str(path)) == 13
+
+
+def test_repeated_and_loop_padded_indices_decode_each_frame_once_in_the_order_asked(tmp_path):
+    path = str(ramp(tmp_path / "ramp.avi"))
+    x = read_video_frames(path, [0, 2, 4, 0, 2, 4, 0, 2], 3)  # a loop-padded clip
+    np.testing.assert_allclose(centre_level(x), [level(t) for t in (0, 2, 4, 0, 2, 4, 0, 2)], atol=3)
+    assert torch.equal(x[0], x[3]) and torch.equal(x[1], x[7])
+    y = read_video_frames(path, [5, 5, 23, 23], 3)
+    assert torch.equal(y[0], y[1]) and torch.equal(y[2], y[3]) and not torch.equal(y[1], y[2])
+    assert torch.equal(y[2], read_video_frames(path, [23], 3)[0])
+
+
+def test_grey_reads_luma_and_a_size_resizes_as_image_frames_are_resized(tmp_path):
+    from torchvision.transforms.v2 import functional as tvf
+
+    path = str(ramp(tmp_path / "ramp.mp4"))
+    grey = read_video_frames(path, [1, 20], 1)
+    assert grey.shape == (2, H, W, 1)
+    np.testing.assert_allclose(centre_level(grey), [level(1), level(20)], atol=3)
+    full = read_video_frames(path, [3, 7], 3)
+    small = read_video_frames(path, [3, 7], 3, (16, 20))
+    assert small.shape == (2, 16, 20, 3) and small.dtype == torch.uint8
+    for k in range(2):  # each frame as files.decode_image resizes a (C, H, W) image: antialiased bilinear
+        want = tvf.resize(full[k].permute(2, 0, 1).contiguous(), [16, 20], antialias=True).permute(1, 2, 0)
+        assert torch.equal(small[k], want)
+    assert torch.equal(read_video_frames(path, [3, 7], 3, (H, W)), full)  # the same size: not resized
+
+
+def test_a_frame_past_the_end_is_a_data_error_naming_the_file(tmp_path):
+    path = str(ramp(tmp_path / "short.mp4", n=5))
+    with pytest.raises(DataError, match=r"short\.mp4' has 5 frames, but frame 5 \(0-based\)"):
+        read_video_frames(path, [3, 5], 3)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage"])
+def test_a_corrupt_video_is_one_sentence_naming_the_file(tmp_path, how):
+    path = ramp(tmp_path / "broken.mp4")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"\x00not a video at all\x01" * 200)
+    with pytest.raises(DataError) as exc:
+        video_frame_count(str(path))
+    msg = str(exc.value)
+    assert str(path) in msg and "cannot be decoded as a video" in msg and "\n" not in msg
+
+
+def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    path = str(ramp(tmp_path / "ramp.mp4", n=3))
+    monkeypatch.setitem(sys.modules, "av", None)  # ``import av`` raises ImportError
+    for call in (lambda: video_frame_count(path), lambda: read_video_frames(path, [0], 3)):
+        with pytest.raises(UserError) as exc:
+            call()
+        assert type(exc.value) is UserError
+        assert 'pip install "mmhal[video]"' in str(exc.value) and "\n" not in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- manifests of videos
+def write_video_manifest(root: Path, n_per_class: int = 6, classes: int = 3, frames: int = 8,
+                         short: dict[int, int] | None = None) -> Path:
+    """``root/manifest.csv``: per sample an RGB video ``rgb/<key>.mp4`` (the fixtures' moving square) and a depth
+    folder of 16-bit PNGs ``depth/<key>/depth_<n>.png``, both ``frames`` frames (``short``: sample -> the video's
+    frame count instead); split by sample position: train, val, test, train, train, test, ..."""
+    rows = []
+    i = 0
+    for label in range(classes):
+        for j in range(n_per_class):
+            key = f"c{label}-{j}"
+            n = (short or {}).get(i, frames)
+            write_video(root / "rgb" / f"{key}.mp4", [frame_pixels(key, label, "rgb", t, (H, W)) for t in range(n)])
+            write_frames(root / "depth" / key, key, label, "depth", range(1, frames + 1), "depth_{}.png", (H, W))
+            rows.append({"label": label, "split": ("train", "val", "test", "train", "train", "test")[i % 6],
+                         "group": key, "x.rgb": f"rgb/{key}.mp4", "x.depth": f"depth/{key}"})
+            i += 1
+    return write_rows(root, rows)
+
+
+def _load(path: Path, *extra: str):
+    return load_dataset(load_config(None, [f"data.name={path}", *CLIP, *extra]).data)
+
+
+class _Reads(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return self.data.read(i, ["rgb", "depth"])["rgb"]
+
+
+def test_a_video_column_pairs_with_a_depth_folder_column_and_reads_in_worker_processes(tmp_path):
+    path = write_video_manifest(tmp_path, n_per_class=2, classes=2, frames=6)
+    data = _load(path, "data.depth_range=1000,3500")
+    assert [s.video for s in data.sources["rgb"]] == [True] and not data.sources["depth"][0].video
+    assert data.num_frames.tolist() == [6] * 4 and data.frame_size == (H, W)
+    assert data.shapes == {"rgb": (3, 4, 16, 16), "depth": (1, 4, 16, 16)}
+    clip = data.read_clip(2, ["rgb", "depth"], np.array([0, 1, 4, 4]))  # sample 2: c1-0, the square moving left
+    assert clip["rgb"].shape == (3, 4, H, W) and clip["depth"].shape == (1, 4, H, W)
+    got = clip["rgb"].permute(1, 2, 3, 0).numpy().astype(float).mean(-1)  # brightness: chroma is subsampled
+
+    def error(ts) -> float:
+        want = np.stack([frame_pixels("c1-0", 1, "rgb", t, (H, W)) for t in ts]).astype(float).mean(-1)
+        return float(np.abs(got - want).mean())
+
+    assert error((0, 1, 4, 4)) < 7 < 10 < error((4, 1, 0, 0))  # the frames asked for, not others
+    assert len(data.fingerprint()) == 16
+    pickle.dumps(data)  # no decoder is held: the dataset goes to worker processes as it is
+    loader = torch.utils.data.DataLoader(_Reads(data), batch_size=None, num_workers=1)
+    for i, x in enumerate(loader):
+        assert torch.equal(x, data.read(i, ["rgb", "depth"])["rgb"])
+
+
+def test_optical_flow_folders_pair_with_an_rgb_video_by_count_with_one_frame_fewer(tmp_path):
+    path = write_video_manifest(tmp_path, n_per_class=2, classes=2, frames=6)
+    rows = list(csv.DictReader(open(path)))
+    for row in rows:
+        key = row["group"]
+        for axis in ("x", "y"):
+            write_frames(tmp_path / "flow" / key, key, int(row["label"]), f"flow_{axis}", range(1, 6),
+                         f"flow_{axis}_{{:05d}}.jpg", (H, W))
+        row["x.flow"] = f"flow/{key}"
+    write_rows(tmp_path, rows)
+    data = _load(path)
+    assert data.num_frames.tolist() == [6] * 4 and data.channels("flow") == 2
+    clip = data.read_clip(0, ["rgb", "flow"], np.array([2, 3, 4, 5]))  # RGB's last frame takes flow's last
+    assert clip["flow"].shape == (2, 4, H, W) and torch.equal(clip["flow"][:, 2], clip["flow"][:, 3])
+    for axis in ("x", "y"):
+        (tmp_path / "flow" / "c0-1" / f"flow_{axis}_00005.jpg").unlink()
+    with pytest.raises(DataError, match="line 3 of 'manifest.csv' has 6 'rgb' frames but 4 'flow' frames"):
+        _load(path)
+
+
+def test_a_video_with_other_frame_count_than_its_depth_folder_is_one_sentence_naming_the_sample(tmp_path, capsys):
+    from mmhal.cli import main
+
+    path = write_video_manifest(tmp_path / "d", n_per_class=2, classes=2, frames=6, short={1: 5})
+    rc = main(["run", "--data", str(path), "--student", "rgb", "--methods", "mmh", "--seeds", "1", "--epochs", "1",
+               "--out", str(tmp_path / "run"), "--no-progress", *CLIP])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("mmhal: error: ")]
+    assert len(errors) == 1
+    assert "the sample on line 3 of 'manifest.csv' has 5 'rgb' frames but 6 'depth' frames" in errors[0]
+
+
+def test_a_video_cell_of_optical_flow_or_a_column_mixing_videos_and_folders_is_refused(tmp_path):
+    path = write_video_manifest(tmp_path, n_per_class=2, classes=2, frames=4)
+    text = path.read_text()
+    path.write_text(text.replace("x.rgb", "x.flow"))
+    with pytest.raises(DataError, match=r"is a video file, but optical flow \('flow'\) is read from folders"):
+        _load(path)
+    write_frames(tmp_path / "rgbf" / "c1-0", "c1-0", 1, "rgb", range(1, 5), "img_{}.jpg", (H, W))
+    path.write_text(text.replace("rgb/c1-0.mp4", "rgbf/c1-0"))
+    with pytest.raises(DataError, match="is a folder of frames but the first 'rgb' cell names a video file"):
+        _load(path)
+    path.write_text(text.replace("rgb/c1-0.mp4", "rgb/gone.webm"))
+    with pytest.raises(DataError, match=r"line 4 of 'manifest.csv', column 'x.rgb': video file '.*gone\.webm' does"):
+        _load(path)
+
+
+@pytest.mark.slow
+def test_a_manifest_of_rgb_videos_and_depth_frame_folders_runs_end_to_end(tmp_path):
+    from mmhal.cli import main
+
+    path = write_video_manifest(tmp_path / "d", n_per_class=6, classes=3, frames=8)
+    out = tmp_path / "run"
+    rc = main(["run", "--data", str(path), "--student", "rgb", "--methods", "mmh", "--seeds", "1", "--epochs", "1",
+               "--out", str(out), "--no-progress", "model.width=4", "train.batch_size=4", "workers=1",
+               "train.loader_workers=0", *CLIP, "data.depth_range=1000,3500", f"cache_dir={tmp_path / 'cache'}"])
+    assert rc == 0
+    report = json.loads((out / "results.json").read_text())
+    assert {"teacher", "mmh"} <= set(report["results"])
+    assert report["data_info"]["frames"] == {"min": 8, "median": 8.0, "max": 8}
+    assert report["data_info"]["modalities"] == {"rgb": [3, 4, 16, 16], "depth": [1, 4, 16, 16]}
+    assert 0.0 <= report["results"]["mmh"]["accuracy"]["mean"] <= 1.0
