@@ -24,7 +24,9 @@ B = 64, K = 16384), which on a CPU is several times slower than the product even
 multiply-adds. The method's loss is then formed from the negatives' counts C (B, N) (``_WholeBankNCE``: the
 same value and gradient as the gathered (B, K + 1) scores through autograd, pinned in the tests), with its
 gradient formed in the forward pass: no (B, K + 1) score tensor, no gather and scatter, no copy of the banks.
-The K negatives per sample are drawn with NumPy's PCG64 and mapped to train indices with one lookup. On HAPT
+The K negatives per sample are drawn with NumPy's PCG64 and mapped to train indices with one lookup. The
+(B, K) and (B, N) arrays of a step are reused from step to step (``_workspace``): on a CPU each fresh
+multi-megabyte tensor costs its page faults again, more than its arithmetic. On HAPT
 (N = 5128, so K = 4129 by the class cap) see ``benchmarks/RESULTS.md`` ("Baselines: step cost") for the step
 time against a plain student step; ``distill.crd.k=2048`` halves the negatives' part.
 
@@ -74,6 +76,16 @@ def nce_loss_log(log_h: torch.Tensor, num_samples: int) -> torch.Tensor:
     return -(pos + neg).mean()
 
 
+def _workspace(store: dict, name: str, shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor kept in ``store`` and reused while its shape, dtype and device stay the same. On a CPU every fresh
+    multi-megabyte tensor costs its page faults again (glibc gives such blocks back to the system when they
+    are freed): in a HAPT CRD step a fresh (B, K) buffer cost about 5 ms, its arithmetic under 1 ms."""
+    buf = store.get(name)
+    if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype or buf.device != device:
+        buf = store[name] = torch.empty(tuple(shape), dtype=dtype, device=device)
+    return buf
+
+
 class _WholeBankNCE(torch.autograd.Function):
     """l(h) of one anchor side from the scores against every row of a detached bank, the contrast draws given as
     counts: x = v M^T - (log Z + log c) (B, N), so that log h - logaddexp(log h, log c) = x - softplus(x) and
@@ -84,11 +96,13 @@ class _WholeBankNCE(torch.autograd.Function):
     kept for the backward (and the bank, updated in place after the loss, need not be copied)."""
 
     @staticmethod
-    def forward(ctx, v, memory, pos, counts, shift, neg_const):
+    def forward(ctx, v, memory, pos, counts, shift, neg_const, work):
+        """``work``: two (B, N) float32 tensors overwritten here (``_workspace``); nothing of them is kept."""
         b = v.shape[0]
-        x = torch.mm(v, memory.t()).sub_(shift)
+        x, sp = work
+        torch.mm(v, memory.t(), out=x).sub_(shift)
         x_pos = x.gather(1, pos.view(-1, 1)).squeeze(1)
-        sp = torch.nn.functional.softplus(x)
+        torch.logaddexp(x, x.new_zeros(()), out=sp)  # softplus(x) = log(1 + e^x), stable, into the workspace
         neg = torch.dot(counts.reshape(-1), sp.reshape(-1))
         loss = -((x_pos - torch.nn.functional.softplus(x_pos)).sum() + neg_const * b - neg) / b
         if ctx.needs_input_grad[0]:
@@ -101,7 +115,7 @@ class _WholeBankNCE(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         (grad_v,) = ctx.saved_tensors
-        return grad_v * grad, None, None, None, None, None
+        return grad_v * grad, None, None, None, None, None, None
 
 
 class CRDLoss(nn.Module):
@@ -120,6 +134,7 @@ class CRDLoss(nn.Module):
         self.register_buffer("memory_t", torch.rand(num_samples, dim) * 2 * bound - bound)
         self.register_buffer("z", torch.full((2,), -1.0))  # Z_s, Z_t; negative = not yet set
         self._z_known = False
+        self._work: dict = {}  # reused (B, N) tensors of the counted loss (``_workspace``); not state
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._z_known = False  # a loaded Z may be unset again
@@ -197,8 +212,10 @@ class CRDLoss(nn.Module):
 
     def _counted_loss(self, v_s, v_t, pos, negatives):
         b, k = negatives.shape
-        counts = torch.zeros(b, self.num_samples, device=v_s.device)
+        shape, dev = (b, self.num_samples), v_s.device
+        counts = _workspace(self._work, "counts", shape, torch.float32, dev).zero_()
         counts.scatter_add_(1, negatives, counts.new_ones(()).expand(b, k))
+        work = (_workspace(self._work, "x", shape, torch.float32, dev), _workspace(self._work, "sp", shape, torch.float32, dev))
         v_s, v_t = v_s / self.tau, v_t / self.tau
         if not self._z_known:
             if self.z[0] < 0:
@@ -211,8 +228,8 @@ class CRDLoss(nn.Module):
         log_c = math.log(m_pn + NCE_EPS)
         neg_const = k * (math.log(m_pn) - log_c)
         log_z = self.z.log()
-        return (_WholeBankNCE.apply(v_s, self.memory_t, pos, counts, log_z[0] + log_c, neg_const)
-                + _WholeBankNCE.apply(v_t, self.memory_s, pos, counts, log_z[1] + log_c, neg_const))
+        return (_WholeBankNCE.apply(v_s, self.memory_t, pos, counts, log_z[0] + log_c, neg_const, work)
+                + _WholeBankNCE.apply(v_t, self.memory_s, pos, counts, log_z[1] + log_c, neg_const, work))
 
 
 @register_method("crd")
@@ -241,30 +258,46 @@ class CRD(Method):
         # the N - count[y] others follow them: order[start[y] + count[y] : start[y] + N]
         order = torch.argsort(labels, stable=True)
         self.register_buffer("order", torch.cat([order, order]), persistent=False)
-        self.register_buffer("others", labels.numel() - count, persistent=False)
+        self.register_buffer("others", (labels.numel() - count).double(), persistent=False)
         self.register_buffer("others_start", torch.cumsum(count, 0), persistent=False)
         self.generator = np.random.default_rng(0)  # replaced by the trainer's, every epoch
+        self._uniforms: Optional[np.ndarray] = None
+        self._work: dict = {}
 
     def start_epoch(self, epoch: int, seed: int) -> None:
         self.generator = np.random.default_rng(int(seed))
 
     def negatives(self, target: torch.Tensor) -> torch.Tensor:
-        """(B, K): for each sample, K train indices of other classes, uniform with replacement. The uniforms
-        (float64 in [0, 1), from NumPy's PCG64: several times faster than torch's CPU generator) are drawn for the
-        whole global batch on every rank and each rank keeps its rows (module docstring). floor(u n) < n for
-        every u < 1 and n < 2^52 in float64, so no clamp is needed."""
-        w, r = collective.world_size(), collective.rank()
-        u = torch.from_numpy(self.generator.random((target.shape[0] * w, self.crd.k)))[r::w].to(target.device)
-        j = (u * self.others[target].unsqueeze(1)).long()
-        j += self.others_start[target].unsqueeze(1)
-        return self.order.index_select(0, j.view(-1)).view_as(j)
+        """(B, K): for each sample, K train indices of other classes, uniform with replacement (a new tensor;
+        the training step uses ``_draw_negatives``, which fills a reused one)."""
+        return self._draw_negatives(target).clone()
+
+    def _draw_negatives(self, target: torch.Tensor) -> torch.Tensor:
+        """``negatives`` into reused tensors (``_workspace``), valid until the next call. The uniforms (float64 in
+        [0, 1), NumPy's PCG64, several times faster than torch's CPU generator) are drawn for the whole global
+        batch on every rank and each rank keeps its rows (module docstring); floor(u n) < n for every u < 1
+        and n < 2^52 in float64, so no clamp is needed; other-class position j of class y is entry
+        others_start[y] + j of the class-sorted order written twice."""
+        w, r, (b, k), dev = collective.world_size(), collective.rank(), (target.shape[0], self.crd.k), target.device
+        raw = self._uniforms
+        if raw is None or raw.shape != (b * w, k):
+            raw = self._uniforms = np.empty((b * w, k))
+        self.generator.random(out=raw)
+        u = torch.from_numpy(raw)[r::w].to(dev)  # on a CPU the NumPy buffer itself, scaled in place below
+        u.mul_(self.others[target].unsqueeze(1))
+        j = _workspace(self._work, "j", (b, k), torch.long, dev)
+        j.copy_(u).add_(self.others_start[target].unsqueeze(1))
+        out = _workspace(self._work, "negatives", (b, k), torch.long, dev)
+        torch.index_select(self.order, 0, j.view(-1), out=out.view(-1))
+        return out
 
     def forward(self, inputs, target, teacher_out=None, index=None):
         if index is None:
             raise TypeError("CRD's forward needs index=, each sample's position in the train split")
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, negatives=self.negatives(target), scores=False)
+        loss, _, _ = self.crd(out.embedding, t_out.embedding, index, negatives=self._draw_negatives(target),
+                              scores=False)
         return out.logits, {"ce": self.ce(out.logits, target), "crd": self.cfg.crd.beta * loss}
 
 
