@@ -64,6 +64,13 @@ def write_frames(folder: Path, key: str, label: int, modality: str, numbers: Seq
         save(Path(folder) / template.format(n), frame_pixels(key, label, modality, int(n), size))
 
 
+def sample_keys(classes: int, n_per_class: int):
+    """(sample index, label, key) of the fixtures' samples, class by class: keys ``c<label>-<j>``."""
+    for label in range(classes):
+        for j in range(n_per_class):
+            yield label * n_per_class + j, label, f"c{label}-{j}"
+
+
 def write_clip_manifest(root: Path, n_per_class: int = 6, classes: int = 3, frames: int = 10,
                         modalities: Sequence[str] = ("rgb", "depth"), split: bool = True, flow_layout: str = "prefix",
                         short: Optional[dict[int, int]] = None, size: tuple[int, int] = SIZE) -> Path:
@@ -74,33 +81,30 @@ def write_clip_manifest(root: Path, n_per_class: int = 6, classes: int = 3, fram
     ``short``: sample index -> its frame count instead of ``frames``."""
     root = Path(root)
     rows = []
-    i = 0
-    for label in range(classes):
-        for j in range(n_per_class):
-            key = f"c{label}-{j}"
-            n = (short or {}).get(i, frames)
-            row = {"label": label, "group": key}
-            if split:
-                row["split"] = ("train", "train", "train", "val", "test", "test")[j % 6]
-            for m in modalities:
-                folder = root / m / key
-                if m == "rgb":
-                    write_frames(folder, key, label, "rgb", range(1, n + 1), "img_{:05d}.jpg", size)
-                elif m == "depth":
-                    write_frames(folder, key, label, "depth", range(1, n + 1), "depth_{}.png", size)
-                elif m == "flow":
-                    nums = range(1, max(n, 2))
-                    if flow_layout == "prefix":
-                        write_frames(folder, key, label, "flow_x", nums, "flow_x_{:05d}.jpg", size)
-                        write_frames(folder, key, label, "flow_y", nums, "flow_y_{:05d}.jpg", size)
-                    else:
-                        write_frames(folder / "x", key, label, "flow_x", nums, "{:05d}.jpg", size)
-                        write_frames(folder / "y", key, label, "flow_y", nums, "{:05d}.jpg", size)
+    for i, label, key in sample_keys(classes, n_per_class):
+        j = i - label * n_per_class
+        n = (short or {}).get(i, frames)
+        row = {"label": label, "group": key}
+        if split:
+            row["split"] = ("train", "train", "train", "val", "test", "test")[j % 6]
+        for m in modalities:
+            folder = root / m / key
+            if m == "rgb":
+                write_frames(folder, key, label, "rgb", range(1, n + 1), "img_{:05d}.jpg", size)
+            elif m == "depth":
+                write_frames(folder, key, label, "depth", range(1, n + 1), "depth_{}.png", size)
+            elif m == "flow":
+                nums = range(1, max(n, 2))
+                if flow_layout == "prefix":
+                    write_frames(folder, key, label, "flow_x", nums, "flow_x_{:05d}.jpg", size)
+                    write_frames(folder, key, label, "flow_y", nums, "flow_y_{:05d}.jpg", size)
                 else:
-                    raise ValueError(m)
-                row[f"x.{m}"] = f"{m}/{key}"
-            rows.append(row)
-            i += 1
+                    write_frames(folder / "x", key, label, "flow_x", nums, "{:05d}.jpg", size)
+                    write_frames(folder / "y", key, label, "flow_y", nums, "{:05d}.jpg", size)
+            else:
+                raise ValueError(m)
+            row[f"x.{m}"] = f"{m}/{key}"
+        rows.append(row)
     header = ["label"] + (["split"] if split else []) + ["group"] + [f"x.{m}" for m in modalities]
     return write_rows(root, rows, header)
 

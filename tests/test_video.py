@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_fixtures import frame_pixels, write_frames, write_rows
+from clip_fixtures import frame_pixels, sample_keys, write_frames, write_rows
 from mmhal.config import load_config
 from mmhal.data.base import load_dataset
 from mmhal.data.video import read_video_frames, video_channels, video_frame_count, video_frame_size
@@ -140,16 +140,12 @@ def write_video_manifest(root: Path, n_per_class: int = 6, classes: int = 3, fra
     folder of 16-bit PNGs ``depth/<key>/depth_<n>.png``, both ``frames`` frames (``short``: sample -> the video's
     frame count instead); split by sample position: train, val, test, train, train, test, ..."""
     rows = []
-    i = 0
-    for label in range(classes):
-        for j in range(n_per_class):
-            key = f"c{label}-{j}"
-            n = (short or {}).get(i, frames)
-            write_video(root / "rgb" / f"{key}.mp4", [frame_pixels(key, label, "rgb", t, (H, W)) for t in range(n)])
-            write_frames(root / "depth" / key, key, label, "depth", range(1, frames + 1), "depth_{}.png", (H, W))
-            rows.append({"label": label, "split": ("train", "val", "test", "train", "train", "test")[i % 6],
-                         "group": key, "x.rgb": f"rgb/{key}.mp4", "x.depth": f"depth/{key}"})
-            i += 1
+    for i, label, key in sample_keys(classes, n_per_class):
+        n = (short or {}).get(i, frames)
+        write_video(root / "rgb" / f"{key}.mp4", [frame_pixels(key, label, "rgb", t, (H, W)) for t in range(n)])
+        write_frames(root / "depth" / key, key, label, "depth", range(1, frames + 1), "depth_{}.png", (H, W))
+        rows.append({"label": label, "split": ("train", "val", "test", "train", "train", "test")[i % 6],
+                     "group": key, "x.rgb": f"rgb/{key}.mp4", "x.depth": f"depth/{key}"})
     return write_rows(root, rows)
 
 
