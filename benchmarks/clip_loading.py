@@ -73,7 +73,7 @@ def device_name() -> str:
     return name_of(torch.device("cpu"))
 
 
-def make(root: Path, samples: int, frames: int, size: tuple[int, int]) -> Path:
+def make(root: Path, samples: int, frames: int, size: tuple[int, int], depth_noise: float = 50.0) -> Path:
     """``root/manifest.csv`` over ``samples`` samples of ``frames`` RGB JPEG + 16-bit depth PNG frames of ``size``
     (H, W); label = sample % 4; sample 0 is ``val`` (a manifest needs one), the rest ``train``.
     Folders already written (same sample count, frames and size) are kept."""
@@ -81,7 +81,7 @@ def make(root: Path, samples: int, frames: int, size: tuple[int, int]) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     stamp = root / "written.json"
-    want = {"samples": samples, "frames": frames, "size": list(size)}
+    want = {"samples": samples, "frames": frames, "size": list(size), "depth_noise": depth_noise}
     manifest = root / "manifest.csv"
     if stamp.exists() and manifest.exists() and json.loads(stamp.read_text()) == want:
         return manifest
@@ -90,7 +90,7 @@ def make(root: Path, samples: int, frames: int, size: tuple[int, int]) -> Path:
         label, key = i % CLASSES, f"s{i:05d}"
         nums = range(1, frames + 1)
         write_frames(root / "rgb" / key, key, label, "rgb", nums, "img_{:05d}.jpg", size)
-        write_frames(root / "depth" / key, key, label, "depth", nums, "depth_{}.png", size)
+        write_frames(root / "depth" / key, key, label, "depth", nums, "depth_{}.png", size, depth_noise)
         rows.append({"label": label, "split": "val" if i == 0 else "train", "group": key,
                      "x.rgb": f"rgb/{key}", "x.depth": f"depth/{key}"})
     with open(manifest, "w", newline="") as f:
@@ -255,6 +255,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, default=2, help="timed passes over all samples per measurement")
     p.add_argument("--workers", default="1", help="comma-separated DataLoader worker counts (0: in the main process)")
     p.add_argument("--batch", type=int, default=8, help="clips per DataLoader batch")
+    p.add_argument("--depth-noise", type=float, default=50.0, metavar="MM",
+                   help="per-pixel Gaussian noise of the depth frames in mm (default 50, the test fixtures': PNGs "
+                        "that barely compress; 3 is of the order of a time-of-flight depth sensor's noise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--breakdown", action="store_true", help="also time the parts of one clip (in process)")
     p.add_argument("--json", help="write the records to this file")
@@ -277,13 +280,14 @@ def main(argv=None) -> int:
         root = Path(tmp.name)
     try:
         t0 = time.perf_counter()
-        manifest = make(root, args.samples, args.frames, args.frame_size)
+        manifest = make(root, args.samples, args.frames, args.frame_size, args.depth_noise)
         write_s = time.perf_counter() - t0
         data = load(manifest, args.length, args.size)
         sizes = bytes_per_frame(root)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         common = {"device_name": device_name(), "cores_allowed": cores, "torch": torch.__version__,
                   "samples": args.samples, "frames": args.frames, "frame_size": list(args.frame_size),
+                  "depth_noise": args.depth_noise,
                   "decode_size": list(data.frame_size), "length": args.length, "crop": list(args.size),
                   "passes": args.passes, "jpeg_bytes": sizes["rgb"], "png_bytes": sizes["depth"]}
         records = [{**common, **in_process(data, args.passes, args.seed)}]
@@ -295,7 +299,8 @@ def main(argv=None) -> int:
             tmp.cleanup()
     print(f"# {common['device_name']}; {cores} cores allowed; torch {torch.__version__}; {args.samples} samples x "
           f"{args.frames} frames of {args.frame_size[0]}x{args.frame_size[1]} (JPEG {sizes['rgb'] / 1e3:.1f} kB, "
-          f"16-bit PNG {sizes['depth'] / 1e3:.1f} kB per frame; written in {write_s:.1f} s); clips of "
+          f"16-bit PNG {sizes['depth'] / 1e3:.1f} kB per frame, depth noise {args.depth_noise:g} mm; written in "
+          f"{write_s:.1f} s); clips of "
           f"{args.length} frames cropped to {args.size[0]}x{args.size[1]}, rgb + depth; {args.passes} timed passes")
     head = (f"{'mode':<11} {'workers':>7} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'clips/s/core':>12} {'target':>7} "
             f"{'CPU s':>6} {'clips/CPU s':>11}")

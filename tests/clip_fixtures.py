@@ -26,8 +26,10 @@ def _rng(key: str) -> np.random.Generator:
     return np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
 
 
-def frame_pixels(key: str, label: int, modality: str, t: int, size: tuple[int, int] = SIZE) -> np.ndarray:
-    """Frame ``t`` of a sample: uint8 (H, W, 3) RGB, uint16 (H, W) depth in mm, or uint8 (H, W) flow x / y."""
+def frame_pixels(key: str, label: int, modality: str, t: int, size: tuple[int, int] = SIZE,
+                 depth_noise: float = 50.0) -> np.ndarray:
+    """Frame ``t`` of a sample: uint8 (H, W, 3) RGB, uint16 (H, W) depth in mm (per-pixel Gaussian noise of
+    ``depth_noise`` mm), or uint8 (H, W) flow x / y."""
     h, w = size
     dy, dx = MOTION.get(label % 4, (0, 0))
     rng = _rng(f"{key}|{modality}|{t}")
@@ -38,7 +40,7 @@ def frame_pixels(key: str, label: int, modality: str, t: int, size: tuple[int, i
         img = 60 + 140 * square[..., None] + np.array([10.0, 0.0, -10.0]) + rng.normal(0, 15, (h, w, 3))
         return np.clip(img, 0, 255).astype(np.uint8)
     if modality == "depth":
-        mm = 3000 - 1500 * square + rng.normal(0, 50, (h, w))
+        mm = 3000 - 1500 * square + rng.normal(0, depth_noise, (h, w))
         return np.clip(mm, 0, 65535).astype(np.uint16)
     if modality in ("flow_x", "flow_y"):
         v = (dx if modality == "flow_x" else dy) * 4.0 * square + rng.normal(0, 0.5, (h, w))
@@ -58,10 +60,10 @@ def save(path: Path, px: np.ndarray) -> None:
 
 
 def write_frames(folder: Path, key: str, label: int, modality: str, numbers: Sequence[int], template: str,
-                 size: tuple[int, int] = SIZE) -> None:
+                 size: tuple[int, int] = SIZE, depth_noise: float = 50.0) -> None:
     """Frames ``numbers`` of one sample's ``modality`` as ``folder / template.format(n)`` (e.g. ``img_{:05d}.jpg``)."""
     for n in numbers:
-        save(Path(folder) / template.format(n), frame_pixels(key, label, modality, int(n), size))
+        save(Path(folder) / template.format(n), frame_pixels(key, label, modality, int(n), size, depth_noise))
 
 
 def sample_keys(classes: int, n_per_class: int):
