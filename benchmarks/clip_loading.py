@@ -38,6 +38,7 @@ in ``read_clip``, so they add up to a little less than the whole).
     python benchmarks/clip_loading.py                               # 64 samples x 32 frames, 128x171, workers 1
     taskset -c 0 python benchmarks/clip_loading.py --workers 1 --breakdown --json clips.json
     python benchmarks/clip_loading.py --workers 1,2,4 --samples 256 --passes 3 --root /tmp/clipbench
+    taskset -c 0 python benchmarks/clip_loading.py --depth-noise 3 --root /tmp/clipbench3   # camera-like depth noise
 """
 from __future__ import annotations
 
