@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm.auto import tqdm
 
 from ..data.augment import augment_sample
@@ -62,7 +62,9 @@ class SampleDataset(Dataset):
         items = [(it, -1) if isinstance(it, (int, np.integer)) else it for it in items]
         samples = [self.sample(int(p), int(e)) for p, e in items]
         pos = torch.as_tensor([int(p) for p, _ in items], dtype=torch.long)
-        inputs = {m: torch.stack([s[m] for s in samples]) for m in self.modalities}
+        # default_collate stacks into shared memory inside a worker process, so the batch is not copied once
+        # more when it is sent to the training process
+        inputs = {m: default_collate([s[m] for s in samples]) for m in self.modalities}
         labels = torch.from_numpy(self.data.labels[self.index[pos.numpy()]]).long()
         return inputs, labels, pos
 
