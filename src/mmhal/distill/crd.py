@@ -258,7 +258,7 @@ class CRD(Method):
         # the N - count[y] others follow them: order[start[y] + count[y] : start[y] + N]
         order = torch.argsort(labels, stable=True)
         self.register_buffer("order", torch.cat([order, order]), persistent=False)
-        self.register_buffer("others", (labels.numel() - count).double(), persistent=False)
+        self.register_buffer("others", labels.numel() - count, persistent=False)
         self.register_buffer("others_start", torch.cumsum(count, 0), persistent=False)
         self.generator = np.random.default_rng(0)  # replaced by the trainer's, every epoch
         self._uniforms: Optional[np.ndarray] = None
@@ -279,17 +279,19 @@ class CRD(Method):
         and n < 2^52 in float64, so no clamp is needed; other-class position j of class y is entry
         others_start[y] + j of the class-sorted order written twice."""
         w, r, (b, k), dev = collective.world_size(), collective.rank(), (target.shape[0], self.crd.k), target.device
+        at = torch.device("cpu") if dev.type == "mps" else dev  # (MPS has no float64: drawn on the CPU there)
         raw = self._uniforms
         if raw is None or raw.shape != (b * w, k):
             raw = self._uniforms = np.empty((b * w, k))
         self.generator.random(out=raw)
-        u = torch.from_numpy(raw)[r::w].to(dev)  # on a CPU the NumPy buffer itself, scaled in place below
-        u.mul_(self.others[target].unsqueeze(1))
-        j = _workspace(self._work, "j", (b, k), torch.long, dev)
-        j.copy_(u).add_(self.others_start[target].unsqueeze(1))
-        out = _workspace(self._work, "negatives", (b, k), torch.long, dev)
-        torch.index_select(self.order, 0, j.view(-1), out=out.view(-1))
-        return out
+        y = target.to(at)
+        u = torch.from_numpy(raw)[r::w].to(at)  # on a CPU the NumPy buffer itself, scaled in place below
+        u.mul_(self.others.to(at)[y].unsqueeze(1).double())
+        j = _workspace(self._work, "j", (b, k), torch.long, at)
+        j.copy_(u).add_(self.others_start.to(at)[y].unsqueeze(1))
+        out = _workspace(self._work, "negatives", (b, k), torch.long, at)
+        torch.index_select(self.order.to(at), 0, j.view(-1), out=out.view(-1))
+        return out.to(dev)
 
     def forward(self, inputs, target, teacher_out=None, index=None):
         if index is None:
