@@ -38,31 +38,17 @@ from .dad import relational_pair
 
 
 def potentials(e: torch.Tensor, angle: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(psi_D (B, B), psi_A (B, B, B)) of embeddings e (B, D), in fp32; psi_A is None unless ``angle``.
+    """(psi_D (B, B), psi_A (B, B, B)) of embeddings e (B, D), in fp32; psi_A is None unless ``angle``. The plain
+    formula, the whole (B, B, B) at once (``rkd_losses`` fuses the angle term instead).
 
     psi_D: pairwise distances divided by their mean over the nonzero entries. psi_A[i, j, k]: the cosine of
     the angle at e_i between e_j - e_i and e_k - e_i."""
-    psi_d, u = _distance_and_directions(e, angle)
-    return psi_d, (None if u is None else torch.bmm(u, u.transpose(1, 2)))
-
-
-def _distance_and_directions(e: torch.Tensor, angle: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(psi_D (B, B), u (B, B, D)) in fp32: u[i, j] = (e_j - e_i) / ||e_j - e_i||, the zero vector where the
-    difference is zero; u is None unless ``angle``. psi_A = u u^T per anchor i."""
     with full_precision(e):
         e = e.float().flatten(1)
-        diff = e.unsqueeze(0) - e.unsqueeze(1)  # (i, j) = e_j - e_i
-        norm = diff.norm(p=2, dim=2)
-        b = norm.shape[0]
-        d = norm.pow(2).clamp_min(1e-12).sqrt() * (1.0 - torch.eye(b, device=e.device))  # d_ii = 0, no gradient
-        # Off the diagonal d >= 1e-6 (the clamp), so the entries > 0 are exactly the B (B - 1) off-diagonal ones.
-        psi_d = d / (d.sum() / (b * (b - 1)))
         if not angle:
-            return psi_d, None
-        # u = F.normalize(diff, eps=1e-12), except that a zero difference (j = i, or a repeated sample) passes no
-        # gradient instead of 1 / eps (for a repeated sample the two rows' gradients would not cancel).
-        inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-12), torch.zeros_like(norm))
-        return psi_d, diff * inv.unsqueeze(2)
+            return _distance_potential(e), None
+        u, _ = _anchor_directions(e, 0, e.shape[0])
+        return _distance_potential(e), torch.bmm(u, u.transpose(1, 2))
 
 
 def _distances(e: torch.Tensor) -> torch.Tensor:
@@ -73,12 +59,22 @@ def _distances(e: torch.Tensor) -> torch.Tensor:
     return dist.pow(2).clamp_min(1e-12).sqrt() * (1.0 - torch.eye(e.shape[0], device=e.device, dtype=e.dtype))
 
 
+def _distance_potential(e: torch.Tensor) -> torch.Tensor:
+    """psi_D (B, B): ``_distances`` divided by their mean over the B (B - 1) off-diagonal entries (the entries
+    > 0: off the diagonal d >= 1e-6, the clamp)."""
+    d = _distances(e)
+    b = d.shape[0]
+    return d / (d.sum() / (b * (b - 1)))
+
+
 def _anchor_directions(e: torch.Tensor, i0: int, i1: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(u, inv) for the anchors i0 <= i < i1: u (c, B, D) = (e_j - e_i) / ||e_j - e_i|| (the zero vector where
     the difference is zero), inv (c, B) = 1 / ||e_j - e_i|| (0 there)."""
     diff = e.unsqueeze(0) - e[i0:i1].unsqueeze(1)
     norm = torch.linalg.vector_norm(diff, dim=2)
     inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-12), torch.zeros_like(norm))
+    if diff.requires_grad:  # the plain formula through autograd (``potentials``): no in-place scaling
+        return diff * inv.unsqueeze(2), inv
     return diff.mul_(inv.unsqueeze(2)), inv
 
 
@@ -146,11 +142,8 @@ def rkd_losses(s_emb: torch.Tensor, t_emb: torch.Tensor, angle: bool = True) -> 
     with full_precision(s_emb):
         s_emb, t_emb = s_emb.float().flatten(1), t_emb.detach().float().flatten(1)
         with torch.no_grad():
-            t_d = _distances(t_emb)
-            t_psi = t_d / (t_d.sum() / (t_d.shape[0] * (t_d.shape[0] - 1)))
-        s_d = _distances(s_emb)
-        s_psi = s_d / (s_d.sum() / (s_d.shape[0] * (s_d.shape[0] - 1)))
-        l_d = F.smooth_l1_loss(s_psi, t_psi, beta=1.0)
+            t_psi = _distance_potential(t_emb)
+        l_d = F.smooth_l1_loss(_distance_potential(s_emb), t_psi, beta=1.0)
         if not angle:
             return l_d, l_d.new_zeros(())
         return l_d, _AngleHuber.apply(s_emb, t_emb)
