@@ -366,10 +366,7 @@ def folder_sources(m: str, folders: Sequence[str], root: str, flow: bool) -> lis
 
     first = os.path.join(root, folders[0]) if root else folders[0]
     arr = np.asarray(folders, dtype=str)
-    if is_video_name(first) and not os.path.isdir(first):
-        if flow:
-            raise DataError(f"'{first}' (optical-flow modality '{m}') is a video file, but optical flow is read from "
-                            "folders of frames only (x/ and y/ subfolders, or flow_x_* and flow_y_* files)")
+    if is_video_name(first) and not os.path.isdir(first):  # (a flow video is refused: check_frame_folders, check)
         return [FrameSource(arr, LAST_NUMBER, video_channels(first), video=True)]
     try:
         names = os.listdir(first)
