@@ -193,19 +193,20 @@ class CRDLoss(nn.Module):
                     memory.index_copy_(0, all_index, _unit(rows))
         return loss, h_s, h_t
 
-    def _set_z(self, mean_s: torch.Tensor, mean_t: torch.Tensor) -> None:
-        """Z = N * the mean score of the first (global) batch, set once and kept."""
-        with torch.no_grad():
-            means = collective.all_reduce_mean(torch.stack([mean_s, mean_t]))
-            self.z.copy_(means * self.num_samples)
+    def _set_z_once(self, means) -> None:
+        """Z = N * the mean scores of the first (global) batch, ``means()`` -> (mean_s, mean_t), set once and kept;
+        the buffer is read once per process (a device sync), not every step."""
+        if self._z_known:
+            return
+        if self.z[0] < 0:
+            with torch.no_grad():
+                self.z.copy_(collective.all_reduce_mean(torch.stack(list(means()))) * self.num_samples)
+        self._z_known = True
 
     def _gathered_loss(self, v_s, v_t, idx, scores: bool):
         log_s = self.log_scores(v_s, self.memory_t, idx)
         log_t = self.log_scores(v_t, self.memory_s, idx)
-        if not self._z_known:
-            if self.z[0] < 0:
-                self._set_z(log_s.detach().exp().mean(), log_t.detach().exp().mean())
-            self._z_known = True  # read once per process (a device sync), not every step
+        self._set_z_once(lambda: (log_s.detach().exp().mean(), log_t.detach().exp().mean()))
         log_h_s, log_h_t = log_s - self.z[0].log(), log_t - self.z[1].log()
         loss = nce_loss_log(log_h_s, self.num_samples) + nce_loss_log(log_h_t, self.num_samples)
         return (loss, *((log_h_s.exp(), log_h_t.exp()) if scores else (None, None)))
@@ -217,13 +218,13 @@ class CRDLoss(nn.Module):
         counts.scatter_add_(1, negatives, counts.new_ones(()).expand(b, k))
         work = (_workspace(self._work, "x", shape, torch.float32, dev), _workspace(self._work, "sp", shape, torch.float32, dev))
         v_s, v_t = v_s / self.tau, v_t / self.tau
-        if not self._z_known:
-            if self.z[0] < 0:
-                with torch.no_grad():  # the mean of exp(score) over the B (K + 1) drawn entries
-                    drawn = counts.clone().scatter_add_(1, pos.view(-1, 1), counts.new_ones(()).expand(b, 1))
-                    self._set_z(*((torch.mm(v, m.t()).exp_().mul_(drawn).sum() / (b * (k + 1)))
-                                  for v, m in ((v_s, self.memory_t), (v_t, self.memory_s))))
-            self._z_known = True
+
+        def drawn_means():  # the mean of exp(score) over the B (K + 1) drawn entries
+            drawn = counts.clone().scatter_add_(1, pos.view(-1, 1), counts.new_ones(()).expand(b, 1))
+            return [torch.mm(v.detach(), m.t()).exp_().mul_(drawn).sum() / (b * (k + 1))
+                    for v, m in ((v_s, self.memory_t), (v_t, self.memory_s))]
+
+        self._set_z_once(drawn_means)
         m_pn = k / self.num_samples
         log_c = math.log(m_pn + NCE_EPS)
         neg_const = k * (math.log(m_pn) - log_c)
