@@ -87,10 +87,11 @@ def image_size_of(path: str) -> tuple[int, int]:
     return _header(path)[1]
 
 
-def resolve_image_size(requested: Sequence[int], first_file: str) -> tuple[int, int]:
-    """``data.image_size`` as (H, W): one number = square; empty = the size of ``first_file``."""
+def resolve_image_size(requested: Sequence[int], first_file: str, size_of=None) -> tuple[int, int]:
+    """``data.image_size`` as (H, W): one number = square; empty = the size of ``first_file`` (read by
+    ``size_of``, default ``image_size_of``: an image file's header)."""
     if not requested:
-        return image_size_of(first_file)
+        return (size_of or image_size_of)(first_file)
     if len(requested) == 1:
         return int(requested[0]), int(requested[0])
     return int(requested[0]), int(requested[1])

@@ -463,7 +463,7 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
     info = {} if info is None else info
     info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
     first = first_frame(sources, root)
-    frame_size = resolve_image_size(cfg.image_size, first) if cfg.image_size else frame_size_of(first)
+    frame_size = resolve_image_size(cfg.image_size, first, frame_size_of)
     data = ClipData(name=name, sources=dict(sources), num_frames=counts, labels=labels, split=split,
                     class_names=list(class_names), frame_size=frame_size,
                     clip=cfg.clip, value_range=value_range, root=root, info=info, **fields)
