@@ -36,8 +36,10 @@ def _models(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [2])
 def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path, workers):
+    """Students in two worker processes. (One process: the nine-kill test below, with the baselines, and
+    tests/test_clip_runs.py, with unimodal + MMH on clips read by a DataLoader worker.)"""
     data = _tiny(tmp_path / "tiny.npz")
     ref = tmp_path / "ref"
     done = subprocess.run(_cmd(data, ref, workers=workers), env=_env(), capture_output=True, text=True, timeout=300)
