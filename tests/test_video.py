@@ -18,21 +18,27 @@ import torch
 from clip_fixtures import frame_pixels, sample_keys, write_frames, write_rows
 from mmhal.config import load_config
 from mmhal.data.base import load_dataset
-from mmhal.data.video import read_video_frames, video_channels, video_frame_count, video_frame_size
+from mmhal.data import video as video_module
+from mmhal.data.video import read_video_frames, video_channels, video_frame_count, video_frame_size, video_index
 from mmhal.errors import DataError, UserError
 
 H, W = 32, 40
 CLIP = ["data.clip.length=4", "data.clip.size=16,16", "data.clip.num_test_clips=2"]
 
 
-def write_video(path: Path, frames, codec: str = "mpeg4", rate: int = 10) -> Path:
-    """``frames`` (uint8 (H, W, 3) arrays) as a video file at ``path`` (container from the suffix)."""
+def write_video(path: Path, frames, codec: str = "mpeg4", rate: int = 10, gop: int = 0, options=None) -> Path:
+    """``frames`` (uint8 (H, W, 3) arrays) as a video file at ``path`` (container from the suffix); ``gop``: a key
+    frame every ``gop`` frames (0: the codec's default); ``options``: the encoder's own."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as c:
         s = c.add_stream(codec, rate=rate)
         s.height, s.width = frames[0].shape[:2]
         s.pix_fmt = "yuv420p"
         s.bit_rate = 4_000_000
+        if gop:
+            s.codec_context.gop_size = gop
+        if options:
+            s.options = dict(options)
         for px in frames:
             for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(px), format="rgb24")):
                 c.mux(packet)
@@ -104,6 +110,100 @@ def test_grey_reads_luma_and_a_size_resizes_as_image_frames_are_resized(tmp_path
         want = tvf.resize(full[k].permute(2, 0, 1).contiguous(), [16, 20], antialias=True).permute(1, 2, 0)
         assert torch.equal(small[k], want)
     assert torch.equal(read_video_frames(path, [3, 7], 3, (H, W)), full)  # the same size: not resized
+
+
+# ----------------------------------------------------------------------------- reads from a key frame
+def textured(n: int, seed: int = 0) -> list:
+    """``n`` frames of a moving bright block over per-frame noise (so that inter frames differ from key frames)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(n):
+        px = np.full((H, W, 3), level(t) % 200, np.uint8)
+        px[8:20, (2 * t) % 24:(2 * t) % 24 + 12] = 250
+        out.append(np.clip(px + rng.integers(0, 24, px.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+def _counting_frames(monkeypatch) -> list:
+    """Make ``_Video.frames`` note how many frames each decoding pass gave (the last number: the last read's)."""
+    given = []
+    frames = video_module._Video.frames
+
+    def counted(self):
+        given.append(0)
+        for f in frames(self):
+            given[-1] += 1
+            yield f
+
+    monkeypatch.setattr(video_module._Video, "frames", counted)
+    return given
+
+
+ENCODERS = [("mpeg4", None), ("libx264", {"x264-params": "bframes=3:open-gop=1:keyint=12:min-keyint=4"}),
+            ("libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"})]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])
+@pytest.mark.parametrize("codec, options", ENCODERS, ids=[c for c, _ in ENCODERS])
+def test_a_read_from_a_recorded_key_frame_gives_the_frames_of_a_read_from_the_start(tmp_path, monkeypatch, suffix,
+                                                                                   codec, options):
+    """MPEG-4 Part 2, H.264 with B-frames and an open GOP, VP9; MP4, Matroska, AVI. Pixels compared exactly."""
+    n = 60
+    path = str(write_video(tmp_path / f"v{suffix}", textured(n), codec=codec, gop=12, options=options))
+    count, keys = video_index(path)
+    assert count == n and keys.dtype == np.int64 and keys.ndim == 2 and len(keys) >= 3, keys
+    assert np.all(np.diff(keys[:, 0]) > 0) and np.all(keys[:, 0] > 0) and np.all(keys[:, 0] < n)
+    given = _counting_frames(monkeypatch)
+    whole = read_video_frames(path, range(n), 3)
+    assert given == [n]
+    for first in (0, 5, int(keys[0, 0]), int(keys[1, 0]) + 1, n - 8, n - 1):
+        rows = [first, min(first + 3, n - 1), min(first + 7, n - 1), first]  # repeats and order kept
+        got = read_video_frames(path, rows, 3, keys=keys)
+        assert torch.equal(got, whole[rows]), (first, given)
+        start = int(keys[keys[:, 0] <= first, 0].max()) if (keys[:, 0] <= first).any() else 0
+        assert given[-1] <= max(rows) - start + 1 + 4, (first, start, given)  # from the key frame on (+ leading)
+    assert given[-1] < n // 2  # the last read did not decode from the start
+
+
+def test_a_key_frame_record_the_decoder_disagrees_with_falls_back_to_the_start_with_the_same_frames(tmp_path,
+                                                                                                     monkeypatch):
+    n = 48
+    path = str(write_video(tmp_path / "v.mp4", textured(n, seed=1), gop=12))
+    _, keys = video_index(path)
+    whole = read_video_frames(path, range(n), 3)
+    given = _counting_frames(monkeypatch)
+    late = keys.copy()
+    late[-1, 0] += 1  # the last key frame recorded one position late: the decoder shows it elsewhere
+    rows = [int(keys[-2, 0]) + 1, int(keys[-1, 0]) + 2]  # from after the last-but-one key frame to past the last
+    assert rows[1] < n
+    for wrong in (late,
+                  keys + np.array([0, 1]),  # timestamps no frame has
+                  np.array([[rows[0], 10**9]])):  # a key frame past the file's end
+        got = read_video_frames(path, rows, 3, keys=wrong)
+        assert torch.equal(got, whole[rows]), wrong
+        assert given[-1] == rows[1] + 1  # the read that counted: from the start
+    assert video_index(path)[1].tolist() == keys.tolist()  # the same record every time
+
+
+def test_clip_data_of_video_files_records_their_key_frames_and_reads_from_them(tmp_path, monkeypatch):
+    root = tmp_path / "d"
+    rows = []
+    for i in range(3):
+        rel = f"rgb/s{i}.mp4"
+        write_video(root / rel, textured(40, seed=i), gop=10)
+        rows.append({"x.rgb": rel, "label": 0, "split": ("train", "val", "test")[i]})
+    write_rows(root, rows)
+    data = load_dataset(load_config(None, [f"data.name={root / 'manifest.csv'}", *CLIP, "data.clip.stride=2"]).data)
+    (src,) = data.sources["rgb"]
+    assert src.video and len(src.keys) == 3 and all(0 < k[0, 0] <= 10 for k in src.keys)
+    assert pickle.loads(pickle.dumps(data)).sources["rgb"][0].keys[2].tolist() == src.keys[2].tolist()
+    given = _counting_frames(monkeypatch)
+    frames = np.array([30, 32, 34, 36])
+    clip = data.read_clip(1, ["rgb"], frames)["rgb"]
+    start = int(src.keys[1][src.keys[1][:, 0] <= 30, 0].max())
+    assert given == [37 - start] and start > 0  # from the last key frame at or before frame 30
+    whole = read_video_frames(str(root / "rgb/s1.mp4"), range(40), 3)
+    assert torch.equal(clip.permute(1, 2, 3, 0), whole[frames])
 
 
 def test_a_frame_past_the_end_is_a_data_error_naming_the_file(tmp_path):

@@ -14,7 +14,8 @@ extra ``mmhal[video]``, PyAV: ``mmhal.data.video``): its frames are numbered 0, 
 decoding, and pair with the sample's other modalities by count alone (the same count; flow one fewer). Optical
 flow is read from frame folders only.
 
-Nothing but folder names, patterns and frame counts is held (NTU RGB+D has 56,880 samples of up to 300 frames);
+Nothing but folder names, patterns and frame counts is held (NTU RGB+D has 56,880 samples of up to 300 frames),
+and for a video file the positions and timestamps of its key frames, where reads start (``video``);
 a reader lists a sample's folder when it reads the sample (kept in a small per-process cache) and opens a
 sample's video file only while it decodes it (in the process that reads: no decoder is pickled). ``read_clip``
 decodes the frames of given indices into a ``(C, T, H, W)`` ``uint8`` tensor per modality, resized to
@@ -43,7 +44,7 @@ from ..config import ClipConfig
 from ..errors import DataError
 from .base import check_common
 from .files import IMAGE_SUFFIXES, decode_image
-from .video import is_video_name, read_video_frames, video_channels, video_frame_count, video_frame_size
+from .video import is_video_name, read_video_frames, video_channels, video_frame_size, video_index
 
 #: the default frame pattern: an image file whose name's last integer is the frame number
 LAST_NUMBER = r"(?:.*\D)?(\d+)\D*"
@@ -60,6 +61,9 @@ class FrameSource:
     pattern: str = LAST_NUMBER
     channels: int = 3
     video: bool = False
+    # a video source's key frames, object (N,) of int64 (K, 2) (position, timestamp) arrays (video.video_index),
+    # recorded when its frames are counted (count_frames); None: every read decodes from the first frame
+    keys: Optional[np.ndarray] = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -193,7 +197,8 @@ class ClipData:
             for src in self.sources[m]:
                 folder = self.folder(src, i)
                 if src.video:  # never flow (check): the reference frame positions as they are
-                    parts.append(read_video_frames(folder, np.asarray(frames), src.channels, self.frame_size))
+                    keys = None if src.keys is None else src.keys[i]
+                    parts.append(read_video_frames(folder, np.asarray(frames), src.channels, self.frame_size, keys))
                     continue
                 names = _listing(folder, src.pattern)
                 idx = flow_indices(frames, len(names)) if self.is_flow(m) else np.asarray(frames)
@@ -289,26 +294,32 @@ def _pairs(a: _Frames, b: _Frames, fewer: bool = False) -> bool:
 
 
 def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: Sequence[str], where,
-                 progress: bool = False) -> np.ndarray:
+                 progress: bool = False) -> tuple[np.ndarray, dict[str, list[FrameSource]]]:
     """The reference frame count of every sample, after checking that its modalities pair frame by frame:
     every non-flow source lists the same frame numbers, and a flow source the same numbers or all but the last;
     a video source (frames counted by decoding) pairs by count alone: the same count, or flow one fewer.
-    ``where(i)`` names sample ``i`` in the one-sentence DataError of a mismatch."""
+    ``where(i)`` names sample ``i`` in the one-sentence DataError of a mismatch. Also the sources, each video
+    source with the key frames its counting pass found (``FrameSource.keys``)."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     n = len(next(iter(next(iter(sources.values())))).folders)
     counts = np.zeros(n, dtype=np.int64)
     flows = set(flow)
+    key_frames = {(m, j): np.empty(n, dtype=object) for m, srcs in sources.items() for j, src in enumerate(srcs)
+            if src.video}
     for i in tqdm(range(n), desc="listing frame folders", unit="sample", leave=False, disable=not progress):
         ref: Optional[tuple[str, _Frames]] = None
         flow_lists = []
         for m, srcs in sources.items():
             mine: Optional[_Frames] = None
-            for src in srcs:
+            for j, src in enumerate(srcs):
                 p = str(src.folders[i])
                 folder = os.path.join(root, p) if root else p
                 if src.video:
-                    got: _Frames = (video_frame_count(folder), None)
+                    count, key_frames[m, j][i] = video_index(folder)
+                    got: _Frames = (count, None)
                     if not got[0]:
                         raise DataError(f"{where(i)} has no '{m}' frames: the video file '{folder}' holds no "
                                         "decodable frame")
@@ -339,7 +350,8 @@ def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: 
                 raise DataError(f"{where(i)} has {ref[1][0]} '{ref[0]}' frames but {got[0]} '{m}' frames; "
                                 f"optical flow has as many frames as '{ref[0]}' or one fewer, with the same numbers")
         counts[i] = ref[1][0]
-    return counts
+    return counts, {m: [replace(src, keys=key_frames[m, j]) if src.video else src for j, src in enumerate(srcs)]
+                    for m, srcs in sources.items()}
 
 
 # ----------------------------------------------------------------------------- frame folders named by a manifest
@@ -457,7 +469,7 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
     from .files import resolve_image_size
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
-    counts = count_frames(sources, root, list(cfg.clip.flow_modalities), where, progress=show)
+    counts, sources = count_frames(sources, root, list(cfg.clip.flow_modalities), where, progress=show)
     if value_range is None:
         value_range = {m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {}
     info = {} if info is None else info

@@ -1,9 +1,9 @@
 """Frames decoded from video files with PyAV (the optional extra ``pip install "mmhal[video]"``).
 
 A clip manifest's cell may name a video file (``VIDEO_SUFFIXES``) instead of a folder of frames; ``data.frames``
-reads it through the three functions here: :func:`video_frame_count`, :func:`video_frame_size` and
-:func:`read_video_frames`. PyAV is imported when one of them is called, never when this module is imported,
-so everything else works without it.
+reads it through the functions here: :func:`video_index` (the frame count and the key frames),
+:func:`video_frame_size`, :func:`video_channels` and :func:`read_video_frames`. PyAV is imported when one of
+them is called, never when this module is imported, so everything else works without it.
 
 * **Frame count: always by decoding.** A container's own count (``stream.frames``) is missing in Matroska and
   WebM, a guess in some AVI files, and in MP4 counts samples that the decoder may drop (edit lists, packed
@@ -11,9 +11,16 @@ so everything else works without it.
   number of frames the decoder gives, from the same decoding loop that :func:`read_video_frames` runs (the
   count and the positions agree by construction); no frame is converted to pixels. It costs one decoding pass
   per video when the dataset is made.
-* **Reading: from the first frame, no seeking.** Frame ``k`` is the ``k``-th frame the decoder gives; a seek
-  lands on a keyframe whose frame position is known only from timestamps (not exact with variable frame rates,
-  B-frames or edit lists), so every read decodes from the start and stops after the last wanted frame.
+* **Reading: from a key frame whose position was counted, else from the first frame.** Frame ``k`` is the
+  ``k``-th frame the decoder gives. A timestamp alone does not give a frame's position (variable frame rates,
+  B-frames, edit lists), so the counting pass (:func:`video_index`) also records the position and timestamp of
+  every key frame the decoder gives. A read of frames from position ``a`` on seeks to the last recorded key frame
+  at or before ``a``, skips what the decoder gives before the frame of that timestamp (an open GOP's leading
+  frames) and counts positions from there; every later key frame is checked against the record. Where the
+  decoder disagrees (the key frame's timestamp never comes, comes late, or a key frame lands at another
+  position) or the file has no usable timestamps, the read starts over from the first frame: the frames are
+  the same either way, only the cost differs (the tests compare the two on MPEG-4, H.264 with B-frames and an
+  open GOP, and VP9, in MP4, Matroska and AVI). It stops after the last wanted frame.
 * **Processes:** every call opens the file, decodes and closes it; no decoder outlives a call, so datasets
   holding video paths pickle into DataLoader worker processes and each worker opens its own decoders.
 
@@ -91,11 +98,26 @@ class _Video:
             raise self._error(exc) from None
 
 
-def video_frame_count(path: str) -> int:
-    """The number of frames the decoder gives for ``path`` (decoded, never taken from the container's header:
-    module docstring)."""
+def video_index(path: str) -> tuple[int, np.ndarray]:
+    """(the number of frames the decoder gives for ``path``, its key frames): frames decoded, never counted from
+    the container's header (module docstring); the key frames an int64 (K, 2) array of (position, timestamp) of
+    every key frame after the first frame that has a timestamp, empty where the timestamps do not rise with the
+    positions (then every read decodes from the first frame)."""
+    n, keys = 0, []
     with _Video(path) as v:
-        return sum(1 for _ in v.frames())
+        for frame in v.frames():
+            if n and frame.key_frame and frame.pts is not None:
+                keys.append((n, int(frame.pts)))
+            n += 1
+    table = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+    if len(table) > 1 and not bool(np.all(np.diff(table[:, 1]) > 0)):
+        table = table[:0]
+    return n, table
+
+
+def video_frame_count(path: str) -> int:
+    """The number of frames the decoder gives for ``path`` (``video_index``)."""
+    return video_index(path)[0]
 
 
 def video_frame_size(path: str) -> tuple[int, int]:
@@ -113,13 +135,49 @@ def video_channels(path: str) -> int:
     return 1 if str(fmt).startswith(("gray", "ya")) else 3
 
 
-def read_video_frames(path: str, indices: Sequence[int], channels: int,
-                      size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+class _Disagrees(Exception):
+    """The decoder, after a seek, does not give the frames the key-frame record says (``_from_key_frame``)."""
+
+
+def _from_key_frame(v: "_Video", keys: np.ndarray, wanted: np.ndarray, fmt: str) -> list:
+    """The ``wanted`` frames (sorted, distinct), decoded from the last key frame of ``keys`` at or before the
+    first of them (``video_index``); ``_Disagrees`` where the decoder does not give the recorded frames."""
+    j = int(np.searchsorted(keys[:, 0], wanted[0], side="right")) - 1
+    pos, pts = int(keys[j, 0]), int(keys[j, 1])
+    at = {int(t): int(p) for p, t in keys[j:]}  # the later key frames' positions, by timestamp
+    try:
+        v.container.seek(pts, stream=v.stream, backward=True, any_frame=False)
+    except (v.av.FFmpegError, OSError, ValueError) as exc:
+        raise _Disagrees from exc
+    got, k, n = [], 0, None  # n: the position of the frame in hand, once the key frame came
+    for frame in v.frames():
+        if n is None:
+            if frame.pts is None or frame.pts < pts:
+                continue  # what a decoder gives before the key frame after a seek (an open GOP's leading frames)
+            if frame.pts != pts:
+                raise _Disagrees
+            n = pos
+        elif frame.key_frame and frame.pts is not None and at.get(int(frame.pts), n) != n:
+            raise _Disagrees
+        if n == wanted[k]:
+            px = frame.to_ndarray(format=fmt)
+            got.append(px[..., None] if px.ndim == 2 else px)
+            k += 1
+            if k == len(wanted):
+                return got
+        n += 1
+    raise _Disagrees  # the file ended first: the read from the start says how
+
+
+def read_video_frames(path: str, indices: Sequence[int], channels: int, size: Optional[tuple[int, int]] = None,
+                      keys: Optional[np.ndarray] = None) -> torch.Tensor:
     """The frames at 0-based positions ``indices`` of the video at ``path`` (in any order, repeats allowed, as a
-    loop-padded clip's ``0 2 4 0 2 4``: each distinct frame is decoded once, in one pass from the start), as a
-    uint8 (T, H, W, C) tensor, channel-last as ``ClipData`` stacks frames: RGB for ``channels`` 3, luma for 1;
-    resized (antialiased, bilinear, as ``files.decode_image``) to ``size`` (H, W) when given and different. A
-    DataError naming the file when it cannot be decoded or ends before the last wanted frame."""
+    loop-padded clip's ``0 2 4 0 2 4``: each distinct frame is decoded once, in one pass), as a uint8
+    (T, H, W, C) tensor, channel-last as ``ClipData`` stacks frames: RGB for ``channels`` 3, luma for 1;
+    resized (antialiased, bilinear, as ``files.decode_image``) to ``size`` (H, W) when given and different.
+    ``keys``: the file's key frames from ``video_index``; the read then starts at the last one at or before the
+    first wanted frame (module docstring), else at the first frame. A DataError naming the file when it cannot
+    be decoded or ends before the last wanted frame."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -129,6 +187,13 @@ def read_video_frames(path: str, indices: Sequence[int], channels: int,
         raise ValueError(f"frame indices must be non-negative, got {idx.tolist()}")
     wanted = np.unique(idx)  # sorted, distinct
     fmt = "gray" if channels == 1 else "rgb24"
+    if keys is not None and len(keys) and int(keys[0, 0]) <= int(wanted[0]):
+        try:
+            with _Video(path) as v:
+                got = _from_key_frame(v, keys, wanted, fmt)
+            return _stacked(got, wanted, idx, size)
+        except _Disagrees:
+            pass
     got: list[np.ndarray] = []
     k = n = 0  # wanted frames found, frames decoded
     with _Video(path) as v:
@@ -142,6 +207,11 @@ def read_video_frames(path: str, indices: Sequence[int], channels: int,
             n += 1
     if k < len(wanted):
         raise DataError(f"video file '{path}' has {n} frames, but frame {int(wanted[k])} (0-based) was asked for")
+    return _stacked(got, wanted, idx, size)
+
+
+def _stacked(got: list, wanted: np.ndarray, idx: np.ndarray, size: Optional[tuple[int, int]]) -> torch.Tensor:
+    """The decoded ``wanted`` frames ``got`` as the (T, H, W, C) frames at ``idx``, resized to ``size``."""
     frames = torch.from_numpy(np.stack(got))  # (distinct T, H, W, C)
     if len(wanted) != len(idx):
         frames = frames[torch.from_numpy(np.searchsorted(wanted, idx))]
