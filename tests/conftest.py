@@ -1,10 +1,17 @@
 import os
+import signal
 
 import pytest
 import torch
 
 # Tests run on few threads and never touch the user's cache.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A shell starts a background job (`pytest &`) with SIGINT ignored, and the commands the tests start would inherit
+# that: mmhal then leaves Ctrl-C ignored (as under nohup), and the Ctrl-C tests would see runs that do not stop.
+# The suite's processes get the default disposition wherever the suite is started from.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
