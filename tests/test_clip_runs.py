@@ -7,7 +7,6 @@ other rank draw the same clips and crops as the uninterrupted single process."""
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from clip_fixtures import write_clip_manifest
+from test_resume import kill_at_first_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CLIP = ["data.clip.length=4", "data.clip.size=16,16", "data.clip.num_test_clips=2", "data.depth_range=1000,3500"]
@@ -59,16 +59,7 @@ def test_a_killed_clip_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp
     assert done.returncode == 0, done.stderr[-3000:]
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(_run(manifest, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before any epoch checkpoint was seen"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert not (out / "results.json").exists()
+    kill_at_first_checkpoint(_run(manifest, out), _env(), out)
     time.sleep(1.0)  # the orphaned loader worker sees its parent gone and exits
 
     resumed = subprocess.run(_run(manifest, out, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)

@@ -35,6 +35,21 @@ def _models(out):
     return {p.name: torch.load(p, map_location="cpu", weights_only=True) for p in sorted((out / "models").glob("*-seed*.pt"))}
 
 
+def kill_at_first_checkpoint(cmd, env, out: Path) -> None:
+    """Start ``cmd`` (an ``mmhal run`` into ``out``) and SIGKILL it as soon as an epoch checkpoint appears in
+    ``out``; it must not have finished by then."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before any epoch checkpoint was seen"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (out / "results.json").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [2])
 def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path, workers):
@@ -46,17 +61,7 @@ def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(data, out, workers=workers), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while not list(out.glob("checkpoints/*.pt")) and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        assert proc.poll() is None, "the run ended before any epoch checkpoint was seen"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert not (out / "results.json").exists()
+    kill_at_first_checkpoint(_cmd(data, out, workers=workers), _env(), out)
     if workers > 1:
         time.sleep(1.0)  # the orphaned workers see their parent gone and exit
 
