@@ -307,8 +307,8 @@ def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: 
     n = len(next(iter(next(iter(sources.values())))).folders)
     counts = np.zeros(n, dtype=np.int64)
     flows = set(flow)
-    key_frames = {(m, j): np.empty(n, dtype=object) for m, srcs in sources.items() for j, src in enumerate(srcs)
-            if src.video}
+    key_frames = {(m, j): np.empty(n, dtype=object)
+                  for m, srcs in sources.items() for j, src in enumerate(srcs) if src.video}
     for i in tqdm(range(n), desc="listing frame folders", unit="sample", leave=False, disable=not progress):
         ref: Optional[tuple[str, _Frames]] = None
         flow_lists = []

@@ -16,11 +16,13 @@ them is called, never when this module is imported, so everything else works wit
   B-frames, edit lists), so the counting pass (:func:`video_index`) also records the position and timestamp of
   every key frame the decoder gives. A read of frames from position ``a`` on seeks to the last recorded key frame
   at or before ``a``, skips what the decoder gives before the frame of that timestamp (an open GOP's leading
-  frames) and counts positions from there; every later key frame is checked against the record. Where the
-  decoder disagrees (the key frame's timestamp never comes, comes late, or a key frame lands at another
-  position) or the file has no usable timestamps, the read starts over from the first frame: the frames are
-  the same either way, only the cost differs (the tests compare the two on MPEG-4, H.264 with B-frames and an
-  open GOP, and VP9, in MP4, Matroska and AVI). It stops after the last wanted frame.
+  frames) and counts positions from there; every later recorded key frame the read passes is checked against
+  the record (the frames between key frames are not checked one by one: what follows a key frame in a
+  conforming stream does not depend on what precedes it, so the decoder gives it as it did from the start).
+  Where the decoder disagrees (the key frame's timestamp never comes, comes late, or a key frame lands at
+  another position) or the file has no usable timestamps, the read starts over from the first frame: the
+  frames are the same either way, only the cost differs (the tests compare the two on MPEG-4, H.264 with
+  B-frames and an open GOP, and VP9, in MP4, Matroska and AVI). It stops after the last wanted frame.
 * **Processes:** every call opens the file, decodes and closes it; no decoder outlives a call, so datasets
   holding video paths pickle into DataLoader worker processes and each worker opens its own decoders.
 
