@@ -349,3 +349,64 @@ def test_a_manifest_of_rgb_videos_and_depth_frame_folders_runs_end_to_end(tmp_pa
     assert report["data_info"]["frames"] == {"min": 8, "median": 8.0, "max": 8}
     assert report["data_info"]["modalities"] == {"rgb": [3, 4, 16, 16], "depth": [1, 4, 16, 16]}
     assert 0.0 <= report["results"]["mmh"]["accuracy"]["mean"] <= 1.0
+
+
+# ----------------------------------------------------------------------------- the frame-count cache
+def _indexed(monkeypatch) -> list:
+    """Make ``video.video_index`` (the decoding pass that counts a file's frames) note the files it decodes."""
+    seen = []
+    index = video_module.video_index
+
+    def noted(path):
+        seen.append(Path(path).name)
+        return index(path)
+
+    monkeypatch.setattr(video_module, "video_index", noted)
+    return seen
+
+
+def test_video_frame_counts_are_kept_in_the_cache_and_counted_again_when_a_file_changes(tmp_path, monkeypatch):
+    path = write_video_manifest(tmp_path / "d", n_per_class=2, classes=2, frames=6)
+    seen = _indexed(monkeypatch)
+    first = _load(path)
+    assert len(seen) == 4
+    kept = sorted((tmp_path / "mmhal-cache" / "video-index").glob("*.npy"))  # conftest: MMHAL_CACHE
+    assert len(kept) == 4
+
+    seen.clear()
+    again = _load(path)
+    assert seen == []  # every count and key frame from the cache
+    assert again.num_frames.tolist() == first.num_frames.tolist()
+    for a, b in zip(first.sources["rgb"][0].keys, again.sources["rgb"][0].keys):
+        assert a.dtype == b.dtype == np.int64 and a.tolist() == b.tolist()
+
+    # a video rewritten with other frames (and so another size or time) is counted again, and only it
+    victim = tmp_path / "d" / str(again.sources["rgb"][0].folders[1])
+    write_video(victim, textured(6, seed=9))
+    seen.clear()
+    assert _load(path).num_frames.tolist() == first.num_frames.tolist()
+    assert seen == [victim.name]
+
+    # a damaged or foreign cache file is not used (nor unpickled): the video is decoded again
+    files = sorted((tmp_path / "mmhal-cache" / "video-index").glob("*.npy"))
+    assert len(files) == 5  # the rewritten video's new entry beside its old one
+    for f in files[:-1]:
+        f.write_bytes(b"not an index")
+    with open(files[-1], "wb") as f:  # an object array: loading it would unpickle
+        np.save(f, np.array([[6, 0]], dtype=object), allow_pickle=True)
+    seen.clear()
+    assert _load(path).num_frames.tolist() == first.num_frames.tolist()
+    assert len(seen) == 4
+
+
+def test_a_cache_that_cannot_be_written_is_one_warning_and_the_counts_are_still_right(tmp_path, monkeypatch):
+    path = write_video_manifest(tmp_path / "d", n_per_class=2, classes=2, frames=6)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("MMHAL_CACHE", str(blocked))
+    data = _load(path)
+    assert data.num_frames.tolist() == [6] * 4
+    (warning,) = [w for w in data.info.get("warnings", []) if "video files" in w]
+    assert warning.startswith("the frame counts of 4 video files could not be kept in the cache (")
+    assert warning.endswith("set $MMHAL_CACHE to a writable folder")
+    assert blocked.read_text() == "not a folder"

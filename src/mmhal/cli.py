@@ -50,8 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
     p.add_argument("--version", nargs=0, action=Version, help="print the versions of mmhal and torch, then exit")
     sub = p.add_subparsers(dest="command", required=True)
-    where = (f"Converted datasets and trained teachers are cached in {default_cache_dir()} (the folder $MMHAL_CACHE "
-             "names, else ~/.cache/mmhal; config key cache_dir). Relative paths, in a --config recipe as on the "
+    where = (f"Trained teachers, converted datasets and video frame counts are cached in {default_cache_dir()} (the "
+             "folder $MMHAL_CACHE names, else ~/.cache/mmhal; config key cache_dir, for teachers). Relative paths, in a --config recipe as on the "
              "command line, are relative to the current folder; a run's config.yaml holds them as absolute paths.")
     r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results",
                        epilog=where)

@@ -44,7 +44,7 @@ from ..config import ClipConfig
 from ..errors import DataError
 from .base import check_common
 from .files import IMAGE_SUFFIXES, decode_image
-from .video import is_video_name, read_video_frames, video_channels, video_frame_size, video_index
+from .video import cached_index, is_video_name, read_video_frames, video_channels, video_frame_size
 
 #: the default frame pattern: an image file whose name's last integer is the frame number
 LAST_NUMBER = r"(?:.*\D)?(\d+)\D*"
@@ -294,12 +294,14 @@ def _pairs(a: _Frames, b: _Frames, fewer: bool = False) -> bool:
 
 
 def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: Sequence[str], where,
-                 progress: bool = False) -> tuple[np.ndarray, dict[str, list[FrameSource]]]:
+                 progress: bool = False, cache_dir: Optional[str] = None,
+                 failed: Optional[list] = None) -> tuple[np.ndarray, dict[str, list[FrameSource]]]:
     """The reference frame count of every sample, after checking that its modalities pair frame by frame:
     every non-flow source lists the same frame numbers, and a flow source the same numbers or all but the last;
     a video source (frames counted by decoding) pairs by count alone: the same count, or flow one fewer.
     ``where(i)`` names sample ``i`` in the one-sentence DataError of a mismatch. Also the sources, each video
-    source with the key frames its counting pass found (``FrameSource.keys``)."""
+    source with the key frames its counting pass found (``FrameSource.keys``); video indexes are kept in
+    ``cache_dir`` (``video.cached_index``; cache writes that failed are appended to ``failed``)."""
     from dataclasses import replace
 
     from tqdm.auto import tqdm
@@ -318,7 +320,7 @@ def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: 
                 p = str(src.folders[i])
                 folder = os.path.join(root, p) if root else p
                 if src.video:
-                    count, key_frames[m, j][i] = video_index(folder)
+                    count, key_frames[m, j][i] = cached_index(folder, cache_dir, failed)
                     got: _Frames = (count, None)
                     if not got[0]:
                         raise DataError(f"{where(i)} has no '{m}' frames: the video file '{folder}' holds no "
@@ -466,13 +468,20 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
     ``info`` gains the frame counts (min, median, max) and the input shapes; ``fields``: groups, bona_fide, ..."""
     import sys
 
+    from ..config import default_cache_dir
     from .files import resolve_image_size
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
-    counts, sources = count_frames(sources, root, list(cfg.clip.flow_modalities), where, progress=show)
+    failed: list[str] = []
+    counts, sources = count_frames(sources, root, list(cfg.clip.flow_modalities), where, progress=show,
+                                   cache_dir=default_cache_dir(), failed=failed)
     if value_range is None:
         value_range = {m: tuple(cfg.depth_range) for m in sources} if cfg.depth_range else {}
     info = {} if info is None else info
+    if failed:
+        info.setdefault("warnings", []).append(
+            f"the frame counts of {len(failed)} video files could not be kept in the cache ({failed[0]}); they are "
+            "decoded to count their frames on every load: set $MMHAL_CACHE to a writable folder")
     info["frames"] = {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())}
     first = first_frame(sources, root)
     frame_size = resolve_image_size(cfg.image_size, first, frame_size_of)
