@@ -139,6 +139,27 @@ def test_the_clip_policy_per_split(tmp_path):
     assert torch.equal(test["rgb"][4], val["rgb"])  # the middle clip's centre crop is the validation view
 
 
+@pytest.mark.parametrize("frames", [5, 12])  # overlapping test clips (and loop-padded ones), and apart ones
+def test_test_clips_decode_each_frame_once_and_equal_clips_read_one_by_one(tmp_path, monkeypatch, frames):
+    from mmhal.data import frames as frames_module
+    from mmhal.data.clips import clip_indices, eval_views
+
+    path = write_clip_manifest(tmp_path, modalities=("rgb", "depth", "flow"), frames=frames)
+    data = _load(path, "data.depth_range=1000,3500", "data.clip.num_test_clips=4", "data.clip.stride=2")
+    mods = ["rgb", "depth", "flow"]
+    rows = clip_indices(int(data.num_frames[4]), data.clip, "test", 0, 0, 4)
+    want = [v for r in rows for v in eval_views(data.read_clip(4, mods, r), data.clip)]
+    decoded = []
+    stack = frames_module.ClipData._frames
+    monkeypatch.setattr(frames_module.ClipData, "_frames",
+                        lambda self, m, paths, ch: decoded.append(len(paths)) or stack(self, m, paths, ch))
+    got = data.sample(4, mods, "test")
+    for m in mods:
+        assert torch.equal(got[m], torch.stack([v[m] for v in want])), m
+    assert decoded == [len(np.unique(rows))] * 4  # rgb, depth, flow x, flow y: each distinct frame once
+    assert len(np.unique(rows)) < rows.size or frames == 12
+
+
 def test_test_views_are_scored_by_their_mean_probability(tmp_path):
     from mmhal.engine.loop import predict
     from mmhal.engine.samples import SampleSplit
