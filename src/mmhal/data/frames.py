@@ -316,7 +316,8 @@ def count_frames(sources: Mapping[str, Sequence[FrameSource]], root: str, flow: 
     flows = set(flow)
     key_frames = {(m, j): np.empty(n, dtype=object)
                   for m, srcs in sources.items() for j, src in enumerate(srcs) if src.video}
-    for i in tqdm(range(n), desc="listing frame folders", unit="sample", leave=False, disable=not progress):
+    desc = "counting frames" + (" (videos are decoded once)" if key_frames else "")
+    for i in tqdm(range(n), desc=desc, unit="sample", leave=False, disable=not progress):
         ref: Optional[tuple[str, _Frames]] = None
         flow_lists = []
         for m, srcs in sources.items():
