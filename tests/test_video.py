@@ -235,14 +235,16 @@ def test_without_pyav_the_error_says_how_to_install_it(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- manifests of videos
 def write_video_manifest(root: Path, n_per_class: int = 6, classes: int = 3, frames: int = 8,
-                         short: dict[int, int] | None = None) -> Path:
-    """``root/manifest.csv``: per sample an RGB video ``rgb/<key>.mp4`` (the fixtures' moving square) and a depth
-    folder of 16-bit PNGs ``depth/<key>/depth_<n>.png``, both ``frames`` frames (``short``: sample -> the video's
-    frame count instead); split by sample position: train, val, test, train, train, test, ..."""
+                         short: dict[int, int] | None = None, gop: int = 0) -> Path:
+    """``root/manifest.csv``: per sample an RGB video ``rgb/<key>.mp4`` (the fixtures' moving square; a key frame
+    every ``gop`` frames, 0: the encoder's default) and a depth folder of 16-bit PNGs
+    ``depth/<key>/depth_<n>.png``, both ``frames`` frames (``short``: sample -> the video's frame count instead);
+    split by sample position: train, val, test, train, train, test, ..."""
     rows = []
     for i, label, key in sample_keys(classes, n_per_class):
         n = (short or {}).get(i, frames)
-        write_video(root / "rgb" / f"{key}.mp4", [frame_pixels(key, label, "rgb", t, (H, W)) for t in range(n)])
+        write_video(root / "rgb" / f"{key}.mp4", [frame_pixels(key, label, "rgb", t, (H, W)) for t in range(n)],
+                    gop=gop)
         write_frames(root / "depth" / key, key, label, "depth", range(1, frames + 1), "depth_{}.png", (H, W))
         rows.append({"label": label, "split": ("train", "val", "test", "train", "train", "test")[i % 6],
                      "group": key, "x.rgb": f"rgb/{key}.mp4", "x.depth": f"depth/{key}"})
@@ -338,7 +340,12 @@ def test_a_video_cell_of_optical_flow_or_a_column_mixing_videos_and_folders_is_r
 def test_a_manifest_of_rgb_videos_and_depth_frame_folders_runs_end_to_end(tmp_path):
     from mmhal.cli import main
 
-    path = write_video_manifest(tmp_path / "d", n_per_class=6, classes=3, frames=8)
+    """Videos with a key frame every 3 frames: the clips are read from recorded key frames. `mmhal predict` on the
+    manifest then scores every test view as the run did (the same logits)."""
+    from mmhal.engine.artifacts import open_run
+    from mmhal.engine.predict import load_networks, open_inputs, predict_logits
+
+    path = write_video_manifest(tmp_path / "d", n_per_class=6, classes=3, frames=8, gop=3)
     out = tmp_path / "run"
     rc = main(["run", "--data", str(path), "--student", "rgb", "--methods", "mmh", "--seeds", "1", "--epochs", "1",
                "--out", str(out), "--no-progress", "model.width=4", "train.batch_size=4", "workers=1",
@@ -349,6 +356,14 @@ def test_a_manifest_of_rgb_videos_and_depth_frame_folders_runs_end_to_end(tmp_pa
     assert report["data_info"]["frames"] == {"min": 8, "median": 8.0, "max": 8}
     assert report["data_info"]["modalities"] == {"rgb": [3, 4, 16, 16], "depth": [1, 4, 16, 16]}
     assert 0.0 <= report["results"]["mmh"]["accuracy"]["mean"] <= 1.0
+
+    run = open_run(out)
+    data = load_dataset(run.config.data)
+    assert all(len(k) >= 1 and k[0, 0] <= 3 for k in data.sources["rgb"][0].keys)  # key frames recorded
+    nets = load_networks(run, "mmh")
+    z = predict_logits(nets, open_inputs(str(path), None, run, nets), 64)
+    want = torch.load(out / "jobs" / "mmh-seed0.pt", weights_only=True)["logits"].numpy()
+    np.testing.assert_allclose(z[0, data.indices("test")], want, rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the frame-count cache
