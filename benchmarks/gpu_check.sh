@@ -28,6 +28,7 @@ bench bf16-cl-compiled --precision bf16 --channels-last --compile --settings fac
 # issue 11's 3D step (R3D-18 clips, batch 4; target with bf16: MMH step <= 1.6x the student step)
 bench clip-fp32 --settings clip,clip-late
 bench clip-bf16 --precision bf16 --settings clip,clip-late
+bench clip-bf16-cl --precision bf16 --channels-last --settings clip,clip-late
 echo "== loader: memory vs DataLoader workers (face, 8192 samples, batch 256)"
 timeout 240 python benchmarks/loader_throughput.py --device cuda --setting face --samples 8192 --workers 0,2,4,8 \
   --json "$dir/loader-face.loader.json" || echo "!! loader benchmark failed or timed out (exit $?)"

@@ -136,6 +136,35 @@ def test_channels_last_converts_image_models_and_trains_like_contiguous():
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
 
 
+def test_channels_last_stores_3d_video_models_and_clips_ndhwc_and_trains_like_contiguous():
+    from mmhal.models.video import VideoNet
+
+    spec = {"rgb": (3, 4, 16, 16), "depth": (1, 4, 16, 16)}
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (24,), generator=g)
+    x = {m: torch.randn(24, *shape, generator=g) for m, shape in spec.items()}
+    x["rgb"][:, 0] += y[:, None, None, None].float()
+    train = Split({m: v[:16] for m, v in x.items()}, y[:16])
+    val = Split({m: v[16:] for m, v in x.items()}, y[16:])
+
+    def method():
+        torch.manual_seed(5)
+        teacher = VideoNet(spec, ["rgb", "depth"], 3, arch="r3d18", width=4)
+        student = VideoNet(spec, ["rgb"], 3, arch="r3d18", width=4)
+        return METHODS.get("mmh")(student, teacher, DistillConfig())
+
+    tcfg = _tcfg(epochs=2, batch_size=8)
+    ref = fit(method(), train, val, tcfg, seed=0, progress=False)
+    m = method()
+    res = fit(m, train, val, dataclasses.replace(tcfg, channels_last=True), seed=0, progress=False)
+    kernels = [p for p in m.student.parameters() if p.dim() == 5]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in m.teacher.parameters() if p.dim() == 5)
+    for a, b in zip(ref.history, res.history):
+        for k in ("ce", "rad", "dad", "val_loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
+
+
 class _FakeCompileError(torch._dynamo.exc.TorchDynamoException):
     pass
 

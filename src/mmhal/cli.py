@@ -112,7 +112,7 @@ def _common_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="output folder (default: runs/<dataset>-<student>-<date-time>)")
     r.add_argument("--device", help="cpu, cuda, cuda:N or auto (default: cpu)")
     r.add_argument("--precision", help="32 (default), bf16 (CPU or CUDA) or 16 (CUDA, with loss scaling): train.precision")
-    r.add_argument("--channels-last", action="store_true", help="NHWC layout for image models: train.channels_last=true")
+    r.add_argument("--channels-last", action="store_true", help="NHWC (images) / NDHWC (clips) layout for convolutional models: train.channels_last=true")
     r.add_argument("--compile", action="store_true", help="torch.compile the networks' forward: train.compile=true")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.rad_lambda=0.5")

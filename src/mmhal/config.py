@@ -258,7 +258,7 @@ class TrainConfig:
     # How a training step runs (docs/scaling.md): "32" fp32 | "bf16" autocast bfloat16 (CPU or CUDA) |
     # "16" autocast float16 with loss scaling (CUDA only). Losses are computed in fp32 in every mode.
     precision: str = "32"
-    channels_last: bool = False  # image inputs and 2-D convolutions in NHWC layout (GPU tensor cores)
+    channels_last: bool = False  # images + 2-D convolutions NHWC, clips + 3-D convolutions NDHWC (tensor cores, oneDNN)
     compile: bool = False  # torch.compile the network's forward; a compile failure is an error, not a fallback
     # How batches reach the device (docs/scaling.md): "memory" = every split held as tensors on the device
     # (fastest while the data fit) | "workers" = splits in host memory, a DataLoader with loader_workers

@@ -6,8 +6,9 @@
   the CPU has no fast fp16 kernels). The distillation losses and the cross-entropy are computed in fp32
   either way (the methods cast logits and features with ``.float()`` and keep their matrix products
   out of autocast, see ``mmhal.distill.base.full_precision``).
-* ``channels_last``: 4-D parameters (2-D convolutions) and 4-D inputs (images) are stored NHWC, the
-  layout cuDNN's tensor-core kernels and oneDNN prefer. Sequence and vector models are unaffected.
+* ``channels_last``: 4-D parameters (2-D convolutions) and 4-D inputs (images) are stored NHWC, 5-D ones
+  (3-D convolutions, clips) NDHWC, the layouts cuDNN's tensor-core kernels and oneDNN prefer. Sequence and
+  vector models are unaffected.
 * ``compile``: the student's forward is wrapped in ``torch.compile``. A compilation failure is raised
   as a ``UserError`` naming the cause: there is no silent fallback to eager mode.
 
@@ -53,17 +54,23 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+#: the channels-last memory format of a tensor of each rank (images and 2-D kernels; clips and 3-D kernels)
+CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def to_channels_last(module: nn.Module) -> nn.Module:
-    """Store every 4-D parameter and buffer of ``module`` channels-last, in place (other ranks untouched)."""
+    """Store every 4-D and 5-D parameter and buffer of ``module`` channels-last (NHWC, NDHWC), in place (other
+    ranks untouched)."""
     for t in list(module.parameters()) + list(module.buffers()):
-        if t.dim() == 4:
-            t.data = t.data.contiguous(memory_format=torch.channels_last)
+        if t.dim() in CHANNELS_LAST:
+            t.data = t.data.contiguous(memory_format=CHANNELS_LAST[t.dim()])
     return module
 
 
 def channels_last_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch with every 4-D (image) input channels-last; other inputs as they are."""
-    return {m: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for m, x in inputs.items()}
+    """The batch with every 4-D (image) and 5-D (clip) input channels-last; other inputs as they are."""
+    return {m: x.contiguous(memory_format=CHANNELS_LAST[x.dim()]) if x.dim() in CHANNELS_LAST else x
+            for m, x in inputs.items()}
 
 
 def is_compile_error(exc: BaseException) -> bool:
