@@ -198,17 +198,17 @@ class _Disagrees(Exception):
     """The decoder, after a seek, does not give the frames the key-frame record says (``_from_key_frame``)."""
 
 
-def _from_key_frame(v: "_Video", keys: np.ndarray, wanted: np.ndarray, fmt: str) -> list:
-    """The ``wanted`` frames (sorted, distinct), decoded from the last key frame of ``keys`` at or before the
-    first of them (``video_index``); ``_Disagrees`` where the decoder does not give the recorded frames."""
-    j = int(np.searchsorted(keys[:, 0], wanted[0], side="right")) - 1
+def _from_key_frame(v: "_Video", keys: np.ndarray, first: int):
+    """(position, frame) pairs of ``v``'s frames from the last key frame of ``keys`` (``video_index``) at or before
+    position ``first`` on; ``_Disagrees`` where the decoder does not give the recorded frames."""
+    j = int(np.searchsorted(keys[:, 0], first, side="right")) - 1
     pos, pts = int(keys[j, 0]), int(keys[j, 1])
     at = {int(t): int(p) for p, t in keys[j:]}  # the later key frames' positions, by timestamp
     try:
         v.container.seek(pts, stream=v.stream, backward=True, any_frame=False)
     except (v.av.FFmpegError, OSError, ValueError) as exc:
         raise _Disagrees from exc
-    got, k, n = [], 0, None  # n: the position of the frame in hand, once the key frame came
+    n = None  # the position of the frame in hand, once the key frame came
     for frame in v.frames():
         if n is None:
             if frame.pts is None or frame.pts < pts:
@@ -218,14 +218,22 @@ def _from_key_frame(v: "_Video", keys: np.ndarray, wanted: np.ndarray, fmt: str)
             n = pos
         elif frame.key_frame and frame.pts is not None and at.get(int(frame.pts), n) != n:
             raise _Disagrees
-        if n == wanted[k]:
+        yield n, frame
+        n += 1
+
+
+def _collect(positioned, wanted: np.ndarray, fmt: str) -> tuple[list, int]:
+    """The ``wanted`` frames (sorted, distinct positions) of the (position, frame) pairs ``positioned`` as arrays
+    in ``fmt``, stopping after the last of them; and the number of positions passed (the last one + 1)."""
+    got, n = [], 0
+    for at, frame in positioned:
+        n = at + 1
+        if at == wanted[len(got)]:
             px = frame.to_ndarray(format=fmt)
             got.append(px[..., None] if px.ndim == 2 else px)
-            k += 1
-            if k == len(wanted):
-                return got
-        n += 1
-    raise _Disagrees  # the file ended first: the read from the start says how
+            if len(got) == len(wanted):
+                break
+    return got, n
 
 
 def read_video_frames(path: str, indices: Sequence[int], channels: int, size: Optional[tuple[int, int]] = None,
@@ -249,23 +257,16 @@ def read_video_frames(path: str, indices: Sequence[int], channels: int, size: Op
     if keys is not None and len(keys) and int(keys[0, 0]) <= int(wanted[0]):
         try:
             with _Video(path) as v:
-                got = _from_key_frame(v, keys, wanted, fmt)
-            return _stacked(got, wanted, idx, size)
+                got, _ = _collect(_from_key_frame(v, keys, int(wanted[0])), wanted, fmt)
+            if len(got) == len(wanted):  # else the file ended first: the read from the start says how
+                return _stacked(got, wanted, idx, size)
         except _Disagrees:
             pass
-    got: list[np.ndarray] = []
-    k = n = 0  # wanted frames found, frames decoded
     with _Video(path) as v:
-        for frame in v.frames():
-            if n == wanted[k]:
-                px = frame.to_ndarray(format=fmt)
-                got.append(px[..., None] if px.ndim == 2 else px)
-                k += 1
-                if k == len(wanted):
-                    break
-            n += 1
-    if k < len(wanted):
-        raise DataError(f"video file '{path}' has {n} frames, but frame {int(wanted[k])} (0-based) was asked for")
+        got, n = _collect(enumerate(v.frames()), wanted, fmt)
+    if len(got) < len(wanted):
+        raise DataError(f"video file '{path}' has {n} frames, but frame {int(wanted[len(got)])} (0-based) was asked "
+                        "for")
     return _stacked(got, wanted, idx, size)
 
 
