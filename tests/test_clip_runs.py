@@ -7,7 +7,6 @@ other rank draw the same clips and crops as the uninterrupted single process."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 import torch
 
 from clip_fixtures import write_clip_manifest
+from test_distributed import _free_port, _steps
 from test_resume import kill_at_first_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -88,17 +88,7 @@ def test_a_killed_clip_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp
         assert torch.equal(a, b), job
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DDP = ["--methods", "mmh", "--seeds", "1", "--epochs", "2", "train.optimizer=sgd", "distill.dad_global=true", *COMMON]
-
-
-def _steps(log: Path, job: str) -> list[dict]:
-    return [r for r in map(json.loads, log.read_text().splitlines()) if r["job"] == job]
 
 
 def test_a_two_process_clip_run_completes_and_its_first_steps_match_one_process(tmp_path, manifest):

@@ -128,9 +128,15 @@ def test_channels_last_converts_image_models_and_trains_like_contiguous():
     spec, train, val = _data(image=True)
     ref, _, _ = _fit(spec, train, val, _tcfg())
     res, _, method = _fit(spec, train, val, _tcfg(channels_last=True))
-    convs = [p for p in method.student.parameters() if p.dim() == 4]
-    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in method.teacher.parameters() if p.dim() == 4)
+    _assert_channels_last_like(method, 4, torch.channels_last, ref, res)
+
+
+def _assert_channels_last_like(method, dim: int, layout, ref, res) -> None:
+    """``method``'s student and teacher hold their ``dim``-D parameters in ``layout`` (the student has some), and
+    the channels-last fit ``res`` trained like the contiguous one ``ref``."""
+    kernels = [p for p in method.student.parameters() if p.dim() == dim]
+    assert kernels and all(p.is_contiguous(memory_format=layout) for p in kernels)
+    assert all(p.is_contiguous(memory_format=layout) for p in method.teacher.parameters() if p.dim() == dim)
     for a, b in zip(ref.history, res.history):
         for k in ("ce", "rad", "dad", "val_loss"):
             assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
@@ -157,12 +163,7 @@ def test_channels_last_stores_3d_video_models_and_clips_ndhwc_and_trains_like_co
     ref = fit(method(), train, val, tcfg, seed=0, progress=False)
     m = method()
     res = fit(m, train, val, dataclasses.replace(tcfg, channels_last=True), seed=0, progress=False)
-    kernels = [p for p in m.student.parameters() if p.dim() == 5]
-    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in kernels)
-    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in m.teacher.parameters() if p.dim() == 5)
-    for a, b in zip(ref.history, res.history):
-        for k in ("ce", "rad", "dad", "val_loss"):
-            assert b[k] == pytest.approx(a[k], rel=1e-3, abs=1e-5), k
+    _assert_channels_last_like(m, 5, torch.channels_last_3d, ref, res)
 
 
 class _FakeCompileError(torch._dynamo.exc.TorchDynamoException):

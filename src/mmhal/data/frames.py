@@ -40,7 +40,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..config import ClipConfig
+from ..config import ClipConfig, default_cache_dir
 from ..errors import DataError
 from .base import check_common
 from .files import IMAGE_SUFFIXES, decode_image
@@ -474,7 +474,6 @@ def build_clip_data(cfg, name: str, root: str, sources: Mapping[str, list[FrameS
     ``info`` gains the frame counts (min, median, max) and the input shapes; ``fields``: groups, bona_fide, ..."""
     import sys
 
-    from ..config import default_cache_dir
     from .files import resolve_image_size
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
