@@ -114,8 +114,8 @@ def test_rerun_into_a_folder_with_results_is_refused_not_overwritten(tmp_path, c
 def test_user_mistakes_get_one_sentence_and_exit_code_2(tmp_path, capsys, args, words):
     data = _tiny(tmp_path / "tiny.npz")
     base = ["run", "--data", str(data), "--student", "weak", "--out", str(tmp_path / "o"), "--no-progress"]
-    if args[0] == "--data":
-        base[2] = args[1]
+    if args[0] in ("--data", "--student"):  # in place of the base's (an option given twice is a mistake of its own)
+        base[base.index(args[0]) + 1] = args[1]
         args = []
     rc = main(base + args)
     err = capsys.readouterr().err

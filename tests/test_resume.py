@@ -179,9 +179,10 @@ def test_resume_with_another_configuration_is_one_sentence_and_exit_code_2(tmp_p
     rc, err = _cli(tmp_path, capsys, *base, "--epochs", "1")
     assert rc == 0, err
     rc, err = _cli(tmp_path, capsys, *base, "--epochs", "2", "--resume")
-    _one_sentence(rc, err, "was started with a different configuration (train.epochs: 1 there, 2 now)")
+    _one_sentence(rc, err, "asks for other settings than the run in")
+    assert "started with (train.epochs: 1 then, 2 now)" in err
     rc, err = _cli(tmp_path, capsys, "--resume", "--out", out, "--precision", "bf16")
-    _one_sentence(rc, err, "train.precision: '32' there, 'bf16' now")
+    _one_sentence(rc, err, "train.precision: '32' then, 'bf16' now")
     # how batches reach the device may change: the batches are the same
     rc, err = _cli(tmp_path, capsys, "train.loader=workers", "train.loader_workers=1", "--resume", "--out", out)
     assert rc == 0 and "resume: 1 of 1 students already finished" in err, err
@@ -193,7 +194,8 @@ def test_resume_with_another_configuration_is_one_sentence_and_exit_code_2(tmp_p
         (["--precision", "8"], "train.precision must be 32, bf16 or 16, got '8'"),
         (["train.precision=fp8"], "train.precision must be 32, bf16 or 16, got 'fp8'"),
         (["--precision", "16"], "train.precision 16 (float16 with loss scaling) needs a CUDA device"),
-        (["--channels-last", "train.channels_last=maybe"], "expects true/false"),
+        (["train.channels_last=maybe"], "expects true/false"),
+        (["--channels-last", "train.channels_last=false"], "--channels-last and the override train.channels_last=false"),
     ],
 )
 def test_precision_flag_mistakes_are_one_sentence_and_exit_code_2(tmp_path, capsys, args, words):

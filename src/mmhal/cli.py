@@ -26,11 +26,66 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, machine_limit
 
 
 def _csv(s: str) -> list[str]:
     return [p.strip() for p in s.split(",") if p.strip()]
+
+
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes a value: given twice (``--config a.yaml --config b.yaml``), a UserError, where
+    argparse alone would keep the last one without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_options", {})
+        if self.dest in given:
+            shown = lambda v: ",".join(v) if isinstance(v, list) else str(v)  # noqa: E731
+            raise UserError(f"{option_string} is given twice ('{shown(given[self.dest])}', then '{shown(values)}'); "
+                            "give it once")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
+def _parser(sub, name: str, **kw) -> argparse.ArgumentParser:
+    """A subcommand whose value options may be given once (``_StoreOnce``)."""
+    parser = sub.add_parser(name, **kw)
+    parser.register("action", None, _StoreOnce)
+    parser.register("action", "store", _StoreOnce)
+    return parser
+
+
+# The key each flag sets (``build_config``): an override of the same key beside it is refused, not silently lost.
+FLAG_KEYS = {"data": "data.name", "root": "data.path", "teacher": "teacher", "student": "student", "methods": "methods",
+             "seeds": "seeds", "epochs": "train.epochs", "out": "out", "device": "device",
+             "precision": "train.precision", "channels_last": "train.channels_last", "compile": "train.compile",
+             "no_progress": "progress"}
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether dotted keys ``a`` and ``b`` set the same setting (equal, or one a section holding the other)."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_settings_given_once(args) -> None:
+    """A UserError when a ``key=value`` override sets a setting twice (``train.lr=1 train.lr=2``, or
+    ``train={lr: 1}`` beside ``train.lr=2``) or sets what a flag beside it sets (``--epochs 5 train.epochs=3``):
+    one of the two would be dropped without a word."""
+    from .config import join_overrides
+
+    given = [o.strip() for o in join_overrides(list(getattr(args, "overrides", None) or [])) if "=" in o]
+    keys = [o.partition("=")[0].strip() for o in given]
+    for i, a in enumerate(keys):
+        for j, b in enumerate(keys[:i]):
+            if _overlaps(a, b):
+                raise UserError(f"the setting {max(a, b, key=len)} is given twice ({given[j]} and {given[i]}); give it once")
+    for dest, key in FLAG_KEYS.items():
+        if getattr(args, dest, None) in (None, False, []):
+            continue
+        for a, item in zip(keys, given):
+            if _overlaps(a, key):
+                raise UserError(f"--{dest.replace('_', '-')} and the override {item} both set {max(a, key, key=len)}; "
+                                "give it once")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -53,21 +108,21 @@ def get_parser() -> argparse.ArgumentParser:
     where = (f"Trained teachers, converted datasets and video frame counts are cached in {default_cache_dir()} (the "
              "folder $MMHAL_CACHE names, else ~/.cache/mmhal; config key cache_dir, for teachers). Relative paths, in a --config recipe as on the "
              "command line, are relative to the current folder; a run's config.yaml holds them as absolute paths.")
-    r = sub.add_parser("run", help="train the teacher, then every method for every seed; print and save results",
+    r = _parser(sub, "run", help="train the teacher, then every method for every seed; print and save results",
                        epilog=where)
     _common_arguments(r)
     r.add_argument("--overwrite", action="store_true", help="replace the run in --out once the new one is complete (the old one stays whole until then)")
     r.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
                         "from its last epoch (its saved config.yaml is the base; other settings must match it)")
-    t = sub.add_parser("tune", help="tune every method's own hyperparameters with the same budget, on validation only",
+    t = _parser(sub, "tune", help="tune every method's own hyperparameters with the same budget, on validation only",
                        epilog=where)
     _common_arguments(t)
     t.add_argument("--trials", type=int, default=8, help="configurations tried per method (trial 0 = current settings)")
     t.add_argument("--tune-seeds", type=int, default=2,
                    help="students per trial (seeds 1000, 1001, ...: never the reporting seeds; default 2)")
     sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
-    pr = sub.add_parser("predict", help="apply a run's trained students to new data; write one CSV row per sample")
+    pr = _parser(sub, "predict", help="apply a run's trained students to new data; write one CSV row per sample")
     pr.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
     pr.add_argument("--data", required=True, help="the new data: a .npz file, a manifest .csv, or a dataset name "
                                                   "(it needs only the student's modalities)")
@@ -80,7 +135,7 @@ def get_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     pr.add_argument("--batch-size", type=int, default=1024, help="samples per forward pass (default: 1024)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ex = sub.add_parser("export", help="export one trained student for deployment (ONNX or TorchScript) with a model card")
+    ex = _parser(sub, "export", help="export one trained student for deployment (ONNX or TorchScript) with a model card")
     ex.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
     ex.add_argument("--method", help="which method's student (default: the run's recommendation); "
                                      "'teacher' exports the teacher")
@@ -88,7 +143,7 @@ def get_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="onnx (default) or torchscript")
     ex.add_argument("--out", help="the folder to write (default: RUN/export/<method>-seed<seed>-<format>)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    rp = sub.add_parser("report", help="an HTML page and PNG figures of a finished run: which method to deploy, and why")
+    rp = _parser(sub, "report", help="an HTML page and PNG figures of a finished run: which method to deploy, and why")
     rp.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
     rp.add_argument("--out", help="the folder to write (default: RUN/report)")
     rp.add_argument("--data-root", help="where the run's data now lives, when it has moved (data.path)")
@@ -129,6 +184,7 @@ def build_config(args, base=None, kind: str = "run"):
 
     from .config import join_overrides, load_config, validate
 
+    check_settings_given_once(args)
     recipe = base or args.config
     cfg = load_config(recipe, args.overrides)
     kept = None  # the run folder that this command leaves alone
@@ -263,12 +319,48 @@ COMMANDS = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "predict": cmd_p
 _TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
+def _printable_everywhere() -> None:
+    """Under a locale whose encoding is not UTF-8 (``LANG=C`` without Python's UTF-8 coercion, a Latin-1
+    terminal), a character the terminal cannot show (``±``, a class name's accent) is printed escaped
+    (``\\xb1``) instead of ending the command with a UnicodeEncodeError after all the work. Files are always
+    written as UTF-8 (``utils.atomic_write_text``)."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured (closed, or not a text file)
+                pass
+
+
+def _more_open_files() -> None:
+    """Raise this process's soft limit of open files to its hard limit (at most 65536): worker processes and
+    their DataLoaders pass tensors as file descriptors, and a default soft limit of 1024 (or a lower one set by a
+    cluster) can run out where the hard limit would not. A limit that cannot be raised is left as it is; what it
+    then stops is reported in one sentence (``errors.machine_limit``)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main(argv=None) -> int:
+    _printable_everywhere()
+    _more_open_files()
     if _TRACKER_QUIET not in sys.warnoptions:
         sys.warnoptions.append(_TRACKER_QUIET)
     parser = get_parser()
-    # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
-    args, extra = parser.parse_known_args(argv)
+    try:
+        # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
+        args, extra = parser.parse_known_args(argv)
+    except UserError as exc:  # an option given twice (_StoreOnce)
+        print(f"mmhal: error: {exc}", file=sys.stderr)
+        return 2
     if extra:
         from .config import join_overrides
 
@@ -279,7 +371,7 @@ def main(argv=None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     restore = _stop_on_second_interrupt()
-    interrupted = False
+    interrupted, stopped = False, 0
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
@@ -294,10 +386,17 @@ def main(argv=None) -> int:
         if engine is not None and isinstance(exc, engine.JobFailed):  # a worker's error, with its traceback, once
             print(f"mmhal: error: {exc}", file=sys.stderr)
             return 1
-        raise
+        why = machine_limit(exc)  # a full disk, too few open files, memory, the locale: one sentence, not a traceback
+        if why is None:
+            raise
+        print(f"mmhal: error: {why}", file=sys.stderr)
+        stopped = 2  # what was left half-open (a DataLoader whose workers did not start) is not torn down noisily
+        return 2
     finally:
         if interrupted and argv is None:  # the command line's own process: everything it started is stopped
             _exit_now(130)
+        if stopped and argv is None:
+            _exit_now(stopped)
         if restore is not None:
             restore()
 

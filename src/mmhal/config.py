@@ -264,7 +264,7 @@ class TrainConfig:
     # (fastest while the data fit) | "workers" = splits in host memory, a DataLoader with loader_workers
     # persistent processes gathers each batch (pinned memory on CUDA). The batches, and so results, are the same.
     loader: str = "memory"
-    loader_workers: int = 4
+    loader_workers: int = 4  # at most this many, and no more than the CPUs the process may use (utils.usable_cpus)
 
 
 # The baseline distillation methods' own settings (``mmhal.distill.fitnet`` ... ``hallucination``; defaults are
@@ -448,6 +448,27 @@ def _shown(value: Any) -> str:
     return "null" if value is None else f"'{value}'" if isinstance(value, str) else str(value)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a mapping that names a key twice is an error (PyYAML keeps the last one silently,
+    so a recipe with ``train:`` twice would drop the first block without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key '{key}' appears twice in one mapping (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (``_UniqueKeyLoader``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _bad(key: str, tp: Any, got: Any) -> UserError:
     return UserError(f"config key '{key}' expects {_expects(tp)}, got {_shown(got)}")
 
@@ -458,7 +479,11 @@ def _parse(text: str, key: str = "") -> Any:
     if not text.strip():
         return ""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
+    except yaml.constructor.ConstructorError as exc:
+        if "appears twice" in str(exc.problem):
+            raise UserError(f"config key '{key}': {exc.problem}; give it once") from None
+        return text
     except yaml.YAMLError:
         if text.count("[") + text.count("{") > text.count("]") + text.count("}"):
             raise UserError(f"config key '{key}' has an unclosed bracket in '{text}'; write the value without "
@@ -697,9 +722,13 @@ def read_recipe(path: str) -> dict:
     if not p.is_file():
         raise UserError(f"config file '{path}' does not exist")
     try:
-        mapping = yaml.safe_load(p.read_text()) or {}
+        mapping = load_yaml(p.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"config file '{path}' cannot be read ({type(exc).__name__})") from None
+    except yaml.constructor.ConstructorError as exc:
+        if "appears twice" not in str(exc.problem):
+            raise UserError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"config file '{path}': {exc.problem}; give it once (only the last would count)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(mapping, dict):
@@ -814,6 +843,9 @@ def _check_modalities(names: Optional[list[str]], key: str) -> None:
             raise UserError(f"{key} lists the modality '{name}' twice")
 
 
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: utils.derive_seed reads 64 bits of a seed, so larger ones would repeat
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the settings' ranges and combinations; a UserError in one sentence naming the first bad one."""
     _check_finite(cfg)
@@ -912,6 +944,10 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("model.weights_sha256 is set but model.weights names no file to check")
     if not cfg.seeds:
         raise UserError("at least one seed is needed")
+    for key, values in (("seeds", cfg.seeds), ("teacher_seed", [cfg.teacher_seed]), ("data.split_seed", [cfg.data.split_seed])):
+        bad = next((v for v in values if not 0 <= v < SEED_LIMIT), None)
+        if bad is not None:  # a negative seed and seed + 2**64 would draw the same streams (utils.derive_seed)
+            raise UserError(f"{key} holds {bad}; a seed is a whole number from 0 to 2**63 - 1")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         dup = next(s for s in cfg.seeds if cfg.seeds.count(s) > 1)
         raise UserError(f"seeds lists the seed {dup} twice; each seed trains one student, so they must differ")

@@ -1,4 +1,13 @@
-"""Errors a user can cause. The CLI prints their message as one sentence and exits with code 2."""
+"""Errors a user can cause, and the limits of the machine a command can run into. The CLI prints their message
+as one sentence and exits with code 2."""
+from __future__ import annotations
+
+import errno
+import locale
+import os
+import re
+import shutil
+from typing import Optional
 
 
 class UserError(Exception):
@@ -7,3 +16,87 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A data file that cannot be used as it is."""
+
+
+_DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+_FILES = (errno.EMFILE, errno.ENFILE)
+# torch.save's writer reports a short write as a RuntimeError without an errno ("unexpected pos 704 vs 598")
+_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+_OUT_OF_MEMORY = ("can't allocate memory", "DefaultCPUAllocator", "CUDA out of memory", "out of memory")
+
+
+def _gib(n: float) -> str:
+    if n >= 1024**3:
+        return f"{n / 1024**3:.1f} GiB"
+    return f"{n / 1024**2:.0f} MiB" if n >= 1024**2 else f"{n / 1024:.0f} KiB"
+
+
+def _free(folder) -> str:
+    if folder is None:
+        return ""
+    try:
+        return f" ({_gib(shutil.disk_usage(folder).free)} free in '{folder}')"
+    except OSError:
+        return ""
+
+
+def _limit(resource_name: str) -> Optional[int]:
+    """The soft limit ``resource.RLIMIT_<name>`` of this process (None: unlimited or unknown)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(getattr(resource, f"RLIMIT_{resource_name}"))
+    except (ImportError, AttributeError, OSError, ValueError):
+        return None
+    return None if soft == getattr(resource, "RLIM_INFINITY", -1) else soft
+
+
+def _memory() -> str:
+    try:
+        return f" (this machine has {_gib(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))})"
+    except (ValueError, OSError, AttributeError):
+        return ""
+
+
+def machine_limit(exc: BaseException, folder=None) -> Optional[str]:
+    """The limit of the machine that ``exc`` ran into, as one sentence with what to do, or None when ``exc`` is
+    no such limit: a full disk or quota (``folder``: where it was writing), a file-size limit, too few open
+    files for the worker processes, a name longer than the file system allows, memory, or text the locale's
+    encoding cannot hold. Recognised by errno and, for errors passed on by torch and its worker processes (which
+    keep only the message), by their text."""
+    no, text = getattr(exc, "errno", None), str(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or \
+            any(s in text for s in _OUT_OF_MEMORY):
+        asked = re.search(r"allocate (\d+) bytes", text)
+        gpu = "CUDA" in text or type(exc).__name__ == "OutOfMemoryError"
+        what = f"asked for {_gib(int(asked.group(1)))}" if asked else "did not fit"
+        where = "GPU memory" if gpu else f"memory{_memory()}"
+        return (f"out of {where}: an allocation {what}; a size setting may be far too large (model.width, "
+                "train.batch_size, data.image_size, data.clip.*), or use a machine with more memory")
+    if no in _DISK or "No space left on device" in text or "Disk quota exceeded" in text:
+        return (f"no space is left on the device{_free(folder)}; free some space, or write elsewhere "
+                "(--out; cache_dir or $MMHAL_CACHE for the cache)")
+    if no == errno.EFBIG or "File too large" in text:
+        return "a file would grow past this process's file-size limit (ulimit -f); raise the limit or write elsewhere"
+    if no in _FILES or "Too many open files" in text or "received 0 items of ancdata" in text:
+        n = _limit("NOFILE")
+        return (f"this process may open only {n if n is not None else 'a few'} files at once (ulimit -n), too few "
+                "for its worker processes; raise the limit (e.g. ulimit -n 4096) or use fewer workers "
+                "(workers=1 train.loader_workers=0)")
+    if no == errno.ENAMETOOLONG:
+        name = getattr(exc, "filename", None)
+        return (f"a file or folder name is longer than the file system allows{f' ({name!r})' if name else ''}; "
+                "choose a shorter name")
+    if any(s in text for s in _SHORT_WRITE):
+        size = _limit("FSIZE")
+        if size is not None:
+            return f"a file would grow past this process's file-size limit (ulimit -f, {size} bytes); raise it"
+        return (f"the write stopped short, so the disk may be full{_free(folder)}; free some space, or write "
+                "elsewhere (--out; cache_dir or $MMHAL_CACHE for the cache)")
+    if isinstance(exc, (UnicodeEncodeError, UnicodeDecodeError)):
+        encoding = locale.getpreferredencoding(False)
+        if encoding.lower().replace("-", "") != "utf8":
+            verb = "written" if isinstance(exc, UnicodeEncodeError) else "read"
+            return (f"a file name or text cannot be {verb} in this locale's encoding ({encoding}); run mmhal under a "
+                    "UTF-8 locale (e.g. LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+    return None

@@ -12,28 +12,35 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .errors import UserError, machine_limit
+
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should read like any file
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        why = machine_limit(exc, path.parent if path.parent.is_dir() else None)
+        if why is None:
+            raise
+        raise UserError(f"'{path}' cannot be written: {why}") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     def w(tmp: str) -> None:
-        with open(tmp, "w") as f:
+        # UTF-8 whatever the locale; a path the locale could not decode (surrogate escapes) is written as its bytes
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -110,6 +117,89 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def _quota(folder: Path, v2: bool) -> float | None:
+    """The CPU quota set in cgroup folder ``folder``, in CPUs, or None (no limit, or nothing readable)."""
+    try:
+        if v2:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+        else:
+            quota, period = (folder / "cpu.cfs_quota_us").read_text().strip(), (folder / "cpu.cfs_period_us").read_text().strip()
+        return float(quota) / float(period) if quota not in ("max", "-1") and float(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def cgroup_cpu_limit(cgroup_file: str = "/proc/self/cgroup", mount: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (``quota / period``, the smallest along the hierarchy up to
+    the mount point), or None when there is none (no quota, no cgroup, not Linux). cgroup v2 reads ``cpu.max``;
+    v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` of the cpu controller. ``cgroup_file`` and ``mount`` are
+    parameters for the tests."""
+    try:
+        lines = Path(cgroup_file).read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        hier, _, rest = line.partition(":")
+        controllers, _, rel = rest.partition(":")
+        v2 = hier == "0" and controllers == ""
+        if v2:
+            roots = [Path(mount), Path(mount) / "unified"]
+        elif "cpu" in controllers.split(","):
+            roots = [Path(mount) / controllers, Path(mount) / "cpu"]
+        else:
+            continue
+        root = next((r for r in roots if (r / rel.lstrip("/")).is_dir()), None)
+        if root is None:
+            continue
+        folder = root / rel.lstrip("/")
+        for f in [folder, *folder.parents]:
+            q = _quota(f, v2)
+            if q is not None:
+                limits.append(q)
+            if f == root:
+                break
+    return min(limits) if limits else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: those its affinity mask allows (``taskset``, a batch system's cpuset),
+    capped by its cgroup's CPU quota (a container's or a cluster job's ``--cpus``; a fraction counts down,
+    at least 1). ``os.cpu_count()`` counts the machine's CPUs instead: 2 workers on 1 allowed CPU ran 3x
+    slower than 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
+    return max(1, n)
+
+
+OPEN_FILES_PER_PROCESS = 16  # pipes, queues and tensors in flight of one worker process (32 base; 20 hung a run)
+
+
+def require_open_files(processes: int, what: str) -> None:
+    """A UserError in one sentence unless this process may open enough files (``ulimit -n``) to start
+    ``processes`` worker processes (``what``, e.g. "2 DataLoader workers"): when the limit runs out while they
+    start, PyTorch's DataLoader can wait forever on a batch that was never sent. ``cli`` has already raised the
+    soft limit to the hard one where it could."""
+    if processes < 1:
+        return
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return
+    need = 32 + OPEN_FILES_PER_PROCESS * processes
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raise UserError(f"this process may open only {soft} files at once (ulimit -n), too few for {what} (about "
+                        f"{need} needed); raise the limit (e.g. ulimit -n 4096) or use fewer workers "
+                        "(workers=1 train.loader_workers=0)")
 
 
 def return_freed_memory() -> bool:

@@ -58,7 +58,7 @@ def open_run(path: str | Path) -> RunFolder:
         raise UserError(f"'{p}' is not a finished mmhal run (it has no {missing}); give the folder of a run that "
                         "completed, or finish it with `mmhal run --resume --out " + str(p) + "`")
     try:
-        results = json.loads(res_path.read_text())
+        results = json.loads(res_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"'{res_path}' is not valid JSON, so the run in '{p}' cannot be read") from None
     if not isinstance(results, dict) or "results" not in results:
@@ -66,7 +66,7 @@ def open_run(path: str | Path) -> RunFolder:
     import yaml
 
     try:
-        mapping = yaml.safe_load(cfg_path.read_text()) or {}
+        mapping = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         raise UserError(f"'{cfg_path}' is not valid YAML, so the run in '{p}' cannot be read") from None
     if not isinstance(mapping, dict):

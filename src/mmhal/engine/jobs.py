@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import UserError
+from ..errors import UserError, machine_limit
 from ..metrics import accuracy
-from ..utils import return_freed_memory
+from ..utils import require_open_files, return_freed_memory, usable_cpus
 from . import distributed
 from .runfolder import sigint_held
 
@@ -41,8 +41,16 @@ def resolve_workers(cfg, device, n_jobs: int, in_memory: bool = True) -> int:
         return 1
     if not in_memory and cfg.workers <= 0:  # data on disk: one job at a time, fed by its DataLoader workers
         return 1
-    w = cfg.workers if cfg.workers > 0 else min(2, os.cpu_count() or 1)
+    w = cfg.workers if cfg.workers > 0 else min(2, usable_cpus())
     return max(1, min(w, n_jobs))
+
+
+def main_threads(cfg) -> int:
+    """Torch threads of the process that trains the teacher (and the students when they run in it):
+    ``train.threads``, else the CPUs this process may use (``utils.usable_cpus``: affinity and cgroup quota, not
+    the machine's count). A fixed function of the machine, never of its load: the thread count changes CPU
+    reductions, and a run must repeat its own figures exactly."""
+    return cfg.train.threads if cfg.train.threads > 0 else usable_cpus()
 
 
 _WORKER_CTX: Optional[JobContext] = None
@@ -120,7 +128,8 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
             done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, trial=job[2] if len(job) > 2 else None)
             report(job, r)
         return done
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    require_open_files(workers, f"{workers} student worker processes (workers)")
+    threads = max(1, usable_cpus() // workers)
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue() if ctx.cfg.progress else None
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
@@ -171,6 +180,9 @@ def _job_result(fut, job) -> dict:
         raise JobFailed(f"a worker process ended abruptly (killed, or out of memory) while it trained student {job[0]} "
                         f"seed {job[1]}; the finished students and epoch checkpoints are kept") from None
     except Exception as exc:
+        why = machine_limit(exc)  # a full disk, too few open files, memory: one sentence, not the worker's traceback
+        if why is not None:
+            raise UserError(f"student {job[0]} seed {job[1]} stopped: {why}") from None
         remote = getattr(exc.__cause__, "tb", None)  # the worker's traceback, as concurrent.futures passes it on
         text = remote.strip().strip('"').strip() if isinstance(remote, str) else "".join(traceback.format_exception(exc))
         what = f"{job[0]} {job[2]}" if len(job) > 2 else job[0]

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import UserError
-from ..utils import derive_seed
+from ..utils import derive_seed, require_open_files, usable_cpus
 
 LOADERS = ("memory", "workers")
 
@@ -122,6 +122,8 @@ class TrainBatches:
             self.loader = split.loader(self.sampler, modalities, seed=derive_seed(sampler.seed, "augment", sampler.stream),
                                        persistent=True)
         elif loader == "workers":
+            workers = min(workers, usable_cpus())  # no more gathering processes than CPUs this process may use
+            require_open_files(workers, f"{workers} DataLoader worker process(es) (train.loader_workers)")
             self.loader = DataLoader(
                 SplitDataset(split, modalities), batch_sampler=sampler, num_workers=workers,
                 collate_fn=_whole_batch, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,

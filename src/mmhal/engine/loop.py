@@ -176,7 +176,7 @@ def _log_step(path: Path, desc: str, i: int, losses: dict, params, main: bool) -
     if main:
         rec = {"job": desc, "step": i, "loss": sum(mean.values()), "losses": mean, "grad_norm": norm,
                "world_size": collective.world_size()}
-        with open(path, "a") as f:
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import os
 import sys
 import time
 import zipfile
@@ -42,7 +41,7 @@ from ..config import DataConfig
 from ..data.base import DATASETS, input_kind, load_dataset
 from ..errors import DataError, UserError
 from ..models.network import NetworkBase
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, usable_cpus
 from .artifacts import RunFolder, choose_method, load_network, method_members, model_files, open_run
 from .device import resolve_device
 
@@ -465,7 +464,7 @@ def main(args) -> int:
     out = Path(args.out) if args.out else default_out(run, method, args.data)
     check_out(out, args.overwrite)
     nets = load_networks(run, method, args.seed, device)
-    workers = min(4, os.cpu_count() or 1)
+    workers = min(4, usable_cpus())
     inputs = open_inputs(args.data, args.root, run, nets, workers)
     t0 = time.perf_counter()
     logits = predict_logits(nets, inputs, args.batch_size, device, progress=not args.no_progress)

@@ -911,7 +911,7 @@ def build(run: artifacts.RunFolder, data_root: Optional[str] = None, regions: bo
             notes.append(f"{what}: left out: {exc}")
     bar.close()
     files = {f"{f.name}.png": f.png for f in figures}
-    files[INDEX] = page_html(run.results, run, figures, notes).encode("utf-8")
+    files[INDEX] = page_html(run.results, run, figures, notes).encode("utf-8", "surrogateescape")
     return files, figures, notes
 
 

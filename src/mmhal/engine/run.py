@@ -40,8 +40,8 @@ from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
                       results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
-                        plan_folder, sigint_held)
-from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers  # noqa: F401
+                        plan_folder, read_marker, sigint_held)
+from .jobs import JobFailed, _report, _run_jobs, main_threads, reads_samples, resolve_workers  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
@@ -372,24 +372,66 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
 
 
+def _as_settings(saved, what: str) -> dict:
+    """A saved configuration (a mapping) with today's defaults filled in and absolute paths, as ``to_dict`` gives
+    it; a UserError when it is not one."""
+    if not isinstance(saved, dict):
+        raise UserError(f"{what} is not an mmhal configuration, so the run cannot be resumed")
+    try:  # both with absolute paths: a relative --data typed again names the same file
+        return to_dict(absolute_paths(apply_mapping(RunConfig(), saved)))
+    except UserError:
+        return saved  # compared as written; a difference is reported by the caller
+
+
+def _shown_diffs(diffs) -> str:
+    return "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+
+
 def check_resumable(cfg: RunConfig, out: Path) -> None:
-    """A UserError unless the run in ``out`` was started with this same configuration (``RESUME_FREE``
-    aside). ``run`` has already checked, before loading any data, that ``out/config.yaml`` exists."""
+    """A UserError, before anything trains, unless this resume asks for the settings the run in ``out`` started
+    with (``RESUME_FREE`` aside): those its marker recorded when it started, so that an edit of its
+    ``config.yaml`` after an interruption is named as such instead of mixing two settings in one table (a run
+    of an mmhal that recorded none is compared with its ``config.yaml``). ``run`` has already checked, before
+    loading any data, that ``out/config.yaml`` exists."""
     saved_path = out / "config.yaml"
     try:
-        saved = yaml.safe_load(saved_path.read_text()) or {}
+        written = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:
         raise UserError(f"'{saved_path}' is not valid YAML, so the run in '{out}' cannot be resumed") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"'{saved_path}' is not an mmhal configuration, so the run in '{out}' cannot be resumed")
-    try:  # both with absolute paths: a relative --data typed again names the same file
-        saved = to_dict(absolute_paths(apply_mapping(RunConfig(), saved)))
-    except UserError:
-        pass  # compared as written; a difference is reported below
-    diffs = _config_diffs(saved, to_dict(absolute_paths(cfg)))
-    if diffs:
-        shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diffs[:3])
-        raise UserError(f"the run in '{out}' was started with a different configuration ({shown}); resume it with the same settings")
+    started = (read_marker(out) or {}).get("settings")
+    now = to_dict(absolute_paths(cfg))
+    if started is None:  # an earlier mmhal: the config.yaml is all there is
+        diffs = _config_diffs(_as_settings(written, f"'{saved_path}'"), now)
+        if diffs:
+            raise UserError(f"the run in '{out}' was started with a different configuration ({_shown_diffs(diffs)}); "
+                            "resume it with the same settings")
+        return
+    started = _as_settings(started, f"the marker of '{out}'")
+    diffs = _config_diffs(started, now)
+    if not diffs:
+        return
+    edited = _config_diffs(started, _as_settings(written, f"'{saved_path}'"))
+    if edited:
+        raise UserError(f"the run in '{out}' was started with other settings than its config.yaml now holds "
+                        f"({_shown_diffs(edited)}): the file was edited after the run started; a resumed run keeps the "
+                        "settings it started with, so put them back, or start a new run with the new settings "
+                        "(another --out)")
+    raise UserError(f"this --resume asks for other settings than the run in '{out}' started with "
+                    f"({_shown_diffs(diffs)}); resume it with the same settings, or start a new run (another --out)")
+
+
+def check_same_data(work: Path, fingerprint: str, resume: bool) -> None:
+    """On ``--resume``, a UserError before the teacher or any student trains when the data differ from those the
+    run started on (labels, split or a modality's values: ``data.fingerprint``); the fingerprint is recorded in
+    the run's marker the first time the data are read."""
+    marker = read_marker(work) or {"command": "run"}
+    was = marker.get("data")
+    if resume and was is not None and was != fingerprint:
+        raise UserError(f"the data of the run in '{work}' changed since it started (fingerprint {was} then, "
+                        f"{fingerprint} now: labels, split or a modality's values differ); resume it on the same data, "
+                        "or start a new run (another --out)")
+    if was is None:
+        atomic_write_json(work / MARKER, {**marker, "data": fingerprint})
 
 
 def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:
@@ -435,8 +477,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     """
     log = log or (lambda s: tqdm.write(s))
     t_start = time.time()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(main_threads(cfg))
     dctx = distributed.current()
     main = dctx.is_main
     device = distributed.job_device(cfg.device, dctx)
@@ -459,7 +500,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
         pad = pad_options(cfg, data, eval_split)
         notes = input_warnings(data, teacher_mods, student_mods, eval_split)
         if main:  # every check of the input has passed: now the folder is made (or adopted)
-            folder.open(log)
+            folder.open(log, settings=to_dict(absolute_paths(cfg)))
             for d in ("", "models/", "jobs/", "checkpoints/"):  # half-written files of a killed run
                 for part in folder.work.glob(f"{d}.*.tmp"):
                     part.unlink()
@@ -528,6 +569,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     y_eval = splits[eval_split].labels.cpu().numpy()
 
     fingerprint = data.fingerprint()
+    distributed.main_only(lambda: check_same_data(work, fingerprint, resume))
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint)
     digest = state_digest(teacher.state_dict())
     if resume:  # the students already trained were distilled from the teacher in models/teacher.pt
@@ -643,6 +685,14 @@ def _finished_jobs(out: Path, jobs, digest: str) -> tuple[dict, int]:
     return done, partial
 
 
+def _to_numpy(t: torch.Tensor):
+    """A CPU tensor as a NumPy array (copied), or the tensor itself where NumPy has no such dtype (bf16)."""
+    try:
+        return t.detach().cpu().numpy().copy()
+    except TypeError:
+        return t
+
+
 class JobContext:
     """What every student job needs; built once per process (in the parent, or in each worker)."""
 
@@ -661,7 +711,15 @@ class JobContext:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_ready"] = state["_given"] = None  # tensors are rebuilt in the worker
+        # The teacher's weights travel as bytes in the pickle: a tensor would be passed as a shared-memory file
+        # descriptor per weight, which runs out under a low open-file limit (ulimit -n 64 failed at the start).
+        state["teacher_state"] = {k: _to_numpy(v) for k, v in self.teacher_state.items()}
         return state
+
+    def __setstate__(self, state):
+        state["teacher_state"] = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                  for k, v in state["teacher_state"].items()}
+        self.__dict__.update(state)
 
     def prime(self, splits: dict, teacher) -> None:
         """Use splits and a teacher this process already holds (same data, same state) in ``ready``."""

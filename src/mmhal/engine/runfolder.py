@@ -100,7 +100,7 @@ def read_marker(folder: Path) -> Optional[dict]:
     if not path.is_file():
         return None
     try:
-        marker = json.loads(path.read_text())
+        marker = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         marker = None
     return marker if isinstance(marker, dict) else {"command": "run"}
@@ -131,8 +131,10 @@ class RunFolder:
     opened: bool = False
     made: tuple = ()  # the parent folders ``open`` created (removed again when a failed run leaves nothing)
 
-    def open(self, log) -> None:
-        """Make (or adopt) the folder and mark it; called once every check of the user's input has passed."""
+    def open(self, log, settings: Optional[dict] = None) -> None:
+        """Make (or adopt) the folder and mark it; called once every check of the user's input has passed.
+        ``settings`` (the resolved configuration, absolute paths) is recorded in the marker of a run that
+        starts: what ``--resume`` must match, whatever is later edited in its config.yaml."""
         if self.mode == "replace":
             self._remove_stale(log)
         self.made = tuple(p for p in self.work.parents if not p.exists())
@@ -140,7 +142,8 @@ class RunFolder:
             self.work.mkdir(parents=True, exist_ok=True)
             if self.mode != "resume" or read_marker(self.work) is None:
                 atomic_write_json(self.work / MARKER, {"mmhal": __version__, "command": self.kind,
-                                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                       **({"settings": settings} if settings is not None else {})})
         except OSError as exc:
             raise UserError(f"the {self.kind} folder '{self.out}' cannot be created or written "
                             f"({exc.strerror or type(exc).__name__})") from None
@@ -248,7 +251,7 @@ def _earlier_run(folder: Path) -> Optional[dict]:
     import yaml
 
     try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     if not isinstance(cfg, dict) or not {"data", "train", "methods", "seeds"} <= set(cfg):

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ..data.augment import augment_sample
 from ..errors import UserError
+from ..utils import require_open_files, usable_cpus
 
 
 class SampleDataset(Dataset):
@@ -117,7 +118,7 @@ class SampleSplit:
                  mode: str = "val"):
         self.data, self.index, self.modalities = data, np.asarray(index), list(modalities)
         self.device = torch.device(device)
-        self.workers = int(workers)
+        self.workers = min(int(workers), usable_cpus())  # no more decoding processes than CPUs this process may use
         self.augment = augment if augment is not None and augment.active else None
         # Action clips (data.frames.ClipData): ``mode`` train = a random augmented clip per epoch (the centre
         # clip when read for evaluation), val = the centre clip, test = every test view, ``views`` per sample.
@@ -140,6 +141,7 @@ class SampleSplit:
     def loader(self, batch_sampler, modalities, seed: int = 0, persistent: bool = False,
                workers: Optional[int] = None) -> DataLoader:
         workers = self.workers if workers is None else workers
+        require_open_files(workers, f"{workers} DataLoader worker process(es) (train.loader_workers)")
         loader = DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=workers,
                             collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
                             persistent_workers=persistent and workers > 0)
