@@ -146,7 +146,7 @@ def test_empty_cell(tmp_path):
     ("x.", "names no modality"),
     ("x.rgb.left", "not a plain name"),
     ("x.2d", "not a plain name"),
-    ("weight", "unknown column 'weight'"),
+    ("weight", "looks like 'x.weight' (its cells name image files, like a modality)"),
 ])
 def test_bad_column_names(tmp_path, column, expected):
     path = write_manifest(tmp_path)
@@ -166,7 +166,7 @@ def test_label_and_bona_fide_together_or_neither(tmp_path):
     assert "both a 'label' and a 'bona_fide'" in error(path)
     path = write_manifest(tmp_path / "b", with_species=False)
     rewrite(path, lambda h, rows: h.__setitem__(0, "group2"))
-    assert "unknown column 'group2'" in error(path)
+    assert "column 'group2'" in error(path) and "looks like 'group'" in error(path)
     path = write_manifest(tmp_path / "c", with_species=False)
     rewrite(path, lambda h, rows: ([r.pop(0) for r in rows], h.pop(0)))
     assert "no 'label' column" in error(path)

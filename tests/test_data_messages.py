@@ -101,6 +101,8 @@ def test_a_zip_member_that_is_not_an_array_is_skipped(tmp_path):
         z.writestr("notes.txt", "collected in 2024")
     data = load_npz(DataConfig(), path=str(path))
     assert sorted(data.modalities) == ["strong", "weak"]
+    assert data.info["ignored_keys"] == ["notes.txt"]  # not read, but named in the warning on unread keys
+    assert any(w.startswith("mmhal does not read the key 'notes.txt'") for w in data.info["warnings"])
 
 
 def test_a_npz_without_label_but_with_y_says_to_rename_it(tmp_path, capsys):

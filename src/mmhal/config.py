@@ -199,6 +199,10 @@ class DataConfig:
     # An npz file's own `split` that puts samples of one `group` (person, video, session) in more than one of
     # train/val/test is an error (the test figures would be inflated); true: accept it, with a warning.
     allow_shared_groups: bool = False
+    # Keys of a .npz file (columns of a manifest) kept on purpose that mmhal does not read: neither refused for
+    # looking like a key it reads (`splits`, `target`, `X.rgb`) nor named in the warning on unread keys
+    # (data/keys.py). May not name a modality key (x.<name>); a key the format reads is refused when loading.
+    ignore_keys: list[str] = field(default_factory=list)
     # HAPT: train subjects held out for validation (model selection). Six of the 21 train subjects:
     # three left validation accuracy at 97-99 % for every epoch, so epoch choice was noise.
     hapt_val_subjects: list[int] = field(default_factory=lambda: [5, 11, 16, 22, 27, 30])
@@ -846,6 +850,18 @@ def _check_modalities(names: Optional[list[str]], key: str) -> None:
 SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1: utils.derive_seed reads 64 bits of a seed, so larger ones would repeat
 
 
+def _check_ignore_keys(names: list[str]) -> None:
+    """data.ignore_keys: names of keys (columns), none empty, none twice, none a modality key ``x.<name>``."""
+    for name in names:
+        if not str(name).strip():
+            raise UserError("data.ignore_keys holds an empty name; list the keys (or manifest columns) to keep unread")
+        if str(name).startswith("x."):
+            raise UserError(f"data.ignore_keys lists '{name}', a modality key, which mmhal always reads; choose the "
+                            "modalities of a run with --teacher and --student instead")
+        if names.count(name) > 1:
+            raise UserError(f"data.ignore_keys lists '{name}' twice")
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the settings' ranges and combinations; a UserError in one sentence naming the first bad one."""
     _check_finite(cfg)
@@ -869,6 +885,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.scoring not in ("auto", "sample", "video"):
         raise UserError(f"data.scoring must be auto, sample or video, got '{cfg.data.scoring}'")
     _validate_cefa(cfg.data.cefa)
+    _check_ignore_keys(cfg.data.ignore_keys)
     dr = cfg.data.depth_range
     if dr and (len(dr) != 2 or not dr[0] < dr[1]):
         raise UserError(f"data.depth_range must be [lo, hi] with lo < hi (e.g. 500,4500 millimetres), got {list(dr)}")

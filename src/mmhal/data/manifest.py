@@ -15,25 +15,31 @@ Channels per modality come from the first sample's file (grey = 1, else 3); ever
 ``data.image_size`` (default: the first sample's image size). Without a ``split`` column mmhal makes one
 as for ``.npz`` files (whole groups per split; by ``video`` when there is no ``group``). Every file is
 checked to exist when the manifest is loaded; each problem is one sentence naming the line and column.
+
+Any other column goes through ``data.keys.check_unread`` (``check_columns``), the rule of ``.npz`` keys: one
+that looks like a column mmhal reads (``splits``, ``Label``, ``subject``, ``is_real``, ``X.rgb``, a column of
+image or video files) is a DataError with a did-you-mean; the others are named in one warning (their cells
+may be empty); ``data.ignore_keys`` keeps columns on purpose, silently. ``info["ignored_columns"]`` lists
+every unread column.
 """
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from . import keys
 from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
-from .files import FileData, image_channels, resolve_image_size
+from .files import IMAGE_SUFFIXES, FileData, image_channels, resolve_image_size
 from .npz import check_label_values, make_or_check_split
-from .video import is_video_name
+from .video import VIDEO_SUFFIXES, is_video_name
 
 MODALITY_PREFIX = "x."
-OPTIONAL_COLUMNS = ("split", "group", "video", "species", "class_name")
 
 PER_SAMPLE_WARNING = (
     "the manifest has no 'group' (or 'video') column, so mmhal split it per sample: samples from one source "
@@ -93,8 +99,10 @@ def _read_rows(source: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return header, rows
 
 
-def _check_header(header: list[str], source: Path) -> list[str]:
-    """The modality names of the ``x.<name>`` columns, after checking every column name."""
+def _check_header(header: list[str], rows: list[tuple[int, list[str]]], source: Path, ignore: list[str],
+                  info: dict[str, Any], warnings: list[str]) -> list[str]:
+    """The modality names of the ``x.<name>`` columns, after checking every column name; the columns mmhal does
+    not read go through ``keys.check_unread`` (a lookalike of a column it reads is refused, others warned of)."""
     seen: set[str] = set()
     modalities: list[str] = []
     for col in header:
@@ -119,11 +127,7 @@ def _check_header(header: list[str], source: Path) -> list[str]:
                     f"'x.{suggest_modality_name(name)}'"
                 )
             modalities.append(name)
-        elif col not in ("label", "bona_fide") + OPTIONAL_COLUMNS:
-            raise DataError(
-                f"manifest '{source}' has the unknown column '{col}'; the columns are label or bona_fide, "
-                "x.<modality> per modality, and optionally split, group, video, species, class_name"
-            )
+    check_columns(header, rows, source, ignore, info, warnings)
     if "label" in seen and "bona_fide" in seen:
         raise DataError(f"manifest '{source}' has both a 'label' and a 'bona_fide' column; keep one")
     if "label" not in seen and "bona_fide" not in seen:
@@ -139,6 +143,38 @@ def _check_header(header: list[str], source: Path) -> list[str]:
     return modalities
 
 
+def check_columns(header: list[str], rows: list[tuple[int, list[str]]], source: Path, ignore: Sequence[str],
+                  info: dict[str, Any], warnings: list[str], refuse: bool = True) -> None:
+    """The columns of a manifest mmhal does not read, judged by ``keys.check_unread`` (a lookalike of a column it
+    reads is a DataError; the others are named in a warning appended to ``warnings``); ``ignore``:
+    ``data.ignore_keys``. Every column holds one value per row, so a name with a read column's word in it is a
+    lookalike; so is a column whose cells name image or video files or folders (a modality's). ``refuse=False``:
+    a lookalike is a warning too (``mmhal predict``)."""
+    index = {name: j for j, name in enumerate(header)}
+    keys.check_unread(
+        [c for c in header if c not in keys.MANIFEST.read and not c.startswith(MODALITY_PREFIX)], keys.MANIFEST,
+        str(source), ignore, info, warnings, per_sample=lambda c: True,
+        modality_like=lambda c: _files_like([row[index[c]] for _, row in rows if index[c] < len(row)], source.parent),
+        present=[c for c in header if c in keys.MANIFEST.read], refuse=refuse,
+    )
+
+
+def _files_like(cells: list[str], root: Path) -> Optional[str]:
+    """Why a column with these cells looks like a modality's (its cells name image or video files, or its first
+    cell an existing folder: of frames), or None."""
+    given = [c for c in cells if c]
+    if not given:
+        return None
+    suffixes = {os.path.splitext(c)[1].lower() for c in given}
+    if suffixes <= set(IMAGE_SUFFIXES):
+        return "its cells name image files"
+    if suffixes <= set(VIDEO_SUFFIXES):
+        return "its cells name video files"
+    if os.path.isdir(root / given[0]):
+        return "its cells name folders"
+    return None
+
+
 @register_dataset("manifest")
 def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optional[bool] = None):
     """The samples listed in the manifest CSV at ``path`` (default ``cfg.path``); see the module docstring."""
@@ -147,8 +183,10 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
         raise DataError("no manifest given; pass the path of a .csv file as --data")
     source = Path(file).expanduser()
     header, rows = _read_rows(source)
-    modalities = _check_header(header, source)
-    col = {name: j for j, name in enumerate(header)}
+    info: dict[str, Any] = {"source": str(source), "format": "manifest"}
+    warnings: list[str] = []
+    modalities = _check_header(header, rows, source, cfg.ignore_keys, info, warnings)
+    col = {name: j for j, name in enumerate(header) if name in keys.MANIFEST.read or name.startswith(MODALITY_PREFIX)}
     here = f"'{source.name}'"
 
     for line, row in rows:
@@ -239,8 +277,6 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 
     video = column("video")
     groups = column("group")
-    info: dict[str, Any] = {"source": str(source), "format": "manifest"}
-    warnings: list[str] = []
     if groups is None and video is not None:
         groups = video
         info["groups"] = "the 'video' column (the manifest has no 'group' column)"

@@ -7,6 +7,11 @@ A ``group`` stays whole in every split mmhal makes, and a file's own ``split`` m
 (unless ``data.allow_shared_groups``); notes for the user go to ``info["warnings"]`` (a list of sentences).
 Files are read with ``allow_pickle=False``; every problem is reported as a DataError naming the key.
 
+Any other key goes through ``data.keys.check_unread`` (``check_keys``): one that looks like a key mmhal reads
+(``splits``, ``Label``, ``target``, ``X.rgb``, a bare (N, C, H, W) array) is a DataError with a did-you-mean;
+the others are named in one warning; ``data.ignore_keys`` keeps keys on purpose, silently. Every unread key
+is listed in ``info["ignored_keys"]``.
+
 Arrays are channels-first: an image sample is (C, H, W) and a clip (C, T, H, W). The format has no layout
 key, so a sample that looks channels-last ((H, W, C) or (T, H, W, C) with C in 1, 3, 4, the spatial sizes
 above 4 and a first axis above 4) is refused with the ``np.transpose`` that fixes it, never reordered
@@ -24,12 +29,12 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from ..utils import atomic_savez
+from . import keys
 from .base import SPLITS, MultimodalData, modality_name_problem, register_dataset, suggest_modality_name
 from .split import make_split
 
 MODALITY_PREFIX = "x."
-KNOWN_KEYS = ("label", "split", "group", "class_names")
-LABEL_ALIASES = ("y", "labels", "target", "targets", "class", "classes")  # keys users store labels under
+KNOWN_KEYS = tuple(keys.NPZ.read)  # label, split, group, class_names (and the x.<modality> keys)
 
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # what every .npz (a zip archive) starts with; np.load checks the same
@@ -53,11 +58,12 @@ def _not_npz_reason(head: bytes) -> str:
     return "is not a .npz archive (not a zip file of numpy arrays)"
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything.
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything, and the names of
+    its other zip members (not ``.npy`` arrays: not read, but named in the warning on unread keys).
 
-    Zip members that are not ``.npy`` arrays are skipped; a file that is not a zip archive of arrays is a
-    DataError saying what it is instead (a folder, an empty file, text, a pickle, a single ``.npy`` array).
+    A file that is not a zip archive of arrays is a DataError saying what it is instead (a folder, an empty
+    file, text, a pickle, a single ``.npy`` array).
     """
     if path.is_dir():
         raise DataError(f"data file '{path}' is a folder, not a .npz file")
@@ -79,6 +85,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             f"data file '{path}' is a damaged or truncated zip archive, not a readable .npz file"
         ) from None
     arrays: dict[str, np.ndarray] = {}
+    others: list[str] = []
     with archive:
         for key in archive.files:
             try:
@@ -93,11 +100,13 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 raise DataError(f"key '{key}' in '{path}' cannot be read: the archive is damaged") from None
             if isinstance(value, np.ndarray):  # other zip members come back as raw bytes
                 arrays[key] = value
+            else:
+                others.append(key)
     if not arrays:
         raise DataError(
             f"data file '{path}' is a zip archive that holds no numpy arrays (.npy members); {NPZ_HOWTO}"
         )
-    return arrays
+    return arrays, others
 
 
 def _as_strings(a: np.ndarray, key: str) -> np.ndarray:
@@ -242,6 +251,52 @@ def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+Layout = tuple[tuple[int, ...], np.dtype]  # an array's shape and dtype
+
+
+def array_layout(archive: np.lib.npyio.NpzFile, key: str) -> Optional[Layout]:
+    """The shape and dtype of the array ``key`` of an open ``.npz`` archive, read from its header alone (nothing
+    else is loaded), or None for a member that is not a readable array."""
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        with archive.zip.open(key + ".npy") as f:
+            header = read.get(np.lib.format.read_magic(f))
+            if header is None:
+                return None
+            shape, _, dtype = header(f)
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return tuple(shape), dtype
+
+
+def _modality_like(layout: Optional[Layout], n: Optional[int]) -> Optional[str]:
+    """Why an array of ``layout`` under a key mmhal does not read looks like a modality (numbers, one row per
+    sample and 2 or more dimensions per sample: a sequence, an image, a clip), or None. A (N, D) array is not
+    taken for one: per-sample vectors are as often other things (boxes, scores, one-hot labels)."""
+    if layout is None or n is None:
+        return None
+    shape, dtype = layout
+    if dtype.kind not in "fiu" or len(shape) < 3 or shape[0] != n:
+        return None
+    return f"it holds a {tuple(shape[1:])} array of numbers per sample"
+
+
+def check_keys(layout: Mapping[str, Optional[Layout]], n: Optional[int], source: str, ignore: Sequence[str],
+               info: dict[str, Any], warnings: list[str], refuse: bool = True) -> None:
+    """The keys of a ``.npz`` file mmhal does not read, judged by ``keys.check_unread`` (a lookalike of a key it
+    reads is a DataError; the others are named in a warning appended to ``warnings``). ``layout`` maps every key
+    of the file to its array's shape and dtype (None: a zip member that is not an array); ``n``: the number of
+    samples (None: not known); ``ignore``: ``data.ignore_keys``; ``refuse=False``: a lookalike is a warning too
+    (``mmhal predict``)."""
+    keys.check_unread(
+        [k for k in layout if k not in KNOWN_KEYS and not k.startswith(MODALITY_PREFIX)], keys.NPZ, source, ignore,
+        info, warnings,
+        per_sample=lambda k: layout.get(k) is not None and len(layout[k][0]) >= 1 and layout[k][0][0] == n,
+        modality_like=lambda k: _modality_like(layout.get(k), n), present=[k for k in KNOWN_KEYS if k in layout],
+        refuse=refuse,
+    )
+
+
 IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA (or RGB-D): the channel counts of a channels-last image
 
 
@@ -365,15 +420,21 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     if not file:
         raise DataError("no .npz file given; set data.name (or data.path) to the file's path")
     source = Path(file).expanduser()
-    arrays = _read_arrays(source)
+    arrays, others = _read_arrays(source)
 
     if "label" not in arrays:
-        alias = next((k for k in sorted(arrays) if k.lower() in LABEL_ALIASES), None)
+        alias = next((k for k in sorted(arrays) if k not in cfg.ignore_keys
+                      and "label" in (keys.lookalike(k, keys.NPZ) or ([], ""))[0]), None)
         hint = (f": rename '{alias}' to 'label'" if alias
                 else ": store the class index 0..K-1 of each sample under 'label'")
         raise DataError(f"'{source}' has no 'label' key (it has: {', '.join(sorted(arrays))}){hint}")
     labels = _read_labels(arrays["label"])
     n = len(labels)
+
+    info: dict[str, Any] = {"source": str(source)}
+    warnings: list[str] = []  # info["warnings"]: one sentence each, for the user to see (`mmhal run` prints them)
+    layout: dict[str, Optional[Layout]] = {k: (a.shape, a.dtype) for k, a in arrays.items()}
+    check_keys({**layout, **{k: None for k in others}}, n, str(source), cfg.ignore_keys, info, warnings)
 
     names = [k[len(MODALITY_PREFIX) :] for k in sorted(arrays) if k.startswith(MODALITY_PREFIX)]
     if not names:
@@ -415,11 +476,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
         if groups.dtype.kind == "S":
             groups = _as_strings(groups, "group")
 
-    info: dict[str, Any] = {"source": str(source), "modalities": {m: list(a.shape[1:]) for m, a in modalities.items()}}
-    warnings: list[str] = []  # info["warnings"]: one sentence each, for the user to see (`mmhal run` prints them)
-    ignored = [k for k in sorted(arrays) if k not in KNOWN_KEYS and not k.startswith(MODALITY_PREFIX)]
-    if ignored:
-        info["ignored_keys"] = ignored
+    info["modalities"] = {m: list(a.shape[1:]) for m, a in modalities.items()}
 
     given = None
     if "split" in arrays:

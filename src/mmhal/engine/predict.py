@@ -13,7 +13,10 @@ The input needs only the network's modalities (others are not read): a ``.npz`` 
 arrays; ``label``, ``split``, ``class_names`` optional), a manifest ``.csv`` (``x.<modality>`` image columns;
 ``label`` or ``bona_fide`` optional; only the needed images are decoded, to the size the run trained on), or
 a dataset name (``hapt``; ``casia-surf``/``cefa`` with ``--root``). Every sample is predicted in input order,
-whatever its split. The normalisation learnt on the run's train split is inside each network.
+whatever its split. The normalisation learnt on the run's train split is inside each network. Keys (columns)
+that no field of the format reads are judged by the rule of ``mmhal run`` (``data.keys``; the run's
+``data.ignore_keys`` apply), but each is a note on stderr, a lookalike of a read key (``labels``, ``Label``)
+with its did-you-mean, never an error: predict uses none of them but for the accuracy of ``label``.
 
 The CSV has, per sample: ``pred`` (class index), ``pred_name``, ``p_<class>`` for every class (9 significant
 digits); for anti-spoofing runs (a ``pad`` block in results.json) also ``bona_fide_score`` (= P(bona fide)),
@@ -31,7 +34,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -162,9 +165,11 @@ def _array_batches(arrays: dict[str, np.ndarray]) -> Callable[[int, object], Ite
     return batches
 
 
-def read_npz_inputs(path: Path, nets: Networks) -> Inputs:
+def read_npz_inputs(path: Path, nets: Networks, ignore: Sequence[str] = ()) -> Inputs:
     """The ``x.<modality>`` arrays the networks need from the ``.npz`` file at ``path`` (other arrays are not
-    read), and its ``label`` when present. Nothing is unpickled."""
+    read), and its ``label`` when present. Nothing is unpickled. Keys no format field reads are judged as
+    ``mmhal run`` judges them (``data.npz.check_keys``; ``ignore``: the run's ``data.ignore_keys``), but every
+    one, a lookalike of a read key (with its did-you-mean) included, is a note rather than an error."""
     from ..data import npz
 
     if not path.is_file():
@@ -185,8 +190,13 @@ def read_npz_inputs(path: Path, nets: Networks) -> Inputs:
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"key '{key}' in '{path}' cannot be read ({exc})") from None
 
+    notes: list[str] = []
     with archive:
         keys = archive.files
+        layout = {k: npz.array_layout(archive, k) for k in keys}
+        first = layout.get(npz.MODALITY_PREFIX + nets.modalities[0])
+        npz.check_keys(layout, first[0][0] if first and first[0] else None, str(path), ignore, {}, notes,
+                       refuse=False)
         has = [k[len(npz.MODALITY_PREFIX):] for k in keys if k.startswith(npz.MODALITY_PREFIX)]
         for m in nets.modalities:
             if npz.MODALITY_PREFIX + m not in keys:
@@ -203,7 +213,6 @@ def read_npz_inputs(path: Path, nets: Networks) -> Inputs:
         raise DataError(f"data file '{path}' holds no samples")
     check_shapes({m: a.shape[1:] for m, a in raw.items()}, nets, str(path))
     arrays = {m: np.ascontiguousarray(npz._read_modality(m, a, n)) for m, a in raw.items()}
-    notes: list[str] = []
     labels = None
     if label is not None:
         labels = npz._read_labels(label)
@@ -216,11 +225,14 @@ def read_npz_inputs(path: Path, nets: Networks) -> Inputs:
 def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Optional[DataConfig] = None) -> Inputs:
     """The image files of the networks' modalities listed in the manifest at ``path`` (other columns are not
     read), decoded on demand to each modality's channels and size as the run trained on them; its ``label``
-    or ``bona_fide`` column when present."""
+    or ``bona_fide`` column when present. Columns no manifest field reads are judged as ``mmhal run`` judges
+    them (``data.manifest.check_columns``, with ``data_cfg.ignore_keys``), each a note (lookalikes too)."""
     from ..data import manifest
     from ..data.files import FileData
 
     header, rows = manifest._read_rows(path)
+    notes: list[str] = []
+    manifest.check_columns(header, rows, path, data_cfg.ignore_keys if data_cfg else (), {}, notes, refuse=False)
     col = {name: j for j, name in enumerate(header)}
     here = f"'{path.name}'"
     has = [c[len(manifest.MODALITY_PREFIX):] for c in header if c.startswith(manifest.MODALITY_PREFIX)]
@@ -259,7 +271,6 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Opt
     where = lambda m, i: f"line {rows[i][0]} of {here}, column 'x.{m}'"  # noqa: E731
     if not clips:
         manifest.check_files_exist(files, root, where)
-    notes: list[str] = []
     checked = None
     if key is not None:
         pad_names = ["attack", "bona_fide"] if key == "bona_fide" else None
@@ -342,7 +353,7 @@ def open_inputs(spec: str, root: Optional[str], run: RunFolder, nets: Networks, 
     if spec.endswith(".csv"):
         return read_manifest_inputs(path, nets, workers, run.config.data)
     if spec.endswith(".npz") or (spec not in DATASETS and ("/" in spec or "." in spec)):
-        return read_npz_inputs(path, nets)
+        return read_npz_inputs(path, nets, run.config.data.ignore_keys)
     return read_dataset_inputs(spec, root, run, nets, workers)
 
 
