@@ -27,7 +27,7 @@ from mmhal.errors import TrainingDiverged, UserError
 from mmhal.models.network import build_network
 from test_cli_run import _tiny
 
-BASE = ["--student", "weak", "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
+BASE = ["--student", "weak", "--no-progress", "model.width=4", "train.batch_size=32"]
 HUGE_KD_LR = "method_overrides={kd: {train.lr: 1e6}}"
 
 
@@ -209,9 +209,9 @@ def test_every_method_diverged_is_nothing_usable():
 # ---------------------------------------------------------------- mmhal run and mmhal tune, end to end
 
 
-def _run(capsys, data, out, *extra, methods="unimodal,kd", seeds=2, epochs=1):
+def _run(capsys, data, out, *extra, methods="unimodal,kd", seeds=2, epochs=1, workers=1):
     rc = main(["run", "--data", str(data), "--out", str(out), "--methods", methods, "--seeds", str(seeds),
-               "--epochs", str(epochs), *BASE, *extra])
+               "--epochs", str(epochs), *BASE, f"workers={workers}", *extra])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 
@@ -268,7 +268,8 @@ def test_a_diverging_method_is_listed_and_left_out_and_resume_does_not_train_it_
 def test_every_student_diverging_writes_the_results_and_exits_3_with_one_sentence(tmp_path, capsys):
     data = _tiny(tmp_path / "tiny.npz")
     out = tmp_path / "run"
-    rc, stdout, err = _run(capsys, data, out, "train.lr=1e6", "method_overrides={teacher: {train.lr: 0.003}}")
+    rc, stdout, err = _run(capsys, data, out, "train.lr=1e6", "method_overrides={teacher: {train.lr: 0.003}}",
+                           workers=2)  # the students in worker processes
     assert rc == NOTHING_USABLE == 3, err
     errors = [line for line in err.splitlines() if line.startswith("mmhal: error: ")]
     assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]
@@ -276,7 +277,8 @@ def test_every_student_diverging_writes_the_results_and_exits_3_with_one_sentenc
     assert "lower train.lr (now 1000000.0)" in errors[0] and "Traceback" not in err
     report = json.loads((out / "results.json").read_text())
     assert set(report["results"]) == {"teacher"} and report["recommendation"] is None
-    assert set(report["diverged"]) == {"unimodal", "kd"}
+    assert set(report["diverged"]) == {"unimodal", "kd"} and report["diverged"]["kd"]["seeds"] == [0, 1]
+    assert err.count("it is left out of the results") == 4  # every student's sentence, from the worker processes
     assert "recommendation: none (no single-network student finished without diverging)" in stdout
     assert (out / "results.csv").is_file() and (out / run_mod.MARKER).is_file()  # a finished run: --resume not needed
 
@@ -300,7 +302,8 @@ def test_the_teacher_diverging_exits_2_before_any_student_and_caches_nothing(tmp
 @pytest.mark.slow
 def test_a_tuning_trial_whose_student_diverges_is_failed_and_never_chosen(tmp_path, capsys):
     data = _tiny(tmp_path / "tiny.npz")
-    args = ["tune", "--data", str(data), "--methods", "unimodal,kd", "--tune-seeds", "1", "--epochs", "1", *BASE]
+    args = ["tune", "--data", str(data), "--methods", "unimodal,kd", "--tune-seeds", "1", "--epochs", "1", *BASE,
+            "workers=1"]
     # kd's trial 0 has the huge rate; its trial 1 draws its own (1e-3..1e-2)
     assert main([*args, "--trials", "2", "--out", str(tmp_path / "t"), HUGE_KD_LR]) == 0
     cap = capsys.readouterr()
@@ -333,7 +336,7 @@ def test_under_torchrun_a_diverging_method_is_reported_as_in_one_process(tmp_pat
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
            "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp_path / "ddp"), "--methods", "unimodal,kd",
-           "--seeds", "1", "--epochs", "2", "train.threads=1", *BASE, HUGE_KD_LR]
+           "--seeds", "1", "--epochs", "2", "train.threads=1", *BASE, "workers=1", HUGE_KD_LR]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("warning: student kd seed 0 diverged at epoch 1") == 1  # rank 0 alone speaks
