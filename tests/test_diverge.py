@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,7 +121,8 @@ def test_the_hint_names_the_methods_loss_weights_and_precision_16():
 def test_the_error_survives_a_process_boundary():
     import pickle
 
-    exc = pickle.loads(pickle.dumps(TrainingDiverged("the teacher", 2, "training loss nan", "lower train.lr (now 1.0)")))
+    sent = TrainingDiverged("the teacher", 2, "training loss nan", "lower train.lr (now 1.0)")
+    exc = pickle.loads(pickle.dumps(sent))
     assert (exc.network, exc.epoch, str(exc)) == ("the teacher", 2, "the teacher diverged at epoch 2 (training loss "
                                                                     "nan): lower train.lr (now 1.0)")
 
@@ -181,7 +183,8 @@ def test_a_method_with_diverged_seeds_is_left_out_of_means_statistics_and_recomm
     assert "diverged: rad seed 0 (epoch 1)" in next(l for l in table.splitlines() if l.startswith("mmh-ensemble"))
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(results_csv(report)))}
     assert list(rows) == ["teacher", "unimodal", "kd", "mmh-ensemble"]
-    assert rows["kd"]["diverged"] == "seeds 1, 2 (epoch 2)" and rows["mmh-ensemble"]["diverged"] == "rad seed 0 (epoch 1)"
+    assert rows["kd"]["diverged"] == "seeds 1, 2 (epoch 2)"
+    assert rows["mmh-ensemble"]["diverged"] == "rad seed 0 (epoch 1)"
     assert rows["kd"]["accuracy_mean"] == rows["kd"]["diff_vs_unimodal"] == rows["kd"]["accuracy_seed0"] == ""
     assert rows["unimodal"]["diverged"] == ""
     assert float(rows["unimodal"]["accuracy_mean"]) == pytest.approx(res["unimodal"]["accuracy"]["mean"], abs=1e-6)
@@ -315,7 +318,8 @@ def test_a_tuning_trial_whose_student_diverges_is_failed_and_never_chosen(tmp_pa
     assert "note: kd trial 0 is scored as failed and never chosen (diverged: seed 1000 at epoch 1)" in cap.err
     assert "of tuning trial kd-trial0" in cap.err
     rows = (tmp_path / "t" / "trials.csv").read_text().splitlines()
-    assert rows[0].endswith(",failed") and "diverged: seed 1000 at epoch 1" in next(r for r in rows if r.startswith("kd,0,"))
+    assert rows[0].endswith(",failed")
+    assert "diverged: seed 1000 at epoch 1" in next(r for r in rows if r.startswith("kd,0,"))
 
     # every trial of every method diverging: nothing was tuned, exit 3 with one sentence
     rc = main([*args, "--methods", "unimodal", "--trials", "1", "--out", str(tmp_path / "t2"), "train.lr=1e6",
@@ -332,7 +336,7 @@ def test_under_torchrun_a_diverging_method_is_reported_as_in_one_process(tmp_pat
 
     data = _tiny(tmp_path / "tiny.npz")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["PYTHONPATH"] = str(run_mod.Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
            "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp_path / "ddp"), "--methods", "unimodal,kd",

@@ -541,5 +541,6 @@ def results_csv(report: dict) -> str:
                    + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]]
                    + (_pad_csv_cells(r, num) if has_pad else []) + ([""] if diverged else []))
     for name, d in diverged.items():
-        w.writerow([name, "+".join(d["modalities"]), d["networks"]] + [""] * (len(header) - 4) + [diverged_text(name, d)])
+        empty = [""] * (len(header) - 4)  # every figure, between the networks and the diverged column
+        w.writerow([name, "+".join(d["modalities"]), d["networks"], *empty, diverged_text(name, d)])
     return buf.getvalue()
