@@ -236,9 +236,14 @@ def build_config(args, base=None, kind: str = "run"):
     return cfg
 
 
+#: the exit code of a run or tuning that finished and wrote its results, but whose every student diverged
+#: (1: a worker failed; 2: a mistake in the input, or the teacher diverged; 130: interrupted)
+NOTHING_USABLE = 3
+
+
 def cmd_run(args) -> int:
     from .engine import distributed
-    from .engine.run import format_table, plan_folder, recommendation_line, run
+    from .engine.run import format_table, nothing_usable, plan_folder, recommendation_line, run
 
     base = args.config
     if args.resume:
@@ -257,7 +262,12 @@ def cmd_run(args) -> int:
             for w in report["warnings"]:
                 print(f"warning: {w}")
             print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
-            print(recommendation_line(report["recommendation"]))
+            print(recommendation_line(report["recommendation"], report.get("diverged")))
+        failed = nothing_usable(report)  # the same on every rank: every rank exits alike
+        if failed:
+            if job.is_main:
+                print(f"mmhal: error: {failed}", file=sys.stderr)
+            return NOTHING_USABLE
     return 0
 
 
@@ -274,6 +284,10 @@ def cmd_tune(args) -> int:
     print(format_tune(summary))
     print(f"trials: {Path(cfg.out) / 'trials.csv'}; recipe: {Path(cfg.out) / 'tuned.yaml'} ({summary['seconds']:.0f} s)")
     print(f"next: mmhal run --config {Path(cfg.out) / 'tuned.yaml'}")
+    if summary["failed"] and len(summary["failed"]) == len(summary["methods"]):
+        print(f"mmhal: error: every trial of every method diverged, so nothing was tuned (tune.json lists them); "
+              f"lower train.lr (trial 0 used {cfg.train.lr}) or the methods' loss weights", file=sys.stderr)
+        return NOTHING_USABLE
     return 0
 
 

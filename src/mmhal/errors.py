@@ -18,6 +18,21 @@ class DataError(UserError):
     """A data file that cannot be used as it is."""
 
 
+class TrainingDiverged(UserError):
+    """A network whose training or validation loss became NaN or infinite (``engine.loop.fit``): its weights are of
+    no use. ``network`` names it (the teacher, a student job and seed, a tuning trial), ``epoch`` (1-based) is the
+    epoch whose loss was not finite, ``what`` says which loss, and ``hint`` which settings most likely caused it;
+    the message is one sentence of them. A student's divergence is recorded and the run goes on without it; the
+    teacher's stops the run (a UserError: exit code 2)."""
+
+    def __init__(self, network: str, epoch: int, what: str, hint: str):
+        self.network, self.epoch, self.what, self.hint = network, int(epoch), what, hint
+        super().__init__(f"{network} diverged at epoch {epoch} ({what}): {hint}")
+
+    def __reduce__(self):  # rebuilt from its parts when it crosses a process boundary
+        return type(self), (self.network, self.epoch, self.what, self.hint)
+
+
 _DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
 _FILES = (errno.EMFILE, errno.ENFILE)
 # torch.save's writer reports a short write as a RuntimeError without an errno ("unexpected pos 704 vs 598")

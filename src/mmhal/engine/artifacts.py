@@ -75,6 +75,15 @@ def open_run(path: str | Path) -> RunFolder:
     return RunFolder(p, cfg, results)
 
 
+def _others(run: RunFolder) -> str:
+    """What a user can choose instead: the run's methods, or why there are none."""
+    if run.methods:
+        return f"choose one with --method ({', '.join(run.methods)})"
+    if run.results.get("diverged"):
+        return "every student of it diverged, so only --method teacher is left"
+    return "only --method teacher is left"
+
+
 def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> None:
     """A UserError unless ``method`` names a single network this run saved (a teacher only with ``allow_teacher``)."""
     if method == "teacher":
@@ -83,6 +92,9 @@ def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> No
                             "if that is really what you want (students are what mmhal deploys)")
         return
     if method not in run.methods:
+        if method in (run.results.get("diverged") or {}):  # its students' loss became NaN: no figures, no models
+            raise UserError(f"method '{method}' of the run in '{run.path}' diverged (results.json lists it under "
+                            f"'diverged'), so it has nothing to use; {_others(run)}")
         raise UserError(f"the run in '{run.path}' has no method '{method}'; it has {', '.join(run.methods)}")
     if method in ENSEMBLES:
         raise UserError(f"'{method}' is an ensemble of several networks ({', '.join(ENSEMBLES[method])}), not one "
@@ -144,8 +156,7 @@ def choose_method(run: RunFolder, method: Optional[str], ensembles: bool = False
     if method is None:
         method = (run.results.get("recommendation") or {}).get("method")
         if not method:
-            raise UserError(f"the run in '{run.path}' recommends no single-network method; choose one with "
-                            f"--method ({', '.join(run.methods)})")
+            raise UserError(f"the run in '{run.path}' recommends no single-network method; {_others(run)}")
         if method == "teacher":
             raise UserError(f"the recommendation of the run in '{run.path}' names the teacher, which needs every "
                             "privileged modality; pass --method teacher if that is really what you want")

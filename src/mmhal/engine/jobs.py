@@ -101,6 +101,11 @@ def _worker_job(name: str, seed: int, trial: Optional[str] = None) -> dict:
 
 
 def _report(log, eval_split, y_eval, name, seed, r) -> None:
+    """One line per finished student: its accuracy, or for one that diverged (``train_student``) the sentence
+    that says where and what to change."""
+    if "diverged" in r:
+        log(f"warning: {r['diverged']['message']}; it is left out of the results")
+        return
     acc = accuracy(y_eval, r["logits"].argmax(1))
     log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import collective
-from ..errors import UserError
+from ..errors import TrainingDiverged, UserError
 from ..metrics import accuracy
 from ..models.network import NetOutput, param_groups
 from ..utils import derive_seed
@@ -234,6 +234,51 @@ class FitResult:
     last_companions: dict = field(default_factory=dict)
 
 
+def loss_weights(method) -> dict[str, float]:
+    """The settings that weight ``method``'s loss terms, with their values: the continuous settings of its
+    ``tune_space`` other than a temperature (``{"distill.kd_alpha": 0.5}``; none for unimodal)."""
+    out = {}
+    for key, spec in getattr(type(method), "tune_space", {}).items():
+        if spec[0] not in ("log", "uniform") or key.endswith("temperature") or not key.startswith("distill."):
+            continue
+        value = getattr(method, "cfg", None)
+        for part in key.split(".")[1:]:
+            value = getattr(value, part, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def check_finite(method, tcfg, network: str, epoch: int, losses: dict[str, float], val_loss: float) -> None:
+    """A ``TrainingDiverged`` naming ``network``, the (1-based) ``epoch`` and the settings most likely to blame
+    when the epoch's mean training losses ``losses`` or the validation loss are NaN or infinite: the learning
+    rate, the method's loss weights (``loss_weights``), float16 precision. Called once per epoch (the loss sums
+    are read then anyway), so it adds no device synchronisation to a step; under ``torchrun`` the losses are
+    the ranks' means and the validation loss is computed on every rank from the same logits, so every rank
+    decides alike."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    if bad:
+        total = sum(losses.values())
+        what = f"training loss {total}" + ("" if len(bad) == len(losses) else f" in its {', '.join(bad)} term")
+    elif not math.isfinite(val_loss):
+        what = f"validation loss {val_loss}"
+    else:
+        return
+    raise TrainingDiverged(network, epoch, what, divergence_hint(method, tcfg))
+
+
+def divergence_hint(method, tcfg, lr_note: str = "") -> str:
+    """What to change when ``method`` trained with ``tcfg`` diverged: a lower learning rate (``lr_note`` added
+    to its value), the method's loss weights, and precision 16 when it was used."""
+    hints = [f"lower train.lr (now {tcfg.lr}{lr_note})"]
+    weights = loss_weights(method)
+    if weights:
+        hints.append("its loss weights (" + ", ".join(f"{k} now {v}" for k, v in weights.items()) + ")")
+    if str(getattr(tcfg, "precision", "32")) == "16":
+        hints.append("train.precision (now 16; bf16 or 32 do not overflow as easily)")
+    return hints[0] if len(hints) == 1 else ", ".join(hints[:-1]) + " or " + hints[-1]
+
+
 def companion_states(method) -> dict:
     """Copies of the weights of the method's companion networks (``Method.companions``), by name."""
     return {n: copy.deepcopy(getattr(method, n).state_dict()) for n in getattr(method, "companions", ())}
@@ -253,6 +298,7 @@ def fit(
     checkpoint: Optional[Path] = None,
     resume: bool = False,
     stream: str = "student",
+    network: str = "",
 ) -> FitResult:
     """Train ``method.student`` for ``tcfg.epochs`` epochs; keep the epoch best on validation.
 
@@ -266,6 +312,10 @@ def fit(
     ``engine.step``; absent fields mean fp32, contiguous, eager). With ``checkpoint`` (a path), the whole
     training state is written there atomically after every epoch; with ``resume`` as well, training
     continues from that file when it exists, and ends as the uninterrupted run would have.
+
+    A NaN or infinite mean training loss of an epoch, or validation loss, stops the training with a
+    ``TrainingDiverged`` (``check_finite``) naming ``network`` (default: ``desc``), that epoch and the likely
+    setting; the epoch checkpoint is then left as it was after the last finite epoch.
     """
     device = train.device
     channels_last = bool(getattr(tcfg, "channels_last", False))
@@ -337,6 +387,7 @@ def fit(
             val_loss = F.cross_entropy(logits, val.labels.cpu()).item()
             val_acc = accuracy(val.labels.cpu().numpy(), logits.argmax(1).numpy())
             rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
+            check_finite(method, tcfg, network or desc or "the network", epoch + 1, {k: rec[k] for k in sums}, val_loss)
             history.append(rec)
             key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
             if best_key is None or key < best_key:

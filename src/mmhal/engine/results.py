@@ -8,6 +8,14 @@ evaluation split at the selected epoch and at the last epoch, and on the validat
 Every comparison is paired by seed (``mmhal.stats``); the recommendation of what to deploy looks at the
 validation split only.
 
+A student job that diverged (its loss became NaN or infinite; ``engine.run.JobContext.train_student`` records
+``diverged`` instead of logits) takes every reported method it belongs to out of the figures: a method with a
+diverged seed (an ensemble: a member's) gets no entry in ``results``, so no mean, no paired statistic and no
+recommendation, and is listed by ``diverged_methods`` instead (the table and the CSV show it as ``diverged:
+seeds 1, 3 (epoch 2)``). Its other seeds are not reported on their own: a mean over the seeds that happened to
+train would not be paired with the other methods' seeds. When ``unimodal`` diverged, no method is compared
+with it.
+
 For presentation-attack-detection data (labels 0 = attack, 1 = bona fide) ``build_results(..., pad=...)``
 adds ISO/IEC 30107-3 figures per method (``mmhal.metrics.pad_metrics``): the score is softmax(logits)[:, 1],
 the threshold is chosen on the validation scores and applied to the evaluation scores, per sample or on the
@@ -22,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from .. import stats
-from ..distill import ENSEMBLES
+from ..distill import ENSEMBLES, member_job
 from ..metrics import (PAD_APCER_POINTS, VideoGroups, accuracy, macro_f1, mean_std, pad_legacy, pad_metrics,
                        per_class_accuracy, top_k_accuracy)
 
@@ -56,6 +64,58 @@ def _summary_or_none(values) -> dict:
 def members(name: str) -> tuple[str, ...]:
     """The student jobs whose logits a reported method sums (one for a plain method)."""
     return ENSEMBLES.get(name, (name,))
+
+
+def diverged_methods(report_names, jobs, seeds, student_mods=()) -> dict:
+    """``{method: {"modalities", "networks", "seeds", "jobs"}}`` for every reported method of which some member
+    job diverged on some seed (``jobs[(job, seed)]`` holds ``diverged``): ``seeds`` lists those seeds, ``jobs``
+    every such job (``job``, ``seed``, ``epoch``, ``what``, ``message``), in seed order."""
+    out: dict[str, dict] = {}
+    for name in report_names:
+        hits = []
+        for s in seeds:
+            for p in dict.fromkeys(member_job(m) for m in members(name)):  # a companion is trained by its job
+                d = (jobs.get((p, s)) or {}).get("diverged")
+                if d is not None:
+                    hits.append({"job": p, "seed": s, "epoch": int(d["epoch"]), "what": d.get("what", ""),
+                                 "message": d.get("message", "")})
+        if hits:
+            out[name] = {"modalities": list(student_mods), "networks": len(members(name)),
+                         "seeds": sorted({h["seed"] for h in hits}), "jobs": hits}
+    return out
+
+
+def diverged_text(name: str, entry: dict) -> str:
+    """Where ``name``'s students diverged: ``seeds 1, 3 (epoch 2)``; with differing epochs, or a member job of an
+    ensemble, ``seed 1 (epoch 2), rad seed 3 (epoch 1)``."""
+    groups: dict[tuple[str, int], list] = {}
+    for j in entry["jobs"]:
+        groups.setdefault((j["job"], j["epoch"]), []).append(j["seed"])
+    parts = [f"{'' if job == name else job + ' '}seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))} (epoch {e})"
+             for (job, e), s in groups.items()]
+    return ", ".join(parts)
+
+
+def diverged_warning(diverged: dict) -> Optional[str]:
+    """The warning of a run where some students diverged: which, and what that leaves out."""
+    if not diverged:
+        return None
+    listed = "; ".join(f"{n} on {diverged_text(n, d)}" for n, d in diverged.items())
+    text = (f"students diverged (their loss became NaN or infinite), so these methods are left out of the means, the "
+            f"paired statistics and the recommendation: {listed}")
+    if UNIMODAL in diverged:
+        text += "; with unimodal left out, no method is compared with it"
+    return text
+
+
+def nothing_usable(report: dict) -> Optional[str]:
+    """One sentence when every reported method diverged (``report["diverged"]``): the run has nothing to deploy."""
+    diverged = report.get("diverged") or {}
+    if not diverged or any(n != TEACHER for n in report["results"]):
+        return None
+    first = next(iter(diverged.values()))["jobs"][0]["message"]
+    return (f"every student diverged, so this run has nothing to compare or deploy (results.json lists them under "
+            f"'diverged'); the first: {first}")
 
 
 def method_entry(mods, y_eval, y_val, eval_logits, last_logits, val_logits, num_classes) -> dict:
@@ -200,7 +260,8 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
     """``{name: entry}`` for the teacher and every reported method, with paired statistics against
     unimodal (and, for two-network ensembles, against ``unimodal-ensemble`` when it was run).
 
-    ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays.
+    ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays, or
+    ``diverged``: a method with such a member job on some seed gets no entry (see ``diverged_methods``).
 
     ``pad`` (presentation-attack detection, see :class:`PadSetup`) adds ``"pad"`` (and with ``legacy``
     ``"pad_legacy"``) to every entry and ``"acer_vs_unimodal"`` to the comparisons."""
@@ -222,7 +283,10 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
     setup = None if pad is None else PadSetup(pad, y_eval, y_val)
     if setup is not None:
         setup.add(results[TEACHER], [teacher_eval] * n, [teacher_val] * n)
+    diverged = diverged_methods(report_names, jobs, seeds)
     for name in report_names:
+        if name in diverged:
+            continue
         parts = members(name)
         per_seed = [[jobs[(p, s)] for p in parts] for s in seeds]
         eval_z = [sum(r["logits"] for r in rs) for rs in per_seed]
@@ -303,8 +367,12 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def recommendation_line(rec: Optional[dict]) -> str:
+def recommendation_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
+    """The run's last line: what to deploy (``rec``, from ``recommend``); ``diverged`` (the report's) says why
+    there is none when students diverged."""
     if rec is None:
+        if diverged:
+            return "recommendation: none (no single-network student finished without diverging)"
         return "recommendation: none (no single-network student was trained)"
     head = f"recommendation (validation only): deploy '{rec['method']}' (val acc {100 * rec['val_accuracy']:.2f} %"
     vs = rec["vs_unimodal_val"]
@@ -357,6 +425,9 @@ def format_table(report: dict) -> str:
         if has_pad:
             row += _pad_cells(r)
         lines.append(row)
+    for name, d in (report.get("diverged") or {}).items():  # left out of every figure (see diverged_methods)
+        lines.append(f"{name:<17} {'+'.join(d['modalities']):<14} {d['networks']:>4}   diverged: "
+                     f"{diverged_text(name, d)}; left out of the means, comparisons and recommendation")
     tc = stats.t_critical(n) if n > 1 else float("nan")
     lines.append(f"seeds {report['seeds']} (independent replicates; methods paired by seed); ± = sd over seeds; "
                  "the teacher is one model shared by all seeds.")
@@ -441,15 +512,18 @@ def _pad_csv_cells(r: dict, num) -> list:
 def results_csv(report: dict) -> str:
     """One row per method: means, paired statistics against unimodal, gap share, per-seed accuracies; with
     PAD figures also the means of ACER, HTER, APCER, BPCER, EER and AUC and the paired ACER difference
-    against unimodal (method - unimodal: negative = better)."""
+    against unimodal (method - unimodal: negative = better). When students diverged, a last column
+    ``diverged`` and one row per diverged method, empty but for it (e.g. ``seeds 1, 3 (epoch 2)``)."""
     buf = io.StringIO()
     w = csv.writer(buf)
     seeds = report["seeds"]
     has_pad = any("pad" in r for r in report["results"].values())
-    w.writerow(["method", "modalities", "networks", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
-                "val_accuracy_mean", "diff_vs_unimodal", "diff_ci95_lo", "diff_ci95_hi", "p_value", "wins", "ties",
-                "losses", "gap_recovered", "gap_ci95_lo", "gap_ci95_hi"] + [f"accuracy_seed{s}" for s in seeds]
-               + (_PAD_CSV if has_pad else []))
+    diverged = report.get("diverged") or {}
+    header = (["method", "modalities", "networks", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+               "val_accuracy_mean", "diff_vs_unimodal", "diff_ci95_lo", "diff_ci95_hi", "p_value", "wins", "ties",
+               "losses", "gap_recovered", "gap_ci95_lo", "gap_ci95_hi"] + [f"accuracy_seed{s}" for s in seeds]
+              + (_PAD_CSV if has_pad else []) + (["diverged"] if diverged else []))
+    w.writerow(header)
 
     def num(x, fmt=".6f"):
         return "" if x is None else format(x, fmt)
@@ -465,5 +539,8 @@ def results_csv(report: dict) -> str:
                     num(vs.get("p_value"), ".4g"), vs.get("wins", ""), vs.get("ties", ""), vs.get("losses", ""),
                     num(g.get("mean"), ".4f"), num(gci[0], ".4f"), num(gci[1], ".4f")]
                    + [f"{a:.6f}" for a in r["accuracy"]["per_seed"]]
-                   + (_pad_csv_cells(r, num) if has_pad else []))
+                   + (_pad_csv_cells(r, num) if has_pad else []) + ([""] if diverged else []))
+    for name, d in diverged.items():
+        empty = [""] * (len(header) - 4)  # every figure, between the networks and the diverged column
+        w.writerow([name, "+".join(d["modalities"]), d["networks"], *empty, diverged_text(name, d)])
     return buf.getvalue()

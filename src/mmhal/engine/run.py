@@ -8,6 +8,11 @@ A teacher carries the fingerprint of the data it was trained on: a ``teacher_pat
 data (or another split) is refused, and ``--resume`` refuses a teacher other than the one the finished
 students were distilled from. What is reported is computed in ``engine.results``.
 
+A network whose loss becomes NaN or infinite (``loop.check_finite``) is stopped: the teacher's divergence
+ends the run before any student trains (a one-sentence UserError, nothing cached); a student's is recorded
+in its job file (``--resume`` does not train it again) and the methods it belongs to are left out of the
+figures and listed under ``diverged`` (``results.diverged_methods``).
+
 Under ``torchrun`` (``engine.distributed``) every rank runs this same program: the teacher is trained
 by all ranks together (DDP) when it is not cached, then every (method, seed) job in the same order;
 rank 0 alone logs, shows progress and writes the run folder and the teacher cache.
@@ -31,21 +36,21 @@ from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS, build_method, member_job
-from ..errors import UserError
+from ..errors import TrainingDiverged, UserError
 from ..models.network import build_network
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
                      seed_everything, stable_hash, state_digest)
 from . import distributed
-from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
-from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
-                      results_csv, teacher_warning)
+from .loop import divergence_hint, fit, make_split, output_nbytes, predict, teacher_outputs
+from .results import (TEACHER, build_results, diverged_methods, diverged_warning, format_table, members,
+                      nothing_usable, pad_counts, recommend, recommendation_line, results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
                         plan_folder, read_marker, sigint_held)
 from .jobs import JobFailed, _report, _run_jobs, main_threads, reads_samples, resolve_workers  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
-__all__ = ["run", "format_table", "recommendation_line"]
+__all__ = ["run", "format_table", "recommendation_line", "nothing_usable"]
 CACHE_LIMIT_BYTES = 2 * 1024**3  # largest teacher-output cache kept in memory (per process)
 
 
@@ -221,7 +226,8 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
 
     While it trains, an epoch checkpoint ``<key>.train.pt`` sits beside the cache entry; a teacher training
     that was killed continues from it at the next start (same key, so same configuration), and ends as the
-    uninterrupted training would have."""
+    uninterrupted training would have. A teacher whose loss becomes NaN or infinite is a ``TrainingDiverged``
+    (a UserError: the run stops before any student trains); nothing is cached and its checkpoint is removed."""
     cfg = teacher_config(cfg)
     seed_everything(derive_seed(cfg.teacher_seed, "init", "teacher"))
     teacher = _build(cfg, data, teacher_mods, stats, teacher=True).to(device)
@@ -245,8 +251,15 @@ def get_teacher(cfg, data, teacher_mods, stats, splits, device, log, fingerprint
     t0 = time.time()
     if distributed.main_only(partial.is_file):
         log(f"teacher: continuing an interrupted training from {partial}")
-    res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher", progress=cfg.progress,
-              checkpoint=partial, resume=True, stream="teacher")
+    try:
+        res = fit(method, splits["train"], splits["val"], cfg.train, cfg.teacher_seed, desc="teacher",
+                  progress=cfg.progress, checkpoint=partial, resume=True, stream="teacher", network="the teacher")
+    except TrainingDiverged as exc:  # nothing to distil from: no cache entry, and no checkpoint to resume into NaN
+        if main:
+            partial.unlink(missing_ok=True)
+        hint = divergence_hint(method, cfg.train, "; method_overrides.teacher.train.lr sets the teacher's alone")
+        raise TrainingDiverged(exc.network, exc.epoch, exc.what,
+                               f"{hint}; nothing was cached and no student was trained") from None
     ckpt = {
         "model": res.best_state,
         "modalities": list(teacher_mods),
@@ -602,10 +615,11 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
                             list(cfg.seeds), data.num_classes, pad=pad)
+    diverged = diverged_methods(to_report, done, list(cfg.seeds), student_mods)
     warnings = list(data.info.get("warnings", [])) + list(notes)
-    tw = teacher_warning(results)
-    if tw:
-        warnings.append(tw)
+    for w in (diverged_warning(diverged), teacher_warning(results)):
+        if w:
+            warnings.append(w)
     for w in warnings:
         if w not in notes:
             log(f"warning: {w}")
@@ -618,6 +632,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
         "class_names": list(data.class_names),
         "results": results,
         "recommendation": recommend(results),
+        "diverged": diverged,
         "warnings": warnings,
         **({"pad_counts": pad_counts(pad)} if pad is not None else {}),
         "teacher": {"digest": digest, "data": fingerprint, "source": cfg.teacher_path or "cache"},
@@ -765,7 +780,11 @@ class JobContext:
 
         The method trains with its own settings (``method_overrides``), and with ``trial`` (a tag of
         ``self.trials``, which maps tags to dotted overrides) with those on top: a tuning trial, whose files
-        go to ``OUT/trials/<tag>/`` and which saves no model."""
+        go to ``OUT/trials/<tag>/`` and which saves no model.
+
+        A student whose loss becomes NaN or infinite (``loop.check_finite``) is stopped there: its record
+        (``jobs/``) then holds ``diverged`` (``epoch``, ``what``, ``message``) and no logits, no model is saved,
+        and what is reported leaves it out (``results.diverged_methods``)."""
         method_name = split_job_name(name)[0]
         cfg = self.job_config(name, trial)
         splits, teacher, cache = self.ready(device)
@@ -778,10 +797,20 @@ class JobContext:
         method = build_method(method_name, student, teacher, cfg.distill, splits["train"].labels).to(device)
         folder = self.folder / "trials" / trial if trial else self.folder
         ckpt_path, job_path = job_files(folder, name, seed)
-        res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}", progress=progress,
-                  teacher_cache=cache if method_cls.needs_teacher else None,
-                  checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch, stream=stream)
         main = distributed.current().is_main
+        teacher_digest = self.teacher_digest if method_cls.needs_teacher else ""
+        try:
+            res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}",
+                      progress=progress, teacher_cache=cache if method_cls.needs_teacher else None,
+                      checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch, stream=stream,
+                      network=f"student {name} seed {seed}" + (f" of tuning trial {trial}" if trial else ""))
+        except TrainingDiverged as exc:  # recorded as finished (a --resume does not train it again), with no model
+            r = {"diverged": {"epoch": exc.epoch, "what": exc.what, "message": str(exc)}, "epochs": exc.epoch,
+                 "world_size": distributed.current().world_size, "teacher": teacher_digest, "companions": {}}
+            if main:
+                atomic_torch_save(r, job_path)
+                ckpt_path.unlink(missing_ok=True)
+            return r
         if main and not trial:
             atomic_torch_save(
                 {"model": res.best_state, "modalities": self.student_mods, "method": name, "seed": seed,
@@ -791,7 +820,7 @@ class JobContext:
         r = {**self._logits(student, splits, res.best_state, res.last_state), "best_epoch": res.best_epoch,
              "val_loss": res.history[res.best_epoch - 1]["val_loss"], "epochs": len(res.history),
              "world_size": distributed.current().world_size,
-             "teacher": self.teacher_digest if method_cls.needs_teacher else "", "companions": {}}
+             "teacher": teacher_digest, "companions": {}}
         for part in method.companions:  # networks deployed beside the student (distill.base), at its selected epoch
             net, sub = getattr(method, part), f"{name}.{part}"
             r["companions"][part] = self._logits(net, splits, res.best_companions[part], res.last_companions[part])
@@ -830,12 +859,12 @@ def with_companions(done: dict) -> dict:
 
 
 def load_job(path: Path) -> dict:
-    """The record a finished student job wrote (its logits as NumPy arrays)."""
+    """The record a finished student job wrote (its logits as NumPy arrays; a diverged job's has none)."""
     try:
         r = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"finished-job file '{path}' cannot be read ({type(exc).__name__}); delete it to retrain that job") from None
-    if "val_logits" not in r:
+    if "val_logits" not in r and "diverged" not in r:
         raise UserError(f"finished-job file '{path}' was written by an older mmhal (no validation logits); "
                         "start the run again without --resume")
     return _numpy_logits(r)

@@ -15,6 +15,11 @@ figures then draws students that played no part in choosing the settings.
 Writes into the tune folder: ``trials.csv`` and ``tune.json`` (every trial: its settings, per-seed
 validation accuracy and loss), and ``tuned.yaml``, a recipe (the resolved configuration with
 ``method_overrides`` = each method's best trial) for ``mmhal run --config DIR/tuned.yaml``.
+
+A trial with a student that diverged (its loss became NaN or infinite) is scored as failed: no mean, a
+``failed`` note in tune.json and trials.csv, never chosen. A method whose every trial failed keeps its
+current settings in tuned.yaml (``best`` is null, ``failed`` lists it); when that is every method,
+``mmhal tune`` exits with code 3.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import io
 import math
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -151,26 +157,45 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     y_val = splits["val"].labels.cpu().numpy()
     done = _run_jobs(ctx, jobs, workers, device, log, y_val)
 
-    best: dict[str, dict] = {}
+    best: dict[str, Optional[dict]] = {}
     for m in methods:
         for row in table[m]:
             recs = [done[(m, s, f"{m}-trial{row['trial']}")] for s in tune_seeds]
-            row["val_accuracy"] = [accuracy(y_val, r["val_logits"].argmax(1)) for r in recs]
-            row["val_loss"] = [float(r["val_loss"]) for r in recs]
-            row["best_epoch"] = [int(r["best_epoch"]) for r in recs]
-            row["mean_val_accuracy"] = float(np.mean(row["val_accuracy"]))
-        best[m] = min(table[m], key=lambda r: (-r["mean_val_accuracy"], float(np.mean(r["val_loss"])), r["trial"]))
+            ok = ["diverged" not in r for r in recs]
+            row["val_accuracy"] = [accuracy(y_val, r["val_logits"].argmax(1)) if k else None for r, k in zip(recs, ok)]
+            row["val_loss"] = [float(r["val_loss"]) if k else None for r, k in zip(recs, ok)]
+            row["best_epoch"] = [int(r["best_epoch"]) if k else None for r, k in zip(recs, ok)]
+            if all(ok):
+                row["mean_val_accuracy"] = float(np.mean(row["val_accuracy"]))
+                continue
+            # A trial with a diverged student is failed: no score (a mean over the other seeds would not be
+            # comparable), and never chosen.
+            row["mean_val_accuracy"] = None
+            row["failed"] = "diverged: " + ", ".join(f"seed {s} at epoch {r['diverged']['epoch']}"
+                                                     for s, r, k in zip(tune_seeds, recs, ok) if not k)
+            log(f"note: {m} trial {row['trial']} is scored as failed and never chosen ({row['failed']})")
+        scored = [r for r in table[m] if r["mean_val_accuracy"] is not None]
+        best[m] = (min(scored, key=lambda r: (-r["mean_val_accuracy"], float(np.mean(r["val_loss"])), r["trial"]))
+                   if scored else None)
+    failed = [m for m in methods if best[m] is None]
+    for m in failed:
+        log(f"warning: every trial of {m} diverged, so tuned.yaml keeps its current settings; lower its train.lr "
+            "or loss weights and tune it again")
 
     tuned = copy.deepcopy(cfg)
-    tuned.method_overrides = {m: dict(best[m]["settings"]) for m in methods if best[m]["settings"]}
+    tuned.method_overrides = {m: dict(best[m]["settings"]) for m in methods if best[m] and best[m]["settings"]}
+    tuned.method_overrides.update({m: dict(cfg.method_overrides[m]) for m in failed if cfg.method_overrides.get(m)})
     tuned.out = ""  # the run that uses the recipe names its own folder
     header = (f"# written by mmhal tune {__version__}: {trials} trial(s) per method ({', '.join(methods)}), each "
               f"{len(tune_seeds)} student(s) (seeds {tune_seeds}), chosen by mean validation accuracy; test never "
               f"used.\n# run it: mmhal run --config {out / 'tuned.yaml'}\n")
+    if failed:
+        header += f"# every trial of {', '.join(failed)} diverged: kept at the current settings, not tuned\n"
     atomic_write_text(out / "tuned.yaml", header + yaml.safe_dump(to_dict(absolute_paths(tuned)), sort_keys=False))
     summary = {"methods": methods, "trials": trials, "tune_seeds": list(tune_seeds), "selected_on": "val",
                "best": {m: {"trial": best[m]["trial"], "settings": best[m]["settings"],
-                            "mean_val_accuracy": best[m]["mean_val_accuracy"]} for m in methods},
+                            "mean_val_accuracy": best[m]["mean_val_accuracy"]} if best[m] else None for m in methods},
+               "failed": failed,
                "table": table, "seconds": round(time.time() - t_start, 1), "mmhal": __version__}
     atomic_write_json(out / "tune.json", summary)
     atomic_write_text(out / "trials.csv", trials_csv(summary))
@@ -181,13 +206,22 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
 
 
 def trials_csv(summary: dict) -> str:
+    """One row per trial; when a trial failed (a student diverged), a last column ``failed`` says where, and
+    its score cells are empty (``diverged`` for the seeds that diverged)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "trial", "mean_val_accuracy", "val_accuracy_per_seed", "mean_val_loss", "settings"])
+    rows_all = [r for rows in summary["table"].values() for r in rows]
+    any_failed = any("failed" in r for r in rows_all)
+    w.writerow(["method", "trial", "mean_val_accuracy", "val_accuracy_per_seed", "mean_val_loss", "settings"]
+               + (["failed"] if any_failed else []))
     for m, rows in summary["table"].items():
         for r in rows:
-            w.writerow([m, r["trial"], f"{r['mean_val_accuracy']:.6f}", " ".join(f"{a:.4f}" for a in r["val_accuracy"]),
-                        f"{np.mean(r['val_loss']):.6f}", " ".join(f"{k}={v}" for k, v in r["settings"].items())])
+            mean = r["mean_val_accuracy"]
+            w.writerow([m, r["trial"], "" if mean is None else f"{mean:.6f}",
+                        " ".join("diverged" if a is None else f"{a:.4f}" for a in r["val_accuracy"]),
+                        "" if mean is None else f"{np.mean(r['val_loss']):.6f}",
+                        " ".join(f"{k}={v}" for k, v in r["settings"].items())]
+                       + ([r.get("failed", "")] if any_failed else []))
     return buf.getvalue()
 
 
@@ -195,6 +229,9 @@ def format_tune(summary: dict) -> str:
     lines = [f"{'method':<10} {'best trial':>10} {'mean val acc %':>15}  settings"]
     for m in summary["methods"]:
         b = summary["best"][m]
+        if b is None:
+            lines.append(f"{m:<10} {'none':>10} {'':>15}  every trial diverged: kept at its current settings")
+            continue
         shown = ", ".join(f"{k}={v}" for k, v in b["settings"].items()) or "(the current settings)"
         lines.append(f"{m:<10} {b['trial']:>10} {100 * b['mean_val_accuracy']:>15.2f}  {shown}")
     lines.append(f"{summary['trials']} trial(s) per method, {len(summary['tune_seeds'])} seed(s) each, validation only.")
