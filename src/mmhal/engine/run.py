@@ -40,7 +40,7 @@ from .loop import fit, make_split, output_nbytes, predict, teacher_outputs
 from .results import (TEACHER, build_results, format_table, members, pad_counts, recommend, recommendation_line,
                       results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
-                        plan_folder, sigint_held)
+                        out_path, plan_folder, sigint_held)
 from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
@@ -446,6 +446,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
         if not main:  # rank 0 alone speaks
             log, cfg.progress = (lambda s: None), False
         cfg.out = distributed.main_only(lambda: cfg.out)  # a default, timestamped folder is rank 0's
+    cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
     folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
     splits: dict = {}
