@@ -40,7 +40,7 @@ def test_onnx_export_gives_pytorchs_logits_at_any_batch_size(finished_run, tmp_p
     out = tmp_path / "onnx"
     rc, stdout, err = export(capsys, finished_run, "--method", "mmh", "--seed", "1", "--out", out)
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_card.json", "model_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".mmhal-export", "model.onnx", "model_card.json", "model_card.md"]
     assert "max abs diff" in stdout
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["weak"]
@@ -150,16 +150,23 @@ def test_bad_runs_and_names_are_one_sentence(case, finished_run, tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_existing_folder_is_refused_and_overwrite_replaces_it(finished_run, tmp_path, capsys):
+def test_an_earlier_export_needs_overwrite_and_a_folder_of_someone_elses_is_never_replaced(finished_run, tmp_path,
+                                                                                             capsys):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--out", out)
-    assert rc == 2 and "--overwrite" in err and (out / "old.txt").is_file()
-    rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--out", out, "--overwrite")
+    assert export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--out", out)[0] == 0
+    rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "1", "--out", out)
+    assert rc == 2 and "--overwrite" in err and json.loads((out / "model_card.json").read_text())["seed"] == 0
+    rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "1", "--out", out, "--overwrite")
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_card.json", "model_card.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".mmhal-export", "model.onnx", "model_card.json", "model_card.md"]
+    assert json.loads((out / "model_card.json").read_text())["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "old.txt").write_text("old")
+    rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--out", mine, "--overwrite")
+    assert rc == 2 and "is not an export folder mmhal wrote" in err and err.count("\n") == 1
+    assert [p.name for p in mine.iterdir()] == ["old.txt"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -169,12 +176,14 @@ def test_a_failed_check_leaves_nothing_behind(fmt, finished_run, tmp_path, capsy
     rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--format", fmt, "--out", out)
     assert rc == 2 and "nothing was written" in err and err.count("\n") == 1
     assert list((tmp_path / "exports").iterdir()) == []
-    old = tmp_path / "old"  # an existing export survives a failed --overwrite untouched
-    old.mkdir()
-    (old / "model_card.md").write_text("old card")
+    old = tmp_path / "old"  # an earlier export survives a failed --overwrite untouched
+    monkeypatch.setattr(export_mod, "TOLERANCE", 1e-4)
+    assert export(capsys, finished_run, "--method", "mmh", "--seed", "1", "--format", fmt, "--out", old)[0] == 0
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    monkeypatch.setattr(export_mod, "TOLERANCE", -1.0)
     rc, _, err = export(capsys, finished_run, "--method", "mmh", "--seed", "0", "--format", fmt, "--out", old,
                         "--overwrite")
-    assert rc == 2 and [p.name for p in old.iterdir()] == ["model_card.md"]
+    assert rc == 2 and "nothing was written" in err and {p.name: p.read_bytes() for p in old.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "old"]
 
 

@@ -191,15 +191,21 @@ def test_teacher_by_name_needs_every_teacher_modality(finished_run, tmp_path, ca
     assert rc == 2 and "drop --seed" in err
 
 
-def test_existing_out_is_refused_and_overwrite_replaces_it(finished_run, tmp_path, capsys):
+def test_an_earlier_output_needs_overwrite_and_a_file_of_someone_elses_is_never_replaced(finished_run, tmp_path,
+                                                                                           capsys):
     out = tmp_path / "p.csv"
-    out.write_text("keep me\n")
     data = finished_run.parent / "tiny.npz"
+    assert predict(capsys, finished_run, "--data", data, "--method", "mmh", "--seed", "0", "--out", out)[0] == 0
+    first = out.read_bytes()
     rc, _, err = predict(capsys, finished_run, "--data", data, "--method", "mmh", "--out", out)
-    assert rc == 2 and "--overwrite" in err and out.read_text() == "keep me\n"
+    assert rc == 2 and "--overwrite" in err and out.read_bytes() == first
     rc, _, err = predict(capsys, finished_run, "--data", data, "--method", "mmh", "--out", out, "--overwrite")
     assert rc == 0, err
-    assert read_csv(out)[0][0] == "pred"
+    assert read_csv(out)[0][0] == "pred" and out.read_bytes() != first  # both seeds now, not seed 0's
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep me\n")
+    rc, _, err = predict(capsys, finished_run, "--data", data, "--method", "mmh", "--out", mine, "--overwrite")
+    assert rc == 2 and "is not a file mmhal predict wrote" in err and mine.read_text() == "keep me\n"
     rc, _, err = predict(capsys, finished_run, "--data", data, "--method", "mmh", "--out", tmp_path)
     assert rc == 2 and "is a folder" in err
 

@@ -131,7 +131,7 @@ def get_parser() -> argparse.ArgumentParser:
     pr.add_argument("--method", help="which method's students (default: the run's recommendation)")
     pr.add_argument("--seed", type=int, help="one seed's student (default: every seed's, probabilities averaged)")
     pr.add_argument("--out", help="the CSV to write (default: RUN/predictions/<method>-<data>.csv)")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    pr.add_argument("--overwrite", action="store_true", help="replace an earlier mmhal predict output in --out")
     pr.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     pr.add_argument("--batch-size", type=int, default=1024, help="samples per forward pass (default: 1024)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -142,7 +142,7 @@ def get_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seed", type=int, help="which seed's student (default: the one with the best validation accuracy)")
     ex.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="onnx (default) or torchscript")
     ex.add_argument("--out", help="the folder to write (default: RUN/export/<method>-seed<seed>-<format>)")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier mmhal export in --out")
     rp = _parser(sub, "report", help="an HTML page and PNG figures of a finished run: which method to deploy, and why")
     rp.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
     rp.add_argument("--out", help="the folder to write (default: RUN/report)")
@@ -243,12 +243,13 @@ NOTHING_USABLE = 3
 
 def cmd_run(args) -> int:
     from .engine import distributed
-    from .engine.run import format_table, nothing_usable, plan_folder, recommendation_line, run
+    from .engine.run import format_table, nothing_usable, out_path, plan_folder, recommendation_line, run
 
     base = args.config
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
+        args.out = str(out_path(args.out))  # '~/runs/x' (quoted) is the home folder's
         plan_folder(Path(args.out), "run", resume=True, overwrite=args.overwrite)  # a run of mmhal's, before reading it
         base = base or str(Path(args.out) / "config.yaml")  # the interrupted run's own settings, unless a recipe is named
     cfg = build_config(args, base)

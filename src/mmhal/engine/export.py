@@ -18,8 +18,10 @@ with any batch size, and returning ``logits`` and ``probabilities`` (softmax of 
 Before anything is kept, the exported model runs (onnxruntime, or the reloaded TorchScript module) on 256
 random inputs distributed like the train data (per channel: the train mean plus the train std times a
 standard normal draw), in one batch of 256 and one of 3, and its logits must equal PyTorch's within 1e-4.
-The folder (``model.*``, ``model_card.md``, ``model_card.json``) is written into a temporary sibling and
-renamed into place when complete: a failure leaves nothing behind.
+The folder (``model.*``, ``model_card.md``, ``model_card.json`` and the marker ``.mmhal-export`` listing them
+with their SHA-256) is written into a hidden sibling and renamed into place when complete: a failure leaves
+nothing behind. An existing folder is replaced, with ``--overwrite``, only when it is an earlier export that
+holds nothing else, and never a run's own folder (``engine.outputs``, the rule of every writing command).
 
 The method is ``--method`` or the run's recommendation; the teacher only as ``--method teacher``; an
 ensemble is refused (it is two networks; export its members one by one). The seed is ``--seed`` or the one
@@ -31,9 +33,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,6 +48,7 @@ from ..errors import UserError
 from ..models.network import NetworkBase
 from ..utils import atomic_write_json, atomic_write_text, file_sha256
 from .artifacts import RunFolder, best_seed, choose_method, load_network, model_files, open_run
+from .outputs import Output, out_path, plan_output, write_folder
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 OPSET = 17
@@ -319,54 +319,9 @@ def card_markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- the folder
-def check_out(out: Path, overwrite: bool) -> None:
-    """A UserError when ``out`` cannot become the export folder, or exists and ``overwrite`` is off."""
-    for p in [out, *out.parents]:
-        if p.exists() and not p.is_dir():
-            what = "is a file" if p == out else f"lies under '{p}', which is a file"
-            raise UserError(f"--out '{out}' {what}; give the path of a folder")
-    if out.exists() and not overwrite:
-        raise UserError(f"'{out}' already exists; choose another --out or pass --overwrite to replace it")
-
-
-def write_folder(out: Path, fill: Callable[[Path], None]) -> None:
-    """Make the folder ``out`` by ``fill(tmp)`` in a temporary sibling, renamed into place once ``fill`` returns
-    (an existing ``out`` is replaced then); on any failure the temporary folder is removed (a write that fails,
-    e.g. a full disk, is a UserError)."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise UserError(f"the folder '{out.parent}' cannot be created or written ({why})") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; an export should read like any folder
-        fill(tmp)
-        if out.exists():  # --overwrite: the old folder goes only once the new one is complete
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / out.name, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            why = exc.strerror or type(exc).__name__
-            raise UserError(f"the export folder '{out}' cannot be written ({why}); nothing was written") from None
-        raise
-
-
-def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Path, how: dict) -> dict:
-    """Export ``method``'s network of ``seed`` (None: the teacher) as ``fmt`` into the folder ``out``, checked
-    against PyTorch; returns the model card."""
+def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Output, how: dict) -> dict:
+    """Export ``method``'s network of ``seed`` (None: the teacher) as ``fmt`` into the folder ``out`` (planned by
+    ``outputs.plan_output``), checked against PyTorch; returns the model card."""
     [(_, path)] = model_files(run, method, seed)
     network, ckpt = load_network(path)
     model = Deployable(network).eval()
@@ -397,7 +352,8 @@ def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Path
         atomic_write_json(folder / "model_card.json", card)
         atomic_write_text(folder / "model_card.md", card_markdown(card))
 
-    write_folder(out, fill)
+    write_folder(out, fill, [FILES[fmt], "model_card.json", "model_card.md"],
+                 {"run": str(run.path.resolve()), "method": method, "seed": seed, "format": fmt})
     return card
 
 
@@ -421,14 +377,13 @@ def main(args) -> int:
         acc = run.results["results"][method]["val_accuracy"]["per_seed"][run.seeds.index(seed)]
         how["seed"] = f"the best validation accuracy among the method's seeds ({100 * acc:.2f} %; the first on ties)"
     name = f"{method}-{args.format}" if seed is None else f"{method}-seed{seed}-{args.format}"
-    out = Path(args.out) if args.out else run.path / "export" / name
-    check_out(out, args.overwrite)
+    out = plan_output(out_path(args.out) if args.out else run.path / "export" / name, "export", args.overwrite)
     select_on = method_config(run.config, method).train.select_on
     how["epoch"] = f"the epoch with the best {select_on.replace('_', ' ')} on the validation split"
     card = export(run, method, seed, args.format, out, how)
     chk = card["check"]
-    print(f"exported: {out / FILES[args.format]} (method {method}" + ("" if seed is None else f", seed {seed}") + ")")
+    print(f"exported: {out.path / FILES[args.format]} (method {method}" + ("" if seed is None else f", seed {seed}") + ")")
     print(f"check: {chk['runtime']} gives PyTorch's logits on {chk['samples']} random inputs (batches of "
           f"{' and '.join(map(str, chk['batch_sizes']))}): max abs diff {chk['max_abs_diff']:.3g} <= {TOLERANCE:g}")
-    print(f"model card: {out / 'model_card.md'}")
+    print(f"model card: {out.path / 'model_card.md'}")
     return 0

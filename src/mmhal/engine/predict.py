@@ -23,6 +23,11 @@ digits); for anti-spoofing runs (a ``pad`` block in results.json) also ``bona_fi
 ``threshold`` (the validation threshold of the run's PAD criterion: the chosen seed's, or with several seeds
 the mean of theirs) and ``decision`` (``bona_fide`` iff score >= threshold, else ``attack``); and ``label``
 when the input has labels (the accuracy then goes to stderr).
+
+The CSV is written through a temporary file, then its record ``.NAME.mmhal-predict`` beside it (the command and
+the file's SHA-256): an existing ``--out`` is replaced, with ``--overwrite``, only when it is an earlier
+predict output unchanged since, and never a run's own file (``engine.outputs``, the rule of every writing
+command).
 """
 from __future__ import annotations
 
@@ -44,9 +49,10 @@ from ..config import DataConfig
 from ..data.base import DATASETS, input_kind, load_dataset
 from ..errors import DataError, UserError
 from ..models.network import NetworkBase
-from ..utils import atomic_write_text, usable_cpus
+from ..utils import usable_cpus
 from .artifacts import RunFolder, choose_method, load_network, method_members, model_files, open_run
 from .device import resolve_device
+from .outputs import out_path, plan_output, write_file
 
 PROB_DIGITS = ".9g"  # float32 values written so that they read back exactly
 
@@ -454,17 +460,6 @@ def default_out(run: RunFolder, method: str, spec: str) -> Path:
     return run.path / "predictions" / f"{method}-{stem}.csv"
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """A UserError when ``out`` cannot be written as a file, or exists and ``overwrite`` is off."""
-    for p in [out, *out.parents]:
-        if p != out and p.exists() and not p.is_dir():
-            raise UserError(f"--out '{out}' lies under '{p}', which is a file; give the path of a CSV file")
-    if out.is_dir():
-        raise UserError(f"--out '{out}' is a folder; give the path of a CSV file")
-    if out.exists() and not overwrite:
-        raise UserError(f"'{out}' already exists; choose another --out or pass --overwrite to replace it")
-
-
 def main(args) -> int:
     """``mmhal predict``; see the module docstring."""
     if args.batch_size < 1:
@@ -472,8 +467,8 @@ def main(args) -> int:
     run = open_run(args.run)
     method = choose_method(run, args.method, ensembles=True)
     device = resolve_device(args.device)
-    out = Path(args.out) if args.out else default_out(run, method, args.data)
-    check_out(out, args.overwrite)
+    output = plan_output(out_path(args.out) if args.out else default_out(run, method, args.data), "predict",
+                         args.overwrite)
     nets = load_networks(run, method, args.seed, device)
     workers = min(4, usable_cpus())
     inputs = open_inputs(args.data, args.root, run, nets, workers)
@@ -482,11 +477,7 @@ def main(args) -> int:
     probs = probabilities(logits)
     threshold = pad_threshold(run, nets)
     text = predictions_csv(nets, probs, inputs.labels, threshold)
-    try:
-        atomic_write_text(out, text)
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise UserError(f"the predictions cannot be written to '{out}' ({why})") from None
+    write_file(output, text)
     seconds = time.perf_counter() - t0
     say = lambda s: print(s, file=sys.stderr)  # noqa: E731
     for note in inputs.notes:
@@ -502,5 +493,5 @@ def main(args) -> int:
     if inputs.labels is not None:
         acc = float((probs.argmax(axis=1) == inputs.labels).mean())
         say(f"accuracy: {acc:.4f} on {inputs.n} labelled samples ({nets.describe()})")
-    print(f"predictions: {out} ({inputs.n} samples, {nets.describe()}; {seconds:.2f} s)")
+    print(f"predictions: {output.path} ({inputs.n} samples, {nets.describe()}; {seconds:.2f} s)")
     return 0

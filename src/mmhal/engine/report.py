@@ -19,9 +19,10 @@ Everything but the region figure is drawn from the run folder alone: ``results.j
 (labels and the teacher's logits), ``jobs/`` (each student's logits) and ``models/`` (training histories).
 A figure whose input is missing is skipped with a note on the page and on stderr, never silently.
 
-The report is written into a temporary sibling folder and moved into place when complete, so ``OUT`` is
+The report is written into a hidden sibling folder and moved into place when complete, so ``OUT`` is
 never half-written; an existing ``OUT`` is replaced only when it is a report folder mmhal wrote
-(``REPORT_MARKER``) holding nothing else. matplotlib (and, for anti-spoofing runs, scikit-learn) are optional:
+(``REPORT_MARKER``, listing its files and their SHA-256) holding nothing else, and never a run's own folder
+(``engine.outputs``, the rule of every writing command). matplotlib (and, for anti-spoofing runs, scikit-learn) are optional:
 ``pip install "mmhal[report]"``.
 """
 from __future__ import annotations
@@ -30,9 +31,7 @@ import base64
 import dataclasses
 import datetime
 import html
-import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,11 +44,10 @@ from .. import __version__, stats
 from ..config import method_config
 from ..distill import member_job
 from ..errors import UserError
-from ..utils import pid_alive
-from . import artifacts
+from . import artifacts, outputs
 from .results import TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, members
 
-REPORT_MARKER = ".mmhal-report"
+REPORT_MARKER = outputs.FOLDER_MARKERS["report"]
 INDEX = "index.html"
 REGION_SAMPLES = 512  # validation samples the region figure is computed on at most (evenly spaced): a mean over
 # 512 samples is within ~2 points of the full split's, at a fraction of the forward passes
@@ -105,93 +103,25 @@ def require_plotting(pad: bool = False) -> None:
 # ---------------------------------------------------------------------------------------------- the OUT folder
 
 
-def _marker(folder: Path) -> Optional[dict]:
-    """The report marker of ``folder`` (``{"mmhal", "run", "files", ...}``), or None when it has none."""
-    path = folder / REPORT_MARKER
-    if not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return marker if isinstance(marker, dict) else {}
-
-
-def check_out(out: Path) -> None:
-    """A UserError in one sentence unless ``out`` may be written: it does not exist, is an empty folder, or
-    is a report folder mmhal wrote holding only what it wrote (a user's file in it is never deleted)."""
-    for p in out.parents:
-        if p.exists() and not p.is_dir():
-            raise UserError(f"--out '{out}' lies under '{p}', which is a file; give the path of a folder")
-    if out.is_symlink():
-        raise UserError(f"--out '{out}' is a link; give the path of a folder")
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; give the path of a folder")
-    marker = _marker(out)
-    if marker is None:
-        if any(out.iterdir()):
-            raise UserError(f"'{out}' exists and is not a report folder mmhal wrote (it has no {REPORT_MARKER} file); "
-                            "give another --out, or remove that folder yourself")
-        return
-    known = set(marker.get("files", [])) | {REPORT_MARKER}
-    for root, dirs, files in os.walk(out):
-        for name in [*files, *dirs]:
-            rel = (Path(root) / name).relative_to(out)
-            if str(rel) not in known:
-                raise UserError(f"the report folder '{out}' holds '{rel}', which mmhal did not write; move it "
-                                "away or give another --out")
-
-
-def _remove_stale(out: Path) -> None:
-    """Remove temporary siblings of ``out`` (``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>``) that an earlier,
-    killed ``mmhal report`` left behind: only folders with a report marker, of a process that is gone."""
-    if not out.parent.is_dir():
-        return
-    for kind in ("tmp", "old"):
-        for p in out.parent.glob(f".{out.name}.{kind}-*"):
-            pid = p.name.rsplit("-", 1)[-1]
-            if p.is_dir() and not p.is_symlink() and pid.isdigit() and not pid_alive(int(pid)) \
-                    and (p / REPORT_MARKER).is_file():
-                shutil.rmtree(p, ignore_errors=True)
+def check_out(out: Path) -> outputs.Output:
+    """The report folder ``out``, checked before any work (``outputs.plan_output``): a UserError in one sentence
+    unless it does not exist, is an empty folder, or is a report folder mmhal wrote holding only what it wrote
+    (a user's file in it is never deleted); an earlier report is replaced without ``--overwrite``."""
+    return outputs.plan_output(out, "report", overwrite=True)
 
 
 def write_report(out: Path, files: dict[str, bytes], run_path: Path) -> None:
-    """Write ``files`` (name -> bytes) and the marker into a temporary sibling of ``out``, then move it into
-    place (replacing an earlier report, which ``check_out`` has allowed)."""
-    _remove_stale(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    marker = {"mmhal": __version__, "run": str(run_path.resolve()), "files": sorted(files),
-              "created": datetime.datetime.now().isoformat(timespec="seconds")}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        (tmp / REPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    """Write ``files`` (name -> bytes) and the marker into a hidden sibling of ``out``, then move it into place
+    (replacing an earlier report, which ``check_out`` allows; ``outputs.write_folder``)."""
+
+    def fill(folder: Path) -> None:
         for name, data in files.items():
-            with open(tmp / name, "wb") as f:
+            with open(folder / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        check_out(out)  # again: someone may have put a file there while the figures were drawn
-        if out.exists():
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except OSError:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        raise UserError(f"the report folder '{out}' cannot be written ({exc.strerror or type(exc).__name__})") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    outputs.write_folder(check_out(out), fill, files, {"run": str(run_path.resolve())})
 
 
 # ------------------------------------------------------------------------------------ what the figures read
@@ -920,7 +850,7 @@ def main(args) -> int:
     t0 = time.time()
     run = artifacts.open_run(args.run)
     require_plotting(pad=any("pad" in r for r in run.results["results"].values()))
-    out = Path(args.out) if args.out else run.path / "report"
+    out = outputs.out_path(args.out) if args.out else run.path / "report"
     check_out(out)
 
     def log(msg: str) -> None:

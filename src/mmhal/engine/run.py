@@ -45,7 +45,7 @@ from .loop import divergence_hint, fit, make_split, output_nbytes, predict, teac
 from .results import (TEACHER, build_results, diverged_methods, diverged_warning, format_table, members,
                       nothing_usable, pad_counts, recommend, recommendation_line, results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
-                        plan_folder, read_marker, sigint_held)
+                        out_path, plan_folder, read_marker, sigint_held)
 from .jobs import JobFailed, _report, _run_jobs, main_threads, reads_samples, resolve_workers  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
@@ -500,6 +500,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
         if not main:  # rank 0 alone speaks
             log, cfg.progress = (lambda s: None), False
         cfg.out = distributed.main_only(lambda: cfg.out)  # a default, timestamped folder is rank 0's
+    cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
     folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
     splits: dict = {}

@@ -1,17 +1,18 @@
-"""Run folders: where ``mmhal run`` and ``mmhal tune`` write, and what they may remove.
+"""Run folders: where ``mmhal run`` and ``mmhal tune`` write, and how, by the rule of ``engine.outputs`` (shared
+with predict, export and report).
 
 mmhal marks every folder it makes for a run or a tuning with ``MARKER`` (JSON: mmhal version, when,
 which command), and writes into a folder only when it does not exist yet, is empty, or carries the
-marker (a run folder of an mmhal from before the marker is recognised by its config.yaml and results). It removes only
-what it wrote (``is_own``): a user's files in a run folder are never deleted. ``--overwrite`` builds the
-new run in a sibling folder and swaps it in once it is complete, so the old run stays whole until then.
+marker (a run folder of an mmhal from before the marker is recognised by its config.yaml and results), and never
+among another run's own files (``outputs.check_not_in_run``). It removes only what it wrote (``outputs.is_own``):
+a user's files in a run folder are never deleted, also in its report/, predictions/ and export/ folders, where
+only what the records of those commands claim is mmhal's. ``--overwrite`` builds the new run in a sibling folder
+and swaps it in once it is complete, so the old run stays whole until then.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shlex
 import signal
 import tempfile
@@ -22,88 +23,10 @@ from typing import Optional
 
 from .. import __version__
 from ..errors import UserError
-from ..utils import atomic_write_json, pid_alive
-
-EVALUATION_FILE = "evaluation.pt"
-
-MARKER = ".mmhal-run"
-#: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
-OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
-             "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
-OWN_TREES = ("report", "predictions", "export")  # written whole by mmhal report, predict and export
-OWN_DIRS = ("models", "jobs", "checkpoints", "trials", *OWN_TREES)
-_JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
-_TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
-
-
-def is_own(rel: Path, kind: str) -> bool:
-    """Whether ``rel``, a file's path inside a folder of ``kind`` (run or tune), names a file mmhal writes:
-    its top-level files, the student files of ``models/``, ``jobs/``, ``checkpoints/`` and (a tuning's)
-    ``trials/<tag>/{jobs,checkpoints}/`` (``<job>-seed<s>.pt``), ``models/teacher.pt``, everything under
-    ``report/``, ``predictions/`` and ``export/``, and half-written temporary files."""
-    parts = Path(rel).parts
-    name = parts[-1]
-    if _TEMP_FILE.fullmatch(name):
-        return True
-    if len(parts) == 1:
-        return name == MARKER or name in OWN_FILES.get(kind, set())
-    top = parts[0]
-    if top in OWN_TREES:
-        return True
-    if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):
-        return bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
-    return (kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints")
-            and bool(_JOB_FILE.fullmatch(name)))
-
-
-def _files(folder: Path) -> list[Path]:
-    """Every file (and link) below ``folder``, relative to it; links to folders are not followed."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        here = Path(root)
-        for d in list(dirs):
-            if (here / d).is_symlink():
-                dirs.remove(d)
-                files.append(d)
-        found += [(here / f).relative_to(folder) for f in files]
-    return found
-
-
-def remove_own(folder: Path, kind: str) -> list[Path]:
-    """Delete what mmhal wrote in ``folder`` (``is_own``) and the folders of its own that are left empty;
-    return the files of others that remain (relative paths)."""
-    left = []
-    for rel in _files(folder):
-        if is_own(rel, kind):
-            (folder / rel).unlink(missing_ok=True)
-        else:
-            left.append(rel)
-    for name in OWN_DIRS:
-        if (folder / name).is_dir() and not (folder / name).is_symlink():
-            _remove_empty(folder / name)  # what holds someone else's file stays
-    return left
-
-
-def _remove_empty(folder: Path) -> None:
-    """Remove ``folder`` and the folders below it, as far as they are empty (never a file)."""
-    for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
-        try:
-            os.rmdir(root)
-        except OSError:
-            pass
-
-
-def read_marker(folder: Path) -> Optional[dict]:
-    """The marker of ``folder`` (``{"mmhal", "created", "command"}``), or None when it has none; a marker
-    that cannot be read counts as a run's."""
-    path = folder / MARKER
-    if not path.is_file():
-        return None
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        marker = None
-    return marker if isinstance(marker, dict) else {"command": "run"}
+from ..utils import atomic_write_json
+from .outputs import (EVALUATION_FILE, MARKER, OWN_DIRS, OWN_FILES, OWN_TREES, SIBLING_EXTRA,  # noqa: F401
+                      check_not_in_run, check_path, files_below as _files, is_own, out_path, path_exists, read_marker,
+                      remove_empty as _remove_empty, remove_own, run_marker, sibling, stale_siblings)
 
 
 def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
@@ -151,9 +74,8 @@ class RunFolder:
 
     def _remove_stale(self, log) -> None:
         """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
-        for stale in self.out.parent.glob(f".{self.out.name}.mmhal-new-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if stale == self.work or read_marker(stale) is None or (pid.isdigit() and pid_alive(int(pid))):
+        for stale in stale_siblings(self.out, kinds=("new",)):
+            if stale == self.work or read_marker(stale) is None:
                 continue
             if not remove_own(stale, self.kind):
                 _remove_empty(stale)
@@ -186,7 +108,7 @@ class RunFolder:
         what is left of the old run is deleted."""
         if self.mode != "replace":
             return
-        old = self.out.parent / f".{self.out.name}.mmhal-old-{os.getpid()}"
+        old = sibling(self.out, "old")
         try:
             os.rename(self.out, old)
         except OSError:  # ``out`` cannot be renamed (a mount point, say): its run is replaced in place instead
@@ -244,31 +166,16 @@ def _move_user_files(old: Path, new: Path, kind: str) -> list[Path]:
     return kept
 
 
-def _earlier_run(folder: Path) -> Optional[dict]:
-    """``{"command": "run"}`` when ``folder`` is a run folder written by an mmhal from before ``MARKER`` (its
-    config.yaml is an mmhal configuration, and it holds results.json, finished jobs or epoch checkpoints);
-    None otherwise."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(cfg, dict) or not {"data", "train", "methods", "seeds"} <= set(cfg):
-        return None
-    ran = (folder / "results.json").is_file() or any(folder.glob("jobs/*.pt")) or any(folder.glob("checkpoints/*.pt"))
-    return {"command": "run"} if ran else None
-
-
 def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: bool = False) -> RunFolder:
     """Check ``--out`` before any data is read, without writing into it; a UserError in one sentence when
     mmhal may not write there: a file on the path, a folder it cannot write, a non-empty folder it did not
     make (no ``MARKER``), a folder of the other command, a finished run (unless ``overwrite`` or ``resume``),
-    an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning."""
-    for p in [out, *out.parents]:
-        if p.exists() and not p.is_dir():
-            what = "is a file" if p == out else f"lies under '{p}', which is a file"
-            raise UserError(f"--out '{out}' {what}; give the path of a folder")
+    an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning; also a path among another
+    run's own files (``outputs.check_not_in_run``) and a name longer than the file system allows (with room for
+    the sibling an ``--overwrite`` builds the new run in). ``~`` is expanded."""
+    out = out_path(out)
+    check_path(out, True, SIBLING_EXTRA if overwrite or not path_exists(out) else 0)
+    check_not_in_run(out, kind)
     if resume and overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     if not out.exists():
@@ -277,7 +184,7 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
         base = next(p for p in out.parents if p.exists())
         _probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
         return RunFolder(out, kind, "new", out)
-    marker = read_marker(out) or _earlier_run(out)
+    marker = run_marker(out)
     others = [e.name for e in out.iterdir() if e.name != MARKER]
     if marker is None:
         if others:
@@ -307,7 +214,7 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
             raise UserError(f"run folder '{out}' already holds results; choose another --out or pass --overwrite")
         raise UserError(f"'{out}' holds an interrupted run; continue it with --resume or replace it with --overwrite")
     _probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
-    return RunFolder(out, kind, "replace", out.parent / f".{out.name}.mmhal-new-{os.getpid()}")
+    return RunFolder(out, kind, "replace", sibling(out, "new"))
 
 
 class RunInterrupted(KeyboardInterrupt):

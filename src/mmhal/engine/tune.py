@@ -44,8 +44,8 @@ from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
 from .run import (JobContext, RunInterrupted, _run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
-                  load_run_data, main_threads, normalization_stats, plan_folder, reads_samples, resolve_methods,
-                  resolve_workers, split_job_name)
+                  load_run_data, main_threads, normalization_stats, out_path, plan_folder, reads_samples,
+                  resolve_methods, resolve_workers, split_job_name)
 from .samples import close_splits, stop_workers
 
 #: searched for every method alike (the schedule), on top of the method's own ``tune_space``
@@ -103,6 +103,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     t_start = time.time()
     torch.set_num_threads(main_threads(cfg))
     device = distributed.job_device(cfg.device, distributed.current())
+    cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
     folder = plan_folder(out, "tune")  # a new or empty folder, or an unfinished tuning's (it starts again)
     splits: dict = {}
