@@ -305,10 +305,10 @@ def test_the_teacher_diverging_exits_2_before_any_student_and_caches_nothing(tmp
 @pytest.mark.slow
 def test_a_tuning_trial_whose_student_diverges_is_failed_and_never_chosen(tmp_path, capsys):
     data = _tiny(tmp_path / "tiny.npz")
-    args = ["tune", "--data", str(data), "--methods", "unimodal,kd", "--tune-seeds", "1", "--epochs", "1", *BASE,
+    args = ["tune", "--data", str(data), "--tune-seeds", "1", "--epochs", "1", *BASE,
             "workers=1"]
     # kd's trial 0 has the huge rate; its trial 1 draws its own (1e-3..1e-2)
-    assert main([*args, "--trials", "2", "--out", str(tmp_path / "t"), HUGE_KD_LR]) == 0
+    assert main([*args, "--methods", "unimodal,kd", "--trials", "2", "--out", str(tmp_path / "t"), HUGE_KD_LR]) == 0
     cap = capsys.readouterr()
     summary = json.loads((tmp_path / "t" / "tune.json").read_text())
     kd = summary["table"]["kd"]
