@@ -7,7 +7,6 @@ import errno
 import json
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +20,9 @@ import mmhal.engine.run as run_mod
 from mmhal.cli import main
 from mmhal.config import RunConfig
 from mmhal.data.npz import save_npz
-from mmhal.engine.jobs import main_threads, resolve_workers
-from mmhal.errors import UserError, machine_limit
-from mmhal.utils import atomic_torch_save, atomic_write_text, cgroup_cpu_limit, usable_cpus
+from mmhal.engine.jobs import SMALL_NETWORK_MACS, resolve_workers, train_threads
+from mmhal.errors import machine_limit
+from mmhal.utils import cgroup_cpu_limit, usable_cpus
 from test_cli_run import _tiny
 
 BASE = ["--student", "weak", "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
@@ -313,15 +312,35 @@ def test_usable_cpus_follows_the_affinity_mask_and_the_quota(monkeypatch):
     assert usable_cpus() == 4
 
 
-def test_worker_and_thread_counts_follow_the_usable_cpus(monkeypatch):
+def test_worker_and_thread_counts_follow_the_usable_cpus_and_small_networks_train_on_one_thread(monkeypatch):
     cfg = RunConfig()
     cpu = torch.device("cpu")
+    small, large = SMALL_NETWORK_MACS - 1, SMALL_NETWORK_MACS
     monkeypatch.setattr("mmhal.engine.jobs.usable_cpus", lambda: 1)
-    assert resolve_workers(cfg, cpu, 15) == 1 and main_threads(cfg) == 1
+    assert resolve_workers(cfg, cpu, 15) == 1 and train_threads(cfg, large) == 1
     monkeypatch.setattr("mmhal.engine.jobs.usable_cpus", lambda: 8)
-    assert resolve_workers(cfg, cpu, 15) == 2 and main_threads(cfg) == 8
+    assert resolve_workers(cfg, cpu, 15) == 2
+    assert train_threads(cfg, large) == 8 and train_threads(cfg, large, processes=2) == 4
+    assert train_threads(cfg, small) == 1 and train_threads(cfg, small, processes=2) == 1
+    assert train_threads(cfg) == 8  # while the data load, before any network is known
     cfg.train.threads, cfg.workers = 3, 5
-    assert resolve_workers(cfg, cpu, 15) == 5 and main_threads(cfg) == 3
+    assert resolve_workers(cfg, cpu, 15) == 5 and train_threads(cfg, small) == 3 and train_threads(cfg, large, 2) == 3
+
+
+def test_macs_per_sample_counts_convolutions_and_linear_layers_and_sorts_the_networks():
+    from mmhal.config import ModelConfig
+    from mmhal.models.network import build_network, macs_per_sample
+
+    net = build_network({"v": (10,)}, ["v"], 3, ModelConfig(width=2))
+    total = macs_per_sample(net, {"v": (10,)})
+    by_hand = sum((m.in_features * m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear))
+    assert total == by_hand > 0  # a network of vectors: linear layers alone, in x out multiply-adds per sample
+    hapt = build_network({"acc": (3, 128), "gyro": (3, 128)}, ["acc", "gyro"], 6, ModelConfig())
+    face = build_network({"rgb": (3, 112, 112), "depth": (1, 112, 112)}, ["rgb", "depth"], 2,
+                         ModelConfig(width=64, blocks=2))
+    assert macs_per_sample(hapt, {"acc": (3, 128), "gyro": (3, 128)}) < SMALL_NETWORK_MACS
+    assert macs_per_sample(face, {"rgb": (3, 112, 112), "depth": (1, 112, 112)}) > 10 * SMALL_NETWORK_MACS
+    assert net.training and hapt.training  # left in the mode they were in
 
 
 # ------------------------------------------------------------------------------------- --resume checks first

@@ -255,7 +255,9 @@ class TrainConfig:
     # Exponential moving average of the weights (decay per step; 0 = off): validation, selection and the
     # saved model use the averaged weights (engine.loop.WeightAverage).
     ema: float = 0.0
-    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    # torch intra-op threads per training process; 0 = automatic (engine.jobs.train_threads): 1 for small networks
+    # (vectors, sequences), else the CPUs the process may use (affinity, cgroup quota) shared by its processes
+    threads: int = 0
     # Compute the frozen teacher's outputs on the train split once and reuse them every epoch
     # (exact while inputs are not randomly augmented; skipped when the cache would exceed 2 GiB).
     cache_teacher: bool = True

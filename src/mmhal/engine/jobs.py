@@ -45,12 +45,25 @@ def resolve_workers(cfg, device, n_jobs: int, in_memory: bool = True) -> int:
     return max(1, min(w, n_jobs))
 
 
-def main_threads(cfg) -> int:
-    """Torch threads of the process that trains the teacher (and the students when they run in it):
-    ``train.threads``, else the CPUs this process may use (``utils.usable_cpus``: affinity and cgroup quota, not
-    the machine's count). A fixed function of the machine, never of its load: the thread count changes CPU
-    reductions, and a run must repeat its own figures exactly."""
-    return cfg.train.threads if cfg.train.threads > 0 else usable_cpus()
+#: below this many multiply-accumulates per sample a network trains fastest on one thread per process, on an idle
+#: machine as on a busy one (benchmarks/threads.py): its steps are many small operations, whose threads wait for
+#: each other, and wait for the slowest one when other jobs share the cores (the default demo's teacher: 16 s on
+#: one thread, 136 s on two, with two other jobs on the 2 cores). The networks of vectors and sequences are far
+#: below it (HAPT's teacher 0.8 M), those of images and clips far above (the face model 951 M).
+SMALL_NETWORK_MACS = 20_000_000
+
+
+def train_threads(cfg, macs: Optional[int] = None, processes: int = 1) -> int:
+    """Torch threads of each of ``processes`` training processes: ``train.threads``; else 1 for a small network
+    (``macs`` per sample below ``SMALL_NETWORK_MACS``); else the CPUs this process may use (``utils.usable_cpus``:
+    affinity and cgroup quota, not the machine's count) shared among the processes. A fixed function of the
+    machine and the network, never of the machine's load: the thread count changes CPU reductions, and a run
+    must repeat its own figures exactly."""
+    if cfg.train.threads > 0:
+        return cfg.train.threads
+    if macs is not None and macs < SMALL_NETWORK_MACS:
+        return 1
+    return max(1, usable_cpus() // processes)
 
 
 _WORKER_CTX: Optional[JobContext] = None
@@ -134,7 +147,7 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
             report(job, r)
         return done
     require_open_files(workers, f"{workers} student worker processes (workers)")
-    threads = max(1, usable_cpus() // workers)
+    threads = train_threads(ctx.cfg, ctx.macs, workers)
     mp = multiprocessing.get_context("spawn")
     queue = mp.Queue() if ctx.cfg.progress else None
     pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))

@@ -37,7 +37,7 @@ from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS, build_method, member_job
 from ..errors import TrainingDiverged, UserError
-from ..models.network import build_network
+from ..models.network import build_network, macs_per_sample
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
                      seed_everything, stable_hash, state_digest)
 from . import distributed
@@ -46,7 +46,7 @@ from .results import (TEACHER, build_results, diverged_methods, diverged_warning
                       nothing_usable, pad_counts, recommend, recommendation_line, results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
                         out_path, plan_folder, read_marker, sigint_held)
-from .jobs import JobFailed, _report, _run_jobs, main_threads, reads_samples, resolve_workers  # noqa: F401
+from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers, train_threads  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
@@ -173,6 +173,30 @@ def applicable_methods(cfg: RunConfig, data, student_mods, to_train: list[str], 
         log(f"note: --methods all leaves out '{name}' on this data: {why}")
     keep = lambda m: not any(split_job_name(member_job(p))[0] in dropped for p in members(m))  # noqa: E731
     return [j for j in to_train if split_job_name(j)[0] not in dropped], [m for m in to_report if keep(m)]
+
+
+def teacher_macs(cfg: RunConfig, data, teacher_mods) -> int:
+    """Multiply-accumulates per sample of the teacher, the largest network of the run, built (untrained, without
+    pretrained weights) to be counted (``models.network.macs_per_sample``)."""
+    from dataclasses import replace
+
+    model = replace(teacher_config(cfg).model, weights="", weights_sha256="")
+    if model.teacher_fusion == "late" and len(teacher_mods) > 1:
+        from ..models.video import build_late_fusion
+
+        net = build_late_fusion(data.shapes, teacher_mods, data.num_classes, model)
+    else:
+        net = build_network(data.shapes, teacher_mods, data.num_classes, model)
+    return macs_per_sample(net, data.shapes)
+
+
+def set_threads(cfg: RunConfig, data, teacher_mods) -> int:
+    """Set this process's torch threads for training the run's networks (``jobs.train_threads``: one for small
+    networks, else every usable CPU); returns the teacher's multiply-accumulates per sample, which the student
+    worker processes' threads follow too."""
+    macs = teacher_macs(cfg, data, teacher_mods)
+    torch.set_num_threads(train_threads(cfg, macs))
+    return macs
 
 
 def _build(cfg: RunConfig, data: MultimodalData, modalities, stats, teacher: bool = False) -> torch.nn.Module:
@@ -490,7 +514,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     """
     log = log or (lambda s: tqdm.write(s))
     t_start = time.time()
-    torch.set_num_threads(main_threads(cfg))
+    torch.set_num_threads(train_threads(cfg))  # while the data load; set again for the network (set_threads)
     dctx = distributed.current()
     main = dctx.is_main
     device = distributed.job_device(cfg.device, dctx)
@@ -567,6 +591,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
              device, log, resume, splits: dict, t_start) -> dict:
     """The body of ``run`` once the folder ``work`` is ready: teacher, students, results (``splits`` is
     filled with the splits it builds, for the caller to close)."""
+    macs = set_threads(cfg, data, teacher_mods)
     dctx = distributed.current()
     main = dctx.is_main
     log(
@@ -607,7 +632,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
     ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume,
-                     digest, folder=work)
+                     digest, folder=work, macs=macs)
     if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
         ctx.prime(splits, teacher)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
@@ -713,8 +738,9 @@ class JobContext:
     """What every student job needs; built once per process (in the parent, or in each worker)."""
 
     def __init__(self, cfg, data, stats, teacher_state, teacher_mods, student_mods, all_mods, eval_split, resume=False,
-                 teacher_digest="", folder=None):
+                 teacher_digest="", folder=None, macs=None):
         self.cfg, self.data, self.stats = cfg, data, stats
+        self.macs = macs  # the teacher's multiply-accumulates per sample: the worker processes' threads follow them
         self.folder = Path(folder if folder is not None else cfg.out)  # where the run writes (see RunFolder.work)
         self.teacher_digest = teacher_digest
         self.teacher_state, self.teacher_mods, self.student_mods = teacher_state, teacher_mods, student_mods

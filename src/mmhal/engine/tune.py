@@ -44,7 +44,7 @@ from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
 from .run import (JobContext, RunInterrupted, _run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
-                  load_run_data, main_threads, normalization_stats, out_path, plan_folder, reads_samples,
+                  load_run_data, normalization_stats, out_path, plan_folder, reads_samples, set_threads, train_threads,
                   resolve_methods, resolve_workers, split_job_name)
 from .samples import close_splits, stop_workers
 
@@ -101,7 +101,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     if distributed.current().enabled:
         raise UserError("mmhal tune runs in one process (its trials run in parallel workers); start it without torchrun")
     t_start = time.time()
-    torch.set_num_threads(main_threads(cfg))
+    torch.set_num_threads(train_threads(cfg))  # while the data load; set again for the network (set_threads)
     device = distributed.job_device(cfg.device, distributed.current())
     cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
@@ -134,6 +134,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     """The body of ``tune`` once the folder ``out`` is ready (``splits`` is filled for the caller to close)."""
     if reads_samples(cfg, data):
         return_freed_memory()
+    macs = set_threads(cfg, data, teacher_mods)
     stats = normalization_stats(data, all_mods, cfg.train.loader_workers, cfg.progress)
     splits.update(build_splits(cfg, data, all_mods, device, ("train", "val")))  # never test
     teacher, _ = get_teacher(cfg, data, teacher_mods, stats, splits, device, log, data.fingerprint())
@@ -141,7 +142,8 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     job_cfg = copy.deepcopy(cfg)
     job_cfg.out = str(out)
     job_cfg.method_overrides = {}  # each trial states its settings in full on top of the common ones
-    ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, "val")
+    ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, "val",
+                     macs=macs)
     table: dict[str, list[dict]] = {}
     for m in methods:
         base = cfg.method_overrides.get(m, {})

@@ -260,6 +260,33 @@ def build_network(spec, modalities, num_classes, model_cfg) -> NetworkBase:
     return BACKBONES.get(getattr(model_cfg, "backbone", "small"))(spec, modalities, num_classes, model_cfg)
 
 
+_MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@torch.no_grad()
+def macs_per_sample(net: nn.Module, shapes: dict[str, Sequence[int]]) -> int:
+    """Multiply-accumulates of one forward pass of ``net`` per sample (its convolutions and linear layers, counted
+    on one random sample of the per-sample ``shapes`` of its modalities): how much arithmetic a step holds, which
+    decides whether more than one thread pays (``engine.jobs.train_threads``). The network is left as it was."""
+    total = [0]
+
+    def count(module, inputs, output):
+        per_out = module.in_features if isinstance(module, nn.Linear) else \
+            (module.in_channels // module.groups) * int(torch.tensor(module.kernel_size).prod())
+        total[0] += (output.numel() // output.shape[0]) * per_out
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, _MAC_LAYERS)]
+    was = net.training
+    try:
+        net.eval()
+        net({m: torch.randn(1, *shapes[m]) for m in net.modalities})
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was)
+    return total[0]
+
+
 def param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """Optimizer parameter groups for the trainable parameters of ``module`` (a network, or anything holding
     networks, e.g. a distillation method): parameters a network marks as pretrained (``pretrained_parameters``)
