@@ -1,6 +1,6 @@
 """Ctrl-C (SIGINT) stops `mmhal run` at once in every phase, cancels queued students, kills the worker processes,
-exits with 130 and says how to resume; `--resume` then ends exactly as the uninterrupted run. A second Ctrl-C never
-hangs. A student that fails in a worker process stops the others at once, and its error reaches the user once.
+exits with 130 and says how to resume; `--resume` then ends exactly as the uninterrupted run; SIGTERM and SIGHUP
+do the same (exit 143 and 129). A second Ctrl-C never hangs. A live run's folder is locked against other writers. A student that fails in a worker process stops the others at once, and its error reaches the user once.
 
 These start `python -m mmhal` as a user would and signal it with os.kill(pid, SIGINT) (a terminal's Ctrl-C also
 reaches the workers, which ignore it)."""
@@ -60,18 +60,18 @@ def _wait_until(proc, found, timeout=300.0):
     assert found(), "the moment to interrupt never came"
 
 
-def _interrupt(proc, times=1, gap=0.05, group=False) -> float:
-    """Send SIGINT ``times`` times, ``gap`` seconds apart (to the process, or its whole group); seconds until the
-    process ended."""
+def _interrupt(proc, times=1, gap=0.05, group=False, sig=signal.SIGINT) -> float:
+    """Send ``sig`` (SIGINT) ``times`` times, ``gap`` seconds apart (to the process, or its whole group); seconds
+    until the process ended."""
     t0 = time.time()
     for i in range(times):
         if i:
             time.sleep(gap)
         if proc.poll() is None:
             if group:
-                os.killpg(proc.pid, signal.SIGINT)
+                os.killpg(proc.pid, sig)
             else:
-                os.kill(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, sig)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -96,11 +96,20 @@ def _per_seed(out: Path) -> dict:
     return {m: (r["accuracy"]["per_seed"], r["macro_f1"]["per_seed"]) for m, r in report["results"].items()}
 
 
-def test_ctrl_c_during_students_in_two_workers_stops_at_once_and_resume_ends_as_uninterrupted(tmp_path, shared):
+@pytest.fixture(scope="module")
+def reference(shared, tmp_path_factory):
+    """The uninterrupted run of this module's command: what every resumed run must end as."""
     data, cache = shared
-    ref = tmp_path / "ref"
+    ref = tmp_path_factory.mktemp("reference") / "ref"
     done = subprocess.run(_cmd(data, ref), env=_env(cache), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return ref
+
+
+def test_ctrl_c_during_students_in_two_workers_stops_at_once_and_resume_ends_as_uninterrupted(tmp_path, shared,
+                                                                                              reference):
+    data, cache = shared
+    ref = reference
 
     out = tmp_path / "run"
     proc = _start(_cmd(data, out), _env(cache), tmp_path / "run.log")
@@ -118,6 +127,55 @@ def test_ctrl_c_during_students_in_two_workers_stops_at_once_and_resume_ends_as_
     resumed = subprocess.run(_cmd(data, out, "--resume"), env=_env(cache), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _per_seed(out) == _per_seed(ref)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_sigterm_or_sighup_to_the_whole_group_stops_like_ctrl_c_and_resume_ends_as_uninterrupted(
+        tmp_path, shared, reference, sig, code):
+    """What a cluster scheduler does before it kills a job (SIGTERM to every process of it), or a closed terminal."""
+    data, cache = shared
+    out = tmp_path / "run"
+    proc = _start(_cmd(data, out), _env(cache), tmp_path / "run.log", group=True)
+    _wait_until(proc, lambda: any(out.glob("checkpoints/*.pt")))
+    took = _interrupt(proc, group=True, sig=sig)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == code, log[-3000:]
+    assert took < STOP_WITHIN, f"{took:.1f} s from {sig.name} to exit"
+    assert log.strip().splitlines()[-1] == (f"mmhal: stopped by {sig.name}; the run stopped where it was; continue it "
+                                            f"with: mmhal run --resume --out {out}")
+    assert "Traceback" not in log and "leaked" not in log
+    assert _quiet_after(out)
+    resumed = subprocess.run(_cmd(data, out, "--resume"), env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _per_seed(out) == _per_seed(reference)
+
+
+def test_a_live_run_is_locked_against_every_other_writer_and_its_death_frees_it(tmp_path, shared):
+    """A second run, --resume, --overwrite or tune into a folder that a live run writes is refused in one sentence,
+    the live run unharmed; once it has died (SIGKILL: no clean-up), the folder is free again."""
+    data, cache = shared
+    out = tmp_path / "run"
+    long = [sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(out),
+            *[a if a != str(EPOCHS) else "4000" for a in ARGS]]  # alive for minutes (a teacher of 4000 epochs)
+    proc = _start(long, _env(cache), tmp_path / "run.log")
+    _wait_until(proc, lambda: (out / "config.yaml").is_file())
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        done = subprocess.run(_cmd(data, out, *extra), env=_env(cache), capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"mmhal: error: the run in '{out}' is being written by another mmhal process "
+                                   f"(pid {proc.pid}, since "), done.stderr
+    tune = subprocess.run([sys.executable, "-m", "mmhal", "tune", "--data", str(data), "--out", str(out), *ARGS],
+                          env=_env(cache), capture_output=True, text=True, timeout=120)
+    assert tune.returncode == 2 and f"is being written by another mmhal process (pid {proc.pid}" in tune.stderr
+    assert proc.poll() is None, "the live run was harmed"
+    proc.kill()
+    proc.wait()
+    assert (out / ".mmhal-lock").is_file()  # left by the killed process, and of no force now
+    replaced = subprocess.run(_cmd(data, out, "--overwrite"), env=_env(cache), capture_output=True, text=True,
+                              timeout=600)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
 
 
 def test_a_second_ctrl_c_from_the_terminal_while_stopping_never_hangs(tmp_path, shared):

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from mmhal.cli import main
 from mmhal.config import RunConfig
 from mmhal.data.npz import save_npz
 from mmhal.engine.jobs import SMALL_NETWORK_MACS, resolve_workers, train_threads
-from mmhal.errors import machine_limit
+from mmhal.errors import UserError, machine_limit
 from mmhal.utils import cgroup_cpu_limit, usable_cpus
 from test_cli_run import _tiny
 
@@ -73,6 +74,27 @@ def test_a_yaml_recipe_with_a_key_twice_is_one_sentence_naming_the_key_and_line(
     recipe.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
     _one_sentence(*_main(capsys, "run", "--config", str(recipe)), "the key 'lr' appears twice", "line 3")
     _one_sentence(*_main(capsys, "run", "train={lr: 1, lr: 2}"), "config key 'train'", "'lr' appears twice")
+
+
+def test_a_large_seed_is_kept_exactly_and_the_largest_allowed_is_allowed():
+    from mmhal.config import load_config
+
+    assert load_config(None, [f"seeds={2**53 + 1}"]).seeds == [2**53 + 1]  # a float would make it 2**53
+    assert load_config(None, [f"seeds=[{2**53 + 1}, 7]"]).seeds == [2**53 + 1, 7]
+    assert load_config(None, [f"seeds={2**63 - 1}"]).seeds == [2**63 - 1]
+    assert load_config(None, ["seeds=[1e3]", "train.epochs=2.0"]).seeds == [1000]
+    with pytest.raises(UserError, match="expects an exact integer, got '2e20'"):
+        load_config(None, ["seeds=2e20"])
+
+
+def test_a_link_as_out_of_run_or_tune_is_refused_naming_the_folder_it_points_to(tmp_path, capsys, finished_run):
+    link = tmp_path / "link"
+    link.symlink_to(finished_run)
+    before = {p.name for p in finished_run.iterdir()}
+    for argv in (["run", "--out", str(link), "--overwrite"], ["run", "--out", str(link), "--resume"],
+                 ["tune", "--out", str(link)]):
+        _one_sentence(*_main(capsys, *argv), f"--out '{link}' is a link (to '{finished_run}'); give the folder itself")
+    assert link.is_symlink() and {p.name for p in finished_run.iterdir()} == before
 
 
 @pytest.mark.parametrize("override, key", [("seeds=[0,-1]", "seeds holds -1"), ("teacher_seed=-1", "teacher_seed holds -1"),
@@ -269,6 +291,13 @@ def test_a_locale_that_is_not_utf8_runs_to_the_end_and_every_command_writes_utf8
     exp = _cli(["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "ex")], env=ascii_env)
     assert exp.returncode == 0, exp.stderr
     assert "café" in (tmp_path / "ex" / "model_card.md").read_text(encoding="utf-8")
+    # a run folder whose name the locale cannot encode: every exporter's file goes through memory
+    moved = tmp_path / "rün-日本"
+    shutil.copytree(out, moved)
+    for fmt in ("onnx", "torchscript"):
+        exp = _cli(["export", str(moved), "--format", fmt], env=ascii_env)
+        assert exp.returncode == 0 and "Traceback" not in exp.stderr, exp.stderr[-2000:]
+    assert len(list((moved / "export").iterdir())) == 2
 
 
 # ------------------------------------------------------------------------------------- CPUs, threads, workers

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmhal.cli import main
 from mmhal.engine import outputs
@@ -241,9 +242,14 @@ def test_run_overwrite_keeps_the_users_files_in_report_predictions_and_export(ru
     [csv] = (run_copy / "predictions").glob("*.csv")
     mmhals = [run_copy / "report" / "index.html", run_copy / "report" / ".mmhal-report", export / "model.onnx", csv]
     assert all(p.is_file() for p in mmhals)
-    mine = ["report/notes.txt", "predictions/mine.csv", f"export/{export.name}/mine.txt", "export/mine.txt"]
+    mine = ["report/notes.txt", "predictions/mine.csv", f"export/{export.name}/mine.txt", "export/mine.txt",
+            # named like mmhal's job files, but not written by mmhal (seeds the run never had; text, a torch file)
+            "models/kd-seed5.pt", "jobs/mmh-seed7.pt", "checkpoints/kd-seed9.pt", "models/unimodal-seed8.pt"]
     for rel in mine:
+        (run_copy / rel).parent.mkdir(exist_ok=True)
         (run_copy / rel).write_text(f"the user's {rel}")
+    torch.save({"model": {"w": torch.zeros(2)}, "mmhal": "0.1.0", "method": "kd", "seed": 0},
+               run_copy / "models" / "unimodal-seed8.pt")  # a model whose name says other than its content
     plant(run_copy)
     edited = run_copy / "predictions" / "edited.csv"
     shutil.copy(csv, edited)  # a copy of an output, no record of its own: the user's

@@ -385,7 +385,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    restore = _stop_on_second_interrupt()
+    restore = _stop_on_signals()
     interrupted, stopped = False, 0
     try:
         return COMMANDS[args.command](args)
@@ -393,9 +393,13 @@ def main(argv=None) -> int:
         print(f"mmhal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # engine.run.RunInterrupted says what was kept and how to go on
-        interrupted = True
-        print(f"mmhal: interrupted; {exc}" if str(exc) else "mmhal: interrupted", file=sys.stderr)
-        return 130
+        import signal
+
+        signum = _STOPPED_BY["signum"] or signal.SIGINT
+        interrupted = 128 + signum
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"mmhal: {how}; {exc}" if str(exc) else f"mmhal: {how}", file=sys.stderr)
+        return interrupted
     except Exception as exc:
         engine = sys.modules.get("mmhal.engine.jobs")
         if engine is not None and isinstance(exc, engine.JobFailed):  # a worker's error, with its traceback, once
@@ -409,7 +413,7 @@ def main(argv=None) -> int:
         return 2
     finally:
         if interrupted and argv is None:  # the command line's own process: everything it started is stopped
-            _exit_now(130)
+            _exit_now(interrupted)
         if stopped and argv is None:
             _exit_now(stopped)
         if restore is not None:
@@ -417,7 +421,7 @@ def main(argv=None) -> int:
 
 
 def _exit_now(code: int) -> None:
-    """End the command's process after Ctrl-C: its exit handlers run (they stop any process left), output is
+    """End the command's process after Ctrl-C (or SIGTERM, SIGHUP): its exit handlers run (they stop any process left), output is
     flushed, and the interpreter's teardown, which unloads torch's libraries for seconds, is skipped."""
     import atexit
     import os
@@ -430,30 +434,46 @@ def _exit_now(code: int) -> None:
         os._exit(code)
 
 
-def _stop_on_second_interrupt():
-    """Make the first Ctrl-C raise KeyboardInterrupt (the command stops and cleans up) and a second one, while
-    it does, end the process at once (exit code 130). Returns what puts the previous handler back (None in a
-    thread other than the main one, or where SIGINT is ignored, e.g. under nohup)."""
+#: the signal that stopped the command (SIGINT, SIGTERM or SIGHUP), set by the handlers of _stop_on_signals
+_STOPPED_BY: dict = {"signum": None}
+
+
+def _stop_on_signals():
+    """Make the first Ctrl-C (SIGINT), SIGTERM or SIGHUP raise KeyboardInterrupt, so that the command stops and
+    cleans up as for Ctrl-C (a cluster scheduler sends SIGTERM before it kills a job; a closed terminal sends
+    SIGHUP), and a second one, while it does, end the process at once (exit code 128 + the signal's number).
+    A signal this process was started with ignored (SIGHUP under nohup) stays ignored. Returns what puts the
+    previous handlers back (None in a thread other than the main one)."""
     import os
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
-        return None
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.getsignal(getattr(signal, n)) for n in names}
+    handled = [getattr(signal, n) for n in names if previous[n] is not signal.SIG_IGN]
+    _STOPPED_BY["signum"] = None
 
     def second(signum, frame):
-        os.write(2, b"\nmmhal: interrupted again; stopped at once\n")
-        os._exit(130)
+        os.write(2, b"\nmmhal: stopped again; ended at once\n")
+        os._exit(128 + signum)
 
     def first(signum, frame):
-        signal.signal(signal.SIGINT, second)
+        _STOPPED_BY["signum"] = signum
+        for sig in handled:
+            signal.signal(sig, second)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, first)
-    return lambda: signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    for sig in handled:
+        signal.signal(sig, first)
+
+    def restore():
+        for n in names:
+            before = previous[n]
+            signal.signal(getattr(signal, n), before if before is not None else
+                          (signal.default_int_handler if n == "SIGINT" else signal.SIG_DFL))
+    return restore
 
 
 if __name__ == "__main__":

@@ -551,7 +551,14 @@ def _normal(value: Any, tp: Any, key: str, got: Any) -> Any:
     number = _number(value) if tp in (int, float, bool) else None
     if number is not None and (not math.isfinite(number) or (tp is bool and number not in (0, 1))):
         raise _bad(key, tp, got)  # OmegaConf would take NaN and infinity as numbers, and 2 as true
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact: a float would round 2**53 + 1 (a seed) to another number
+    if tp is int and isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+        return int(value)
     if tp is int and number is not None and number == int(number):
+        if abs(number) >= 2**53:  # a float this large is not an exact whole number
+            raise UserError(f"config key '{key}' expects an exact integer, got {_shown(got)} (write it without a "
+                            "decimal point or exponent)")
         return int(number)  # a whole number written as 2.0 or 1e3
     return value
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import json
 import warnings
 from pathlib import Path
@@ -116,20 +117,21 @@ def write_onnx(model: Deployable, example: list[torch.Tensor], path: Path, metad
                   dynamic_axes={n: {0: "batch"} for n in [*names, *OUTPUTS]})
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript-based exporter (see the module docstring)
+    buf = io.BytesIO()  # through memory: the exporters' C++ side cannot open a path the locale cannot encode
     with _quiet(), torch.no_grad():
-        torch.onnx.export(model, tuple(example), str(path), **kwargs)
-    proto = onnx.load(str(path))
+        torch.onnx.export(model, tuple(example), buf, **kwargs)
+    proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.save(proto, str(path))
+    Path(path).write_bytes(proto.SerializeToString())
 
 
 def run_onnx(path: Path, names: list[str]) -> Callable[[list[torch.Tensor]], np.ndarray]:
     """A function: inputs -> the ONNX model's logits, run by onnxruntime on the CPU."""
     _, ort = require_onnx()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(Path(path).read_bytes(), providers=["CPUExecutionProvider"])
     return lambda xs: session.run(["logits"], {n: x.numpy() for n, x in zip(names, xs)})[0]
 
 
@@ -137,13 +139,15 @@ def write_torchscript(model: Deployable, example: list[torch.Tensor], path: Path
     """``model`` traced into a TorchScript file at ``path`` (the model card inside as ``model_card.json``)."""
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(model, tuple(example), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={"model_card.json": json.dumps(card, indent=2)})
+        buf = io.BytesIO()  # through memory, as write_onnx
+        torch.jit.save(traced, buf, _extra_files={"model_card.json": json.dumps(card, indent=2)})
+    Path(path).write_bytes(buf.getvalue())
 
 
 def run_torchscript(path: Path, names: list[str]) -> Callable[[list[torch.Tensor]], np.ndarray]:
     """A function: inputs -> the TorchScript model's logits, from the file reloaded with ``torch.jit.load``."""
     with _quiet():
-        loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded = torch.jit.load(io.BytesIO(Path(path).read_bytes()), map_location="cpu")
 
     def run(xs):
         with torch.no_grad():

@@ -88,11 +88,13 @@ _WORKER_QUEUE = None
 
 def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     global _WORKER_CTX, _WORKER_QUEUE
-    # Ctrl-C is the parent's to handle (it stops the workers): a worker ignores it, and so do the DataLoader
-    # processes it starts. It started with SIGINT blocked (``_run_jobs``), so none arrived before this.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, SIGTERM and SIGHUP are the parent's to handle (it stops the workers; a scheduler signals the whole
+    # process group): a worker ignores them, and so do the DataLoader processes it starts. It started with them
+    # blocked (``_run_jobs``), so none arrived before this.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     # tqdm would otherwise make a multiprocessing lock here, which a killed worker cannot give back (the
     # resource tracker then warns of "leaked semaphore objects"); a worker shows no bars of its own.
     tqdm.set_lock(threading.RLock())
@@ -149,8 +151,12 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
     require_open_files(workers, f"{workers} student worker processes (workers)")
     threads = train_threads(ctx.cfg, ctx.macs, workers)
     mp = multiprocessing.get_context("spawn")
-    queue = mp.Queue() if ctx.cfg.progress else None
-    pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
+    with sigint_held():
+        # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started
+        # with: SIGHUP held back, a hangup of the whole process group cannot end it (it ignores only SIGINT and
+        # SIGTERM itself; one that died made its successor print a KeyError per semaphore after mmhal's last line)
+        queue = mp.Queue() if ctx.cfg.progress else None
+        pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
     bar = None
     try:
         # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they

@@ -59,6 +59,7 @@ from ..utils import atomic_write_json, atomic_write_text, file_sha256, pid_alive
 # ----------------------------------------------------------------------------- run and tuning folders
 EVALUATION_FILE = "evaluation.pt"
 MARKER = ".mmhal-run"
+LOCK = ".mmhal-lock"  # held (flock) by the process writing a run or tuning folder: runfolder.FolderLock
 #: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
 OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
              "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
@@ -134,14 +135,41 @@ def is_own(rel: Path, kind: str, folder: Optional[Path] = None) -> bool:
     if _TEMP_FILE.fullmatch(name):
         return True
     if len(parts) == 1:
-        return name == MARKER or name in OWN_FILES.get(kind, set())
+        return name in (MARKER, LOCK) or name in OWN_FILES.get(kind, set())
     top = parts[0]
     if top in OWN_TREES:
         return folder is not None and claimed_output(folder, Path(rel))
     if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):
-        return bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
-    return (kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints")
-            and bool(_JOB_FILE.fullmatch(name)))
+        named = bool(_JOB_FILE.fullmatch(name)) or (top == "models" and name == "teacher.pt")
+        return named and (folder is None or written_by_mmhal(folder / rel, top))
+    if kind == "tune" and top == "trials" and len(parts) == 4 and parts[2] in ("jobs", "checkpoints"):
+        return bool(_JOB_FILE.fullmatch(name)) and (folder is None or written_by_mmhal(folder / rel, parts[2]))
+    return False
+
+
+#: keys that files of each kind mmhal writes hold, any one group of them (a model; a finished job's record or a
+#: companion network's; an epoch checkpoint)
+_FILE_KEYS = {"models": (("model", "mmhal"),), "jobs": (("epochs",), ("companion_of", "best_epoch")),
+              "checkpoints": (("version", "epoch", "epochs", "seed"),)}
+
+
+def written_by_mmhal(path: Path, kind: str) -> bool:
+    """Whether ``path`` (in a run's ``models/``, ``jobs/`` or ``checkpoints/``, ``kind``) is a file mmhal wrote
+    there, not only named like one: it loads with ``torch.load(weights_only=True)`` (nothing unpickled but
+    tensors and plain values; memory-mapped, so no weights are read) as a dict with the keys mmhal writes into
+    such files (``_FILE_KEYS``), and a student model names the method and seed of its file name. A file of
+    yours named ``models/kd-seed5.pt`` is kept by ``--overwrite``."""
+    import torch
+
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    if not isinstance(record, dict) or not any(all(k in record for k in keys) for keys in _FILE_KEYS[kind]):
+        return False
+    if kind == "models" and path.name != "teacher.pt":
+        return f"{record.get('method')}-seed{record.get('seed')}.pt" == path.name
+    return True
 
 
 def claimed_output(run: Path, rel: Path) -> bool:

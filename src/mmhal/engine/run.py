@@ -529,38 +529,41 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
     splits: dict = {}
     try:
-        data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
-        to_train, to_report = applicable_methods(cfg, data, student_mods, *resolve_methods(cfg.methods), log)
-        if resume:
-            distributed.main_only(lambda: check_resumable(cfg, out))
-        check_augment(cfg, data)
-        eval_split = "test" if len(data.indices("test")) else "val"
-        pad = pad_options(cfg, data, eval_split)
-        notes = input_warnings(data, teacher_mods, student_mods, eval_split)
-        if main:  # every check of the input has passed: now the folder is made (or adopted)
-            folder.open(log, settings=to_dict(absolute_paths(cfg)))
-            for d in ("", "models/", "jobs/", "checkpoints/"):  # half-written files of a killed run
-                for part in folder.work.glob(f"{d}.*.tmp"):
-                    part.unlink()
-            save_config(cfg, folder.work / "config.yaml")
-        report = _compare(cfg, data, folder.work, teacher_mods, student_mods, all_mods, to_train, to_report, eval_split,
-                          pad, notes, device, log, resume, splits, t_start)
-    except KeyboardInterrupt:
-        stop_workers()
-        close_splits(splits)
+        try:
+            data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+            to_train, to_report = applicable_methods(cfg, data, student_mods, *resolve_methods(cfg.methods), log)
+            if resume:
+                distributed.main_only(lambda: check_resumable(cfg, out))
+            check_augment(cfg, data)
+            eval_split = "test" if len(data.indices("test")) else "val"
+            pad = pad_options(cfg, data, eval_split)
+            notes = input_warnings(data, teacher_mods, student_mods, eval_split)
+            if main:  # every check of the input has passed: now the folder is made (or adopted)
+                folder.open(log, settings=to_dict(absolute_paths(cfg)))
+                for d in ("", "models/", "jobs/", "checkpoints/"):  # half-written files of a killed run
+                    for part in folder.work.glob(f"{d}.*.tmp"):
+                        part.unlink()
+                save_config(cfg, folder.work / "config.yaml")
+            report = _compare(cfg, data, folder.work, teacher_mods, student_mods, all_mods, to_train, to_report,
+                              eval_split, pad, notes, device, log, resume, splits, t_start)
+        except KeyboardInterrupt:
+            stop_workers()
+            close_splits(splits)
+            if main:
+                folder.discard(log, interrupted=True)
+            raise RunInterrupted(folder.interrupted()) from None
+        except BaseException:
+            stop_workers()
+            close_splits(splits)
+            if main:
+                folder.discard(log, interrupted=False)
+            raise
+        close_splits(splits)  # worker processes of data read from files
         if main:
-            folder.discard(log, interrupted=True)
-        raise RunInterrupted(folder.interrupted()) from None
-    except BaseException:
-        stop_workers()
-        close_splits(splits)
-        if main:
-            folder.discard(log, interrupted=False)
-        raise
-    close_splits(splits)  # worker processes of data read from files
-    if main:
-        with sigint_held():  # a Ctrl-C now waits for the swap to end
-            folder.commit(log)
+            with sigint_held():  # a Ctrl-C now waits for the swap to end
+                folder.commit(log)
+    finally:
+        folder.release()  # the folder's lock: another command may write there now
     return report
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 from .. import __version__
 from ..errors import UserError
 from ..utils import atomic_write_json
-from .outputs import (EVALUATION_FILE, MARKER, OWN_DIRS, OWN_FILES, OWN_TREES, SIBLING_EXTRA,  # noqa: F401
+from .outputs import (EVALUATION_FILE, LOCK, MARKER, OWN_DIRS, OWN_FILES, OWN_TREES, SIBLING_EXTRA,  # noqa: F401
                       check_not_in_run, check_path, files_below as _files, is_own, out_path, path_exists, read_marker,
                       remove_empty as _remove_empty, remove_own, run_marker, sibling, stale_siblings)
 
@@ -40,6 +40,71 @@ def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
         raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
 
 
+class FolderLock:
+    """The lock of a run (or tuning) folder that a process is writing: ``LOCK`` in the folder, held with
+    ``fcntl.flock`` for as long as the process lives. The operating system releases it when the process ends,
+    however it ends (Ctrl-C, SIGKILL, a lost node), so a lock never outlives its writer and never blocks a
+    later command; the file itself (the writer's pid and start) may stay, and then means nothing. Where there
+    is no ``fcntl`` (Windows) nothing is locked."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.fd = Path(folder), None
+
+    @staticmethod
+    def holder(folder: Path) -> Optional[str]:
+        """Who holds the lock of ``folder`` (e.g. "pid 1234, since 2026-12-07T14:03:00"), or None when no live
+        process does."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        path = Path(folder) / LOCK
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            except OSError:
+                return "another process"
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return None
+
+    def acquire(self, what: str) -> None:
+        """Hold the lock; a UserError in one sentence when another live process holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return
+        path = self.folder / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = (os.read(fd, 200).decode("utf-8", "replace").strip() or "another process")
+            os.close(fd)
+            raise UserError(busy(self.folder, what, who)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the lock
+            self.fd = None
+
+
+def busy(folder: Path, what: str, who: str) -> str:
+    return (f"the {what} in '{folder}' is being written by another mmhal process ({who}); wait until it ends, "
+            "or give another --out")
+
+
 @dataclass
 class RunFolder:
     """Where a run (or tuning) named ``out`` writes, and how: ``mode`` is ``new`` (``out`` is made),
@@ -53,6 +118,7 @@ class RunFolder:
     work: Path
     opened: bool = False
     made: tuple = ()  # the parent folders ``open`` created (removed again when a failed run leaves nothing)
+    lock: Optional[FolderLock] = None  # held on ``work`` from ``open`` on, for the life of this process
 
     def open(self, log, settings: Optional[dict] = None) -> None:
         """Make (or adopt) the folder and mark it; called once every check of the user's input has passed.
@@ -63,6 +129,8 @@ class RunFolder:
         self.made = tuple(p for p in self.work.parents if not p.exists())
         try:
             self.work.mkdir(parents=True, exist_ok=True)
+            self.lock = FolderLock(self.work)
+            self.lock.acquire(self.kind)  # a second process into the same folder is refused from here on
             if self.mode != "resume" or read_marker(self.work) is None:
                 atomic_write_json(self.work / MARKER, {"mmhal": __version__, "command": self.kind,
                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -71,6 +139,11 @@ class RunFolder:
             raise UserError(f"the {self.kind} folder '{self.out}' cannot be created or written "
                             f"({exc.strerror or type(exc).__name__})") from None
         self.opened = True
+
+    def release(self) -> None:
+        """Let go of the folder's lock (when the command ends; the process's end does it too)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _remove_stale(self, log) -> None:
         """Remove the temporary folders of earlier ``--overwrite`` runs of ``out`` that were killed."""
@@ -108,6 +181,9 @@ class RunFolder:
         what is left of the old run is deleted."""
         if self.mode != "replace":
             return
+        who = FolderLock.holder(self.out)  # a --resume of the old run started while this one trained
+        if who is not None:
+            raise UserError(busy(self.out, self.kind, who) + "; the new run was discarded")
         old = sibling(self.out, "old")
         try:
             os.rename(self.out, old)
@@ -171,13 +247,20 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
     mmhal may not write there: a file on the path, a folder it cannot write, a non-empty folder it did not
     make (no ``MARKER``), a folder of the other command, a finished run (unless ``overwrite`` or ``resume``),
     an interrupted run (unless ``resume`` or ``overwrite``), a finished tuning; also a path among another
-    run's own files (``outputs.check_not_in_run``) and a name longer than the file system allows (with room for
-    the sibling an ``--overwrite`` builds the new run in). ``~`` is expanded."""
+    run's own files (``outputs.check_not_in_run``), a name longer than the file system allows (with room for
+    the sibling an ``--overwrite`` builds the new run in), and a link (give the folder it points to). ``~`` is
+    expanded."""
     out = out_path(out)
+    if out.is_symlink():  # --overwrite would replace the link, and move the files of the folder it points to
+        target = os.path.realpath(out)
+        raise UserError(f"--out '{out}' is a link (to '{target}'); give the folder itself, --out {shlex.quote(target)}")
     check_path(out, True, SIBLING_EXTRA if overwrite or not path_exists(out) else 0)
     check_not_in_run(out, kind)
     if resume and overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    who = FolderLock.holder(out) if out.is_dir() else None
+    if who is not None:
+        raise UserError(busy(out, (read_marker(out) or {}).get("command", kind), who))
     if not out.exists():
         if resume:
             raise UserError(f"there is no run to resume in '{out}' (it does not exist); start it without --resume")
@@ -221,15 +304,19 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a run or a tuning; the message says what was kept and how to go on."""
 
 
+#: the signals that stop a command as Ctrl-C does (cli._stop_on_signals)
+STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+
+
 @contextlib.contextmanager
 def sigint_held():
-    """Hold SIGINT back from this thread for the block; one that came meanwhile is delivered when it ends
-    (processes started inside the block begin with it held back too). Nothing where there is no
-    ``pthread_sigmask`` (Windows)."""
+    """Hold the stopping signals (SIGINT, SIGTERM, SIGHUP: ``STOP_SIGNALS``) back from this thread for the block;
+    one that came meanwhile is delivered when it ends (processes started inside the block begin with them held
+    back too). Nothing where there is no ``pthread_sigmask`` (Windows)."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:

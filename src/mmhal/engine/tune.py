@@ -108,24 +108,27 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None) -> dict:
     folder = plan_folder(out, "tune")  # a new or empty folder, or an unfinished tuning's (it starts again)
     splits: dict = {}
     try:
-        data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
-        methods = tune_methods(cfg.methods)
-        methods, _ = applicable_methods(cfg, data, student_mods, methods, methods, log)
-        check_augment(cfg, data)
-        folder.open(log)  # every check of the input has passed
-        summary = _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods, device,
-                        splits, t_start)
-    except KeyboardInterrupt:
-        stop_workers()
-        close_splits(splits)
-        folder.discard(log, interrupted=True)
-        raise RunInterrupted(folder.interrupted()) from None
-    except BaseException:
-        stop_workers()
-        close_splits(splits)
-        folder.discard(log, interrupted=False)
-        raise
-    close_splits(splits)  # worker processes of data read from files
+        try:
+            data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+            methods = tune_methods(cfg.methods)
+            methods, _ = applicable_methods(cfg, data, student_mods, methods, methods, log)
+            check_augment(cfg, data)
+            folder.open(log)  # every check of the input has passed
+            summary = _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods,
+                            device, splits, t_start)
+        except KeyboardInterrupt:
+            stop_workers()
+            close_splits(splits)
+            folder.discard(log, interrupted=True)
+            raise RunInterrupted(folder.interrupted()) from None
+        except BaseException:
+            stop_workers()
+            close_splits(splits)
+            folder.discard(log, interrupted=False)
+            raise
+        close_splits(splits)  # worker processes of data read from files
+    finally:
+        folder.release()  # the folder's lock: another command may write there now
     return summary
 
 
