@@ -77,3 +77,23 @@ def test_kd_loss_vanishes_when_the_student_matches_the_teacher():
     z = torch.randn(5, 4)
     assert torch.allclose(kl_at_temperature(z, z.clone(), 2.0), torch.zeros(5), atol=1e-6)
     assert torch.all(kl_at_temperature(z, torch.randn(5, 4), 2.0) > 0)
+
+
+def test_the_small_network_takes_dropout_before_its_head():
+    from mmhal.config import ModelConfig
+    from mmhal.models.network import build_network
+
+    spec = {"v": (6,), "s": (2, 16)}
+    net = build_network(spec, ["v", "s"], 3, ModelConfig(width=4, dropout=0.5))
+    plain = build_network(spec, ["v", "s"], 3, ModelConfig(width=4))
+    assert isinstance(net.drop, torch.nn.Dropout) and net.drop.p == 0.5
+    assert isinstance(plain.drop, torch.nn.Identity)
+    assert set(net.state_dict()) == set(plain.state_dict())  # no parameter of its own: checkpoints stay alike
+    x = {"v": torch.randn(8, 6), "s": torch.randn(8, 2, 16)}
+    net.eval()
+    out = net(x)
+    assert torch.equal(out.logits, net(x).logits)  # eval: no dropout
+    assert torch.equal(out.logits, net.head(out.embedding))  # the embedding itself is not dropped
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.equal(net(x).logits, net.head(net(x).embedding))

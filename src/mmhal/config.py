@@ -229,7 +229,7 @@ class ModelConfig:
     # (torchvision's 3D video networks, the same split, clips (C, T, H, W) only, time kept; models/video.py)
     backbone: str = "small"
     se: bool = False  # resnet18: squeeze-excitation (reduction 16) in every residual block (ResNet-18-SE)
-    dropout: float = 0.0  # resnet18: dropout before the head, in [0, 1)
+    dropout: float = 0.0  # dropout before the head, in [0, 1) (every backbone)
     # resnet18: a LOCAL torchvision resnet18 ImageNet state dict (e.g. resnet18-f37072fd.pth); nothing is
     # downloaded. Stems get conv1 (summed over RGB for 1 channel)..layer2, the trunk layer3/layer4; fc is not loaded.
     weights: str = ""
@@ -246,6 +246,12 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 12
+    # At least this many optimiser steps: a small train split gets more epochs, epochs = max(epochs,
+    # ceil(min_steps / batches per epoch)) (engine.loop.planned_epochs); 0 = exactly train.epochs.
+    min_steps: int = 0
+    # Stop once the validation figure that selects the epoch (select_on) has not improved for this many epochs;
+    # the best epoch is kept as always. 0 = train every planned epoch.
+    patience: int = 0
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -903,6 +909,9 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(f"model.{key} must be at least 1, got {getattr(cfg.model, key)}")
     if cfg.train.epochs < 1:
         raise UserError(f"train.epochs must be at least 1, got {cfg.train.epochs}")
+    for key in ("min_steps", "patience"):
+        if getattr(cfg.train, key) < 0:
+            raise UserError(f"train.{key} must be 0 (off) or more, got {getattr(cfg.train, key)}")
     if cfg.train.batch_size < 2:
         raise UserError(f"train.batch_size must be at least 2 (DAD compares samples within a batch), "
                         f"got {cfg.train.batch_size}")

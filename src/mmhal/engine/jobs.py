@@ -21,7 +21,8 @@ from ..errors import UserError, machine_limit
 from ..metrics import accuracy
 from ..utils import require_open_files, return_freed_memory, usable_cpus
 from . import distributed
-from .runfolder import sigint_held
+from .loop import planned_epochs
+from .runfolder import STOP_SIGNALS, sigint_held
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -164,7 +165,9 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
         with sigint_held():
             futures = {pool.submit(_worker_job, *job): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
-        total = sum(ctx.job_config(job[0], job[2] if len(job) > 2 else None).train.epochs for job in jobs)
+        n_train = len(ctx.data.indices("train"))
+        tcfgs = [ctx.job_config(job[0], job[2] if len(job) > 2 else None).train for job in jobs]
+        total = sum(planned_epochs(t, -(-n_train // t.batch_size)) for t in tcfgs)
         bar = tqdm(total=total, desc=f"students ({workers} workers)", unit="ep",
                    disable=not ctx.cfg.progress, dynamic_ncols=True)
         pending = set(futures)

@@ -284,6 +284,13 @@ def companion_states(method) -> dict:
     return {n: copy.deepcopy(getattr(method, n).state_dict()) for n in getattr(method, "companions", ())}
 
 
+def planned_epochs(tcfg, steps_per_epoch: int) -> int:
+    """The epochs a training plans: ``train.epochs``, or more where ``train.min_steps`` asks for more optimiser
+    steps than that many epochs of ``steps_per_epoch`` batches hold (small train splits)."""
+    min_steps = int(getattr(tcfg, "min_steps", 0))
+    return max(int(tcfg.epochs), math.ceil(min_steps / max(1, steps_per_epoch)))
+
+
 def fit(
     method,
     train: Split,
@@ -300,7 +307,8 @@ def fit(
     stream: str = "student",
     network: str = "",
 ) -> FitResult:
-    """Train ``method.student`` for ``tcfg.epochs`` epochs; keep the epoch best on validation.
+    """Train ``method.student`` for ``planned_epochs`` epochs (``train.epochs``, more for a small train split under
+    ``train.min_steps``), or until ``train.patience`` epochs bring no better one; keep the epoch best on validation.
 
     The data order is ``EpochBatches``' for (``seed``, ``stream``): ``stream`` is ``teacher`` for the
     teacher and ``student`` for every student, so the teacher never shares a student seed's batches.
@@ -334,7 +342,9 @@ def fit(
     batches = TrainBatches(train, mods, sampler, str(getattr(tcfg, "loader", "memory")),
                            int(getattr(tcfg, "loader_workers", 0)))
     steps_per_epoch = len(sampler)
-    total = steps_per_epoch * tcfg.epochs
+    epochs = planned_epochs(tcfg, steps_per_epoch)
+    patience = int(getattr(tcfg, "patience", 0))
+    total = steps_per_epoch * epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
     step = TrainStep(model, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
     start, best_key, best, history = 0, None, None, []
@@ -344,7 +354,7 @@ def fit(
     debug_log = os.environ.get("MMHAL_LOG_FIRST_STEP")
     n_logged = 0
     if ckpt is not None:
-        assert ckpt["epochs"] == tcfg.epochs and ckpt["seed"] == seed, f"checkpoint {checkpoint} is for another job"
+        assert ckpt["epochs"] == epochs and ckpt["seed"] == seed, f"checkpoint {checkpoint} is for another job"
         if ckpt.get("world_size", 1) != ctx.world_size:
             raise UserError(f"checkpoint '{checkpoint}' was written by a run of {ckpt.get('world_size', 1)} process(es), "
                             f"this one has {ctx.world_size}; resume it with the same number of processes")
@@ -360,10 +370,12 @@ def fit(
                 {n: {k: v.to(device) for k, v in st.items()} for n, st in ckpt["best"].get("companions", {}).items()})
     decay = float(getattr(tcfg, "ema", 0.0))
     ema = WeightAverage(student, decay, ckpt.get("ema") if ckpt is not None else None) if decay > 0 else None
-    bar = tqdm(range(start, tcfg.epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
-               initial=start, total=tcfg.epochs)
+    bar = tqdm(range(start, epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
+               initial=start, total=epochs)
     with compiled_forward(student, bool(getattr(tcfg, "compile", False))), _closed_after(bar, batches):
         for epoch in bar:
+            if patience and best is not None and epoch - best[0] >= patience:
+                break  # no better epoch for `patience` epochs (also when a resumed run had reached that point)
             method.start_epoch(epoch, derive_seed(seed, "method", stream, epoch))  # the same on every rank
             method.train()
             sums: dict[str, torch.Tensor] = {}
@@ -396,7 +408,7 @@ def fit(
                         companion_states(method))
             if checkpoint is not None and ctx.is_main:
                 save_checkpoint(
-                    checkpoint, epoch=epoch + 1, epochs=tcfg.epochs, seed=seed, method=method.state_dict(),
+                    checkpoint, epoch=epoch + 1, epochs=epochs, seed=seed, method=method.state_dict(),
                     optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                     scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(),
                     world_size=ctx.world_size,

@@ -165,6 +165,7 @@ class MultimodalNet(NetworkBase):
         width: int = 16,
         blocks: int = 1,
         se_reduction: int = 4,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.modalities = list(modalities)
@@ -189,6 +190,7 @@ class MultimodalNet(NetworkBase):
             ResBlock(self.dims, 4 * width, 8 * width, s4),
             *[ResBlock(self.dims, 8 * width, 8 * width) for _ in range(blocks - 1)],
         )
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # before the head (no parameters)
         self.head = nn.Linear(8 * width, num_classes)
 
     def _to_grid(self, z: torch.Tensor) -> torch.Tensor:
@@ -208,7 +210,7 @@ class MultimodalNet(NetworkBase):
         f3 = self.stage3(x)
         f4 = self.stage4(f3)
         emb = f4.flatten(2).mean(-1) if f4.dim() > 2 else f4
-        return NetOutput(self.head(emb), [f3, f4], emb)
+        return NetOutput(self.head(self.drop(emb)), [f3, f4], emb)
 
 
 #: model.backbone name -> builder(spec, modalities, num_classes, model_cfg) -> network. Adding a backbone is
@@ -218,16 +220,13 @@ BACKBONES: Registry[Callable[..., NetworkBase]] = Registry("backbone")
 
 @BACKBONES.register("small")
 def _small(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
-    """The small default network (``MultimodalNet``); it takes no pretrained weights, block SE or dropout."""
-    unsupported = [
-        key for key, off in (("weights", ""), ("se", False), ("dropout", 0.0))
-        if getattr(model_cfg, key, off) != off
-    ]
+    """The small default network (``MultimodalNet``); it takes no pretrained weights or block SE."""
+    unsupported = [key for key, off in (("weights", ""), ("se", False)) if getattr(model_cfg, key, off) != off]
     if unsupported:
         raise UserError(f"model.{', model.'.join(unsupported)} apply only to model.backbone=resnet18, r3d18 or r2plus1d18, not to small")
     return MultimodalNet(
         spec, modalities, num_classes, width=model_cfg.width, blocks=model_cfg.blocks,
-        se_reduction=model_cfg.se_reduction,
+        se_reduction=model_cfg.se_reduction, dropout=getattr(model_cfg, "dropout", 0.0),
     )
 
 
