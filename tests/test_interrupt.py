@@ -178,6 +178,32 @@ def test_a_live_run_is_locked_against_every_other_writer_and_its_death_frees_it(
     assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
 
 
+def test_a_forked_child_of_the_writer_does_not_keep_its_folder_locked(tmp_path):
+    """A DataLoader worker is forked from the run's process; one that outlives a killed run (it exits only when it
+    notices) must not hold the lock, or the --resume that follows would be refused."""
+    from mmhal.engine.runfolder import FolderLock
+
+    lock = FolderLock(tmp_path)
+    lock.acquire("run")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: alive, doing nothing, until killed
+        os.close(r)
+        os.write(w, b"x")
+        time.sleep(60)
+        os._exit(0)
+    try:
+        os.close(w)
+        assert os.read(r, 1) == b"x"
+        os.close(r)
+        assert FolderLock.holder(tmp_path) is not None  # the parent holds it
+        lock.release()  # as the death of the parent would
+        assert FolderLock.holder(tmp_path) is None, "the forked child kept the folder locked"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def test_a_second_ctrl_c_from_the_terminal_while_stopping_never_hangs(tmp_path, shared):
     data, cache = shared
     out = tmp_path / "run"
@@ -208,15 +234,25 @@ def test_ctrl_c_during_teacher_training_stops_at_once(tmp_path, shared):
 
 # A student that fails only inside a worker process, from a sitecustomize module on the PYTHONPATH of the test's
 # processes: it patches mmhal where a spawned worker imports it, and leaves mmhal's code as it is.
+# The mmh student fails at once in its worker; a unimodal student there first waits until it has (so that one
+# worker cannot finish a unimodal student before the other has even started), then takes 10 s more, as a long
+# job would: it ends only if the failure did not stop it.
 FAIL_IN_WORKER = '''
-import multiprocessing
+import multiprocessing, os, time
 import mmhal.engine.run as run
 
 _train = run.JobContext.train_student
+FLAG = {flag!r}
 
 def train_student(self, name, seed, *args, **kwargs):
-    if name == "mmh" and multiprocessing.parent_process() is not None:
-        raise RuntimeError("injected failure of the mmh student")
+    if multiprocessing.parent_process() is not None:
+        if name == "mmh":
+            open(FLAG, "w").close()
+            raise RuntimeError("injected failure of the mmh student")
+        deadline = time.time() + 120
+        while not os.path.exists(FLAG) and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(10)
     return _train(self, name, seed, *args, **kwargs)
 
 run.JobContext.train_student = train_student
@@ -227,7 +263,7 @@ def test_a_failing_student_in_a_worker_stops_the_others_and_its_error_shows_once
     data, cache = shared
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(FAIL_IN_WORKER)
+    (hook / "sitecustomize.py").write_text(FAIL_IN_WORKER.format(flag=str(tmp_path / "mmh-failed")))
     out = tmp_path / "run"
     done = subprocess.run(_cmd(data, out), env=_env(cache, paths=[str(hook)]), capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]

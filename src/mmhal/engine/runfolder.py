@@ -40,12 +40,32 @@ def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
         raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
 
 
+_HELD_LOCKS: set = set()  # descriptors of the FolderLocks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close the lock descriptors inherited from the parent, so that a
+    child which outlives a killed parent does not keep the run locked (a flock lasts while any descriptor of
+    its open file is open)."""
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class FolderLock:
     """The lock of a run (or tuning) folder that a process is writing: ``LOCK`` in the folder, held with
     ``fcntl.flock`` for as long as the process lives. The operating system releases it when the process ends,
     however it ends (Ctrl-C, SIGKILL, a lost node), so a lock never outlives its writer and never blocks a
-    later command; the file itself (the writer's pid and start) may stay, and then means nothing. Where there
-    is no ``fcntl`` (Windows) nothing is locked."""
+    later command; the file itself (the writer's pid and start) may stay, and then means nothing. Processes
+    forked from the writer do not hold it (``_drop_inherited_locks``); started ones never inherit descriptors.
+    Where there is no ``fcntl`` (Windows) nothing is locked."""
 
     def __init__(self, folder: Path):
         self.folder, self.fd = Path(folder), None
@@ -93,9 +113,11 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}".encode())
         self.fd = fd
+        _HELD_LOCKS.add(fd)
 
     def release(self) -> None:
         if self.fd is not None:
+            _HELD_LOCKS.discard(self.fd)
             os.close(self.fd)  # closing the last descriptor releases the lock
             self.fd = None
 
@@ -251,10 +273,10 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
     the sibling an ``--overwrite`` builds the new run in), and a link (give the folder it points to). ``~`` is
     expanded."""
     out = out_path(out)
+    check_path(out, True, SIBLING_EXTRA if overwrite or not path_exists(out) else 0)  # first: a name too long
     if out.is_symlink():  # --overwrite would replace the link, and move the files of the folder it points to
         target = os.path.realpath(out)
         raise UserError(f"--out '{out}' is a link (to '{target}'); give the folder itself, --out {shlex.quote(target)}")
-    check_path(out, True, SIBLING_EXTRA if overwrite or not path_exists(out) else 0)
     check_not_in_run(out, kind)
     if resume and overwrite:
         raise UserError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
