@@ -45,6 +45,7 @@ CASES = {
     "an unknown device": (["run", "--data", "{data}", "--student", "weak", "--device", "tpu", *RUN], "tpu"),
     "an unknown precision": (["run", "--data", "{data}", "--student", "weak", "--precision", "8", *RUN], "8"),
     "missing recipe": (["run", "--config", "{tmp}/nope.yaml", *RUN], "nope.yaml"),
+    "recipe that is a folder": (["run", "--config", "{tmp}/empty", *RUN], "empty' is a folder"),
     "recipe that is not a mapping": (["run", "--config", "{tmp}/list.yaml", *RUN], "list.yaml"),
     "recipe that is not YAML": (["run", "--config", "{tmp}/broken.yaml", *RUN], "broken.yaml"),
     "resume without --out": (["run", "--resume", *RUN], "--out"),
@@ -60,6 +61,9 @@ CASES = {
     "predict: data without the student's modality": (["predict", "{run}", "--method", "mmh", "--data", "{tmp}/other.npz"],
                                                      "weak"),
     "predict: missing data file": (["predict", "{run}", "--data", "{tmp}/nope.npz"], "nope.npz"),
+    "predict: data is a folder": (["predict", "{run}", "--data", "{tmp}/empty"], "empty' is a folder"),
+    "predict: data is a YAML file": (["predict", "{run}", "--data", "{tmp}/list.yaml"], "list.yaml' holds text"),
+    "predict: --out is the run folder": (["predict", "{run}", "--data", "{data}", "--out", "{run}"], "CSV file"),
     "predict: --out under a file": (["predict", "{run}", "--data", "{data}", "--out", "{tmp}/notes.npz/p.csv"],
                                     "notes.npz"),
     # export

@@ -309,7 +309,7 @@ def test_a_tuning_trial_whose_student_diverges_is_failed_and_never_chosen(tmp_pa
             "workers=1"]
     # kd's trial 0 has the huge rate; its trial 1 draws its own (1e-3..1e-2)
     assert main([*args, "--methods", "unimodal,kd", "--trials", "2", "--out", str(tmp_path / "t"), HUGE_KD_LR]) == 0
-    cap = capsys.readouterr()
+    cap = cap_first = capsys.readouterr()
     summary = json.loads((tmp_path / "t" / "tune.json").read_text())
     kd = summary["table"]["kd"]
     assert kd[0]["failed"] == "diverged: seed 1000 at epoch 1" and kd[0]["mean_val_accuracy"] is None
@@ -324,8 +324,11 @@ def test_a_tuning_trial_whose_student_diverges_is_failed_and_never_chosen(tmp_pa
     # every trial of every method diverging: nothing was tuned, exit 3 with one sentence
     rc = main([*args, "--methods", "unimodal", "--trials", "1", "--out", str(tmp_path / "t2"), "train.lr=1e6",
                "method_overrides={teacher: {train.lr: 0.003}}"])
-    err = capsys.readouterr().err
+    cap = capsys.readouterr()
+    err = cap.err
     assert rc == 3 and err.strip().splitlines()[-1].startswith("mmhal: error: every trial of every method diverged")
+    assert "next: mmhal run" not in cap.out  # no advice to run a recipe that diverges
+    assert "next: mmhal run" in cap_first.out  # (the first tuning, which tuned kd, gave it)
     summary = json.loads((tmp_path / "t2" / "tune.json").read_text())
     assert summary["best"] == {"unimodal": None} and summary["failed"] == ["unimodal"]
 

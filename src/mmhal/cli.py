@@ -33,11 +33,28 @@ def _csv(s: str) -> list[str]:
     return [p.strip() for p in s.split(",") if p.strip()]
 
 
+#: what an option takes, for the sentence that refuses it given empty (``--out ''``, ``--methods ''``), which would
+#: otherwise read as not given at all and quietly mean the default
+EMPTY_HINTS = {"out": "a path", "data": "a file's path or a dataset's name", "config": "a YAML recipe's path",
+               "root": "a folder", "data_root": "a folder", "run": "a run folder",
+               "methods": "method names, comma-separated (e.g. unimodal,kd,mmh)",
+               "student": "the student's modalities, comma-separated (e.g. rgb)",
+               "teacher": "the teacher's modalities, comma-separated (e.g. rgb,depth)", "method": "a method's name",
+               "device": "cpu, cuda, cuda:N or auto", "precision": "32, bf16 or 16"}
+
+
 class _StoreOnce(argparse._StoreAction):
     """An option that takes a value: given twice (``--config a.yaml --config b.yaml``), a UserError, where
-    argparse alone would keep the last one without a word."""
+    argparse alone would keep the last one without a word; so is an empty value (``--out ''``), which would read
+    as the option not given."""
 
     def __call__(self, parser, namespace, values, option_string=None):
+        empty = values == [] and self.nargs not in ("*", "?")  # an empty list of overrides is no overrides
+        if empty or (isinstance(values, str) and not values.strip()):  # --out '', --methods ''
+            name = option_string or self.metavar or self.dest
+            what = EMPTY_HINTS.get(self.dest, "a value")
+            raise UserError(f"{name} is given an empty value; give {what}"
+                            + (f", or leave {name} out for its default" if option_string else ""))
         given = namespace.__dict__.setdefault("_given_options", {})
         if self.dest in given:
             shown = lambda v: ",".join(v) if isinstance(v, list) else str(v)  # noqa: E731
@@ -45,6 +62,39 @@ class _StoreOnce(argparse._StoreAction):
                             "give it once")
         given[self.dest] = values
         setattr(namespace, self.dest, values)
+
+
+_ARGPARSE_TYPES = {"int": "a whole number", "float": "a number"}
+
+
+def usage_sentence(message: str, prog: str) -> str:
+    """One sentence for a mistake argparse found on the command line (``message``, argparse's own text) of the
+    command ``prog`` (``mmhal run``), pointing at its ``--help``: its usage block is not printed."""
+    import re
+
+    m = re.fullmatch(r"argument (\S+): invalid (\w+) value: (.*)", message)
+    if m and m[2] in _ARGPARSE_TYPES:
+        message = f"{m[1]} takes {_ARGPARSE_TYPES[m[2]]}, not {m[3]}"
+    m = re.fullmatch(r"argument (\S+): invalid choice: (.*) \(choose from (.*)\)", message)
+    if m:
+        choices = ", ".join(c.strip().strip("'") for c in m[3].split(","))
+        message = (f"{m[2]} is not an mmhal command (the commands: {choices})" if m[1] == "command"
+                   else f"{m[1]} takes one of {choices}, not {m[2]}")
+    m = re.fullmatch(r"argument (\S+): expected one argument", message)
+    if m:
+        message = f"{m[1]} needs a value"
+    if message == "the following arguments are required: command":
+        message = "give a command (run, tune, list, predict, export or report)"
+    return f"{message}; see {prog} --help"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are a UserError in one sentence (``usage_sentence``), printed by ``main``
+    as every other mistake is (``mmhal: error: ...``, exit code 2), instead of argparse's usage block and its
+    ``mmhal run: error:`` line. Its subcommands' parsers are of this class too (``add_subparsers``)."""
+
+    def error(self, message: str):
+        raise UserError(usage_sentence(message, self.prog))
 
 
 def _parser(sub, name: str, **kw) -> argparse.ArgumentParser:
@@ -75,15 +125,17 @@ def check_settings_given_once(args) -> None:
 
     given = [o.strip() for o in join_overrides(list(getattr(args, "overrides", None) or [])) if "=" in o]
     keys = [o.partition("=")[0].strip() for o in given]
+    # a section given a plain value (train=5) sets nothing: the configuration says so (load_config), not this check
+    plain = {i for i, o in enumerate(given) if not o.partition("=")[2].strip().startswith("{")}
     for i, a in enumerate(keys):
         for j, b in enumerate(keys[:i]):
-            if _overlaps(a, b):
+            if _overlaps(a, b) and not (a != b and (j if len(b) < len(a) else i) in plain):
                 raise UserError(f"the setting {max(a, b, key=len)} is given twice ({given[j]} and {given[i]}); give it once")
     for dest, key in FLAG_KEYS.items():
         if getattr(args, dest, None) in (None, False, []):
             continue
-        for a, item in zip(keys, given):
-            if _overlaps(a, key):
+        for i, (a, item) in enumerate(zip(keys, given)):
+            if _overlaps(a, key) and not (len(a) < len(key) and i in plain):
                 raise UserError(f"--{dest.replace('_', '-')} and the override {item} both set {max(a, key, key=len)}; "
                                 "give it once")
 
@@ -102,7 +154,7 @@ def get_parser() -> argparse.ArgumentParser:
             print(f"mmhal {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
             parser.exit()
 
-    p = argparse.ArgumentParser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
+    p = _Parser(prog="mmhal", description="Privileged modality learning via multimodal hallucination.")
     p.add_argument("--version", nargs=0, action=Version, help="print the versions of mmhal and torch, then exit")
     sub = p.add_subparsers(dest="command", required=True)
     where = (f"Trained teachers, converted datasets and video frame counts are cached in {default_cache_dir()} (the "
@@ -229,6 +281,10 @@ def build_config(args, base=None, kind: str = "run"):
         stem = Path(cfg.data.name).stem  # a dataset's name, or the file name of a path (never a folder below runs/)
         prefix = "tune-" if kind == "tune" else ""
         cfg.out = str(Path("runs") / f"{prefix}{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
+        from .engine.outputs import SIBLING_EXTRA, check_path
+
+        # a name too long is the data file's, not an --out the user typed: said so (the run checks the path again)
+        check_path(Path(cfg.out), True, SIBLING_EXTRA, default="made from the data's name and the student's modalities")
     validate(cfg)
     if kept is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: once
         print(f"mmhal: note: the run in '{kept}' is left as it is; this {kind} writes to '{cfg.out}' "
@@ -284,11 +340,11 @@ def cmd_tune(args) -> int:
     summary = tune(cfg, args.trials, seeds, log=lambda s: tqdm.write(s, file=sys.stderr))
     print(format_tune(summary))
     print(f"trials: {Path(cfg.out) / 'trials.csv'}; recipe: {Path(cfg.out) / 'tuned.yaml'} ({summary['seconds']:.0f} s)")
-    print(f"next: mmhal run --config {Path(cfg.out) / 'tuned.yaml'}")
-    if summary["failed"] and len(summary["failed"]) == len(summary["methods"]):
+    if summary["failed"] and len(summary["failed"]) == len(summary["methods"]):  # no "next:" for a recipe that diverges
         print(f"mmhal: error: every trial of every method diverged, so nothing was tuned (tune.json lists them); "
               f"lower train.lr (trial 0 used {cfg.train.lr}) or the methods' loss weights", file=sys.stderr)
         return NOTHING_USABLE
+    print(f"next: mmhal run --config {Path(cfg.out) / 'tuned.yaml'}")
     return 0
 
 
@@ -364,6 +420,25 @@ def _more_open_files() -> None:
         pass
 
 
+def stray_sentence(stray: list[str], args) -> str:
+    """One sentence for what is left on the command line of ``args.command`` that is neither an option nor a
+    ``key=value`` override (``train.lr`` without a value, ``--epoch``, a second run folder)."""
+    prog = f"mmhal {args.command}"
+    first = stray[0]
+    if first.startswith("-"):
+        what = f"{prog} has no option {first.partition('=')[0]}"
+    elif hasattr(args, "overrides") and first.endswith((".npz", ".csv", ".yaml", ".yml")):
+        flag = "--config" if first.endswith(("yaml", "yml")) else "--data"
+        what = f"'{first}' is neither an option nor a setting; a file is given with its option ({flag} {first})"
+    elif hasattr(args, "overrides"):
+        what = (f"'{first}' is neither an option nor a setting: an override is written key=value (e.g. "
+                f"{first if '.' in first else 'train.lr'}=VALUE)")
+    else:
+        what = f"{prog} takes no argument '{first}'"
+    more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+    return usage_sentence(what + more, prog)
+
+
 def main(argv=None) -> int:
     _printable_everywhere()
     _more_open_files()
@@ -373,16 +448,20 @@ def main(argv=None) -> int:
     try:
         # key=value overrides may stand anywhere among the options (argparse alone would take only the first run)
         args, extra = parser.parse_known_args(argv)
-    except UserError as exc:  # an option given twice (_StoreOnce)
+    except UserError as exc:  # an option given twice (_StoreOnce), or a mistake argparse found (_Parser.error)
         print(f"mmhal: error: {exc}", file=sys.stderr)
         return 2
-    if extra:
-        from .config import join_overrides
+    from .config import join_overrides
 
+    if extra:
         extra = join_overrides(extra)  # an unquoted `distill.rad_levels=[2, 1]` after an option: one override again
     stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if getattr(args, "overrides", None):  # what the first run of words gave the overrides: `train.lr` alone too
+        stray = [o for o in join_overrides(list(args.overrides)) if "=" not in o] + stray
+    stray.sort(key=lambda e: not e.startswith("-"))  # an unknown option first: its value is the next stray word
     if stray:
-        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+        print(f"mmhal: error: {stray_sentence(stray, args)}", file=sys.stderr)
+        return 2
     if extra:
         args.overrides = [*args.overrides, *extra]
     restore = _stop_on_signals()

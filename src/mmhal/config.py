@@ -29,7 +29,7 @@ import yaml
 from omegaconf import Container, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import UserError
+from .errors import UserError, not_a_file
 
 
 def default_cache_dir() -> str:
@@ -738,8 +738,9 @@ def join_overrides(items: list[str]) -> list[str]:
 def read_recipe(path: str) -> dict:
     """The mapping in the YAML file ``path``; a UserError in one sentence when it is missing or not one."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file '{path}' does not exist")
+    why = not_a_file(p, "a YAML file")
+    if why:
+        raise UserError(f"config file '{path}' {why}")
     try:
         mapping = load_yaml(p.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as exc:

@@ -33,6 +33,33 @@ class TrainingDiverged(UserError):
         return type(self), (self.network, self.epoch, self.what, self.hint)
 
 
+def not_a_file(path, what: str = "a file") -> Optional[str]:
+    """Why ``path`` cannot be read as a file, as the end of a sentence that starts with its name ("does not
+    exist", "is a folder, not ``what``", "is a named pipe (FIFO), not a regular file", ...), or None for a regular
+    file (or a link to one): a path that exists is never said not to."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"is a link to '{os.readlink(path)}', which does not exist"
+        return "does not exist"
+    except NotADirectoryError:
+        return "does not exist (a part of its path is a file, not a folder)"
+    except (OSError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+            return "has a name too long for this file system"
+        return f"cannot be reached ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"is a folder, not {what}"
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    return f"is {kind}, not a regular file"
+
+
 _DISK = (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
 _FILES = (errno.EMFILE, errno.ENFILE)
 # torch.save's writer reports a short write as a RuntimeError without an errno ("unexpected pos 704 vs 598")

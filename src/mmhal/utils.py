@@ -99,6 +99,26 @@ def state_digest(state: dict, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def load_mapped(path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped (``mmap=True``: tensors are not read until
+    used), for a quick look at a saved file's record. torch's mapping hands the path to C++ as UTF-8, which fails
+    for a name the locale could not decode (surrogate escapes: a non-ASCII path under LANG=C); such a file is
+    opened by Python and mapped through ``/proc/self/fd``, or read whole where that does not exist."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            proxy = f"/proc/self/fd/{fd}"
+            if os.path.exists(proxy):
+                return torch.load(proxy, map_location="cpu", weights_only=True, mmap=True)
+        finally:
+            os.close(fd)
+        return torch.load(name, map_location="cpu", weights_only=True)
+    return torch.load(name, map_location="cpu", weights_only=True, mmap=True)
+
+
 def file_sha256(path) -> str:
     """The SHA-256 (hex) of a file's bytes, read 1 MiB at a time."""
     h = hashlib.sha256()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, not_a_file
 from .base import check_common
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -42,20 +43,44 @@ def _vision():
     return tio, tvf
 
 
-def decode_image(path: str, channels: int, size: Optional[tuple[int, int]] = None):
+# torchvision's decoders put their C++ function and source line before the reason ("decode_png,
+# /__w/vision/.../decode_png.cpp:62, Internal error."): not for the user
+_CPP_PLACE = re.compile(r"^.*?\S+\.(?:cpp|cc|h|cu):\d+,?\s*")
+_NO_REASON = ("", "Internal error.", "Internal error")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # then the IHDR chunk: its length (4 bytes), then b"IHDR"
+
+
+def decode_reason(exc: BaseException) -> str:
+    """What a decoder's exception says about the file, without a C++ function name or source path ("" when it
+    says nothing more than that it failed)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _CPP_PLACE.sub("", text).strip()
+    return "" if text in _NO_REASON else text
+
+
+def decode_image(path: str, channels: int, size: Optional[tuple[int, int]] = None, where: str = ""):
     """The image file at ``path`` as a (channels, H, W) tensor (``channels`` 1 or 3), resized (antialiased,
-    bilinear) to ``size`` when given and different; a DataError naming the file when it is missing or not
-    a readable image."""
+    bilinear) to ``size`` when given and different; a DataError naming the file (and ``where``, e.g. the line of
+    a manifest that lists it) when it is missing or not a readable image."""
     tio, tvf = _vision()
     mode = tio.ImageReadMode.GRAY if channels == 1 else tio.ImageReadMode.RGB
+    listed = f" ({where})" if where else ""
     try:
         raw = tio.read_file(path)
+        head = bytes(raw[:16].tolist())
+        if head.startswith(PNG_SIGNATURE) and head[12:16] != b"IHDR":  # libpng would print its own line first
+            raise DataError(f"image file '{path}'{listed} cannot be decoded: it is damaged or truncated, or not an "
+                            "image (a PNG signature without a PNG header)")
         img = tio.decode_image(raw, mode=mode)
     except FileNotFoundError:
-        raise DataError(f"image file '{path}' does not exist") from None
+        raise DataError(f"image file '{path}'{listed} does not exist") from None
     except (RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"image file '{path}' cannot be decoded as an image ({first})") from None
+        why = not_a_file(path, "an image file")
+        if why:
+            raise DataError(f"image file '{path}'{listed} {why}") from None
+        reason = decode_reason(exc)
+        raise DataError(f"image file '{path}'{listed} cannot be decoded: it is damaged or truncated, or not an image"
+                        + (f" ({reason})" if reason else "")) from None
     if size is not None and tuple(img.shape[-2:]) != tuple(size):
         if img.dtype != torch.uint8:  # 16-bit images: resized in float
             img = img.float()
@@ -112,6 +137,8 @@ class FileData:
     bona_fide: Optional[np.ndarray] = None
     species: Optional[np.ndarray] = None
     video: Optional[np.ndarray] = None
+    listing: str = ""  # the file that lists the samples (a manifest's name), for messages
+    lines: Optional[np.ndarray] = None  # int (N,): the line of ``listing`` that lists each sample
 
     in_memory = False
 
@@ -135,9 +162,17 @@ class FileData:
         p = str(self.files[m][i])
         return os.path.join(self.root, p) if self.root else p
 
+    def where(self, m: str, i: int) -> str:
+        """Where sample ``i``'s file of modality ``m`` is listed: "line 7 of 'manifest.csv', column 'x.rgb'" (or
+        "sample 6, modality 'rgb'" without a listing)."""
+        if self.lines is not None and self.listing:
+            return f"line {int(self.lines[i])} of '{self.listing}', column 'x.{m}'"
+        return f"sample {i}, modality '{m}'"
+
     def read(self, i: int, modalities) -> dict:
         """Sample ``i``: ``{modality: (C, H, W) tensor}`` decoded from its files."""
-        return {m: decode_image(self.path(m, i), self.channels[m], self.image_size) for m in modalities}
+        return {m: decode_image(self.path(m, i), self.channels[m], self.image_size, self.where(m, i))
+                for m in modalities}
 
     def fingerprint(self) -> str:
         """A hash of the labels, the split, the decoding settings and every file's path, size and

@@ -14,7 +14,11 @@ The CSV has a header row. Columns (any order):
 Channels per modality come from the first sample's file (grey = 1, else 3); every image is resized to
 ``data.image_size`` (default: the first sample's image size). Without a ``split`` column mmhal makes one
 as for ``.npz`` files (whole groups per split; by ``video`` when there is no ``group``). Every file is
-checked to exist when the manifest is loaded; each problem is one sentence naming the line and column.
+checked to exist when the manifest is loaded; each problem is one sentence naming the line and column
+(a cell naming a folder or a device is said to be one). The file is comma-separated: a header that ';', a
+tab or '|' would split into columns mmhal reads is refused as such. Rows that repeat an earlier row exactly,
+in a manifest that mmhal splits per row (no ``group``, ``video`` or ``split`` column), are counted in a
+warning: their copies may land in train and in test.
 
 Any other column goes through ``data.keys.check_unread`` (``check_columns``), the rule of ``.npz`` keys: one
 that looks like a column mmhal reads (``splits``, ``Label``, ``subject``, ``is_real``, ``X.rgb``, a column of
@@ -32,11 +36,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, not_a_file
 from . import keys
 from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
 from .files import IMAGE_SUFFIXES, FileData, image_channels, resolve_image_size
-from .npz import check_label_values, make_or_check_split
+from .npz import check_group_values, check_label_values, make_or_check_split
 from .video import VIDEO_SUFFIXES, is_video_name
 
 MODALITY_PREFIX = "x."
@@ -68,14 +72,15 @@ def check_files_exist(files: dict[str, list[str]], root: str, where) -> None:
         for i, rel in enumerate(paths):
             p = os.path.join(root, rel) if root else rel
             if not os.path.isfile(p):
-                raise DataError(f"image file '{p}' ({where(m, i)}) does not exist")
+                raise DataError(f"image file '{p}' ({where(m, i)}) {not_a_file(p, 'an image file')}")
 
 
 # ----------------------------------------------------------------------------- the CSV
 def _read_rows(source: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header (stripped names) and the data rows with their line numbers (blank lines skipped)."""
-    if not source.is_file():
-        raise DataError(f"manifest '{source}' does not exist")
+    why = not_a_file(source, "a manifest .csv file")
+    if why:
+        raise DataError(f"manifest '{source}' {why}")
     try:
         with open(source, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -94,9 +99,32 @@ def _read_rows(source: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise DataError(f"manifest '{source}' is not a readable CSV file ({exc})") from None
     if header is None:
         raise DataError(f"manifest '{source}' is empty; it needs a header row (e.g. label,x.rgb) and one row per sample")
+    _check_separator(header, source)
     if not rows:
         raise DataError(f"manifest '{source}' has a header but no rows: it holds no samples")
     return header, rows
+
+
+OTHER_SEPARATORS = {";": "';'", "\t": "tabs", "|": "'|'"}
+
+
+def _check_separator(header: list[str], source: Path) -> None:
+    """A DataError when the header is one column that another separator (';', a tab, '|') would split into
+    columns mmhal reads: a CSV written in a locale whose list separator is ';', or a TSV file."""
+    if len(header) != 1:
+        return
+    for sep, name in OTHER_SEPARATORS.items():
+        parts = [c.strip() for c in header[0].split(sep)]
+        if len(parts) > 1 and any(c in keys.MANIFEST.read or c.startswith(MODALITY_PREFIX) for c in parts):
+            raise DataError(
+                f"manifest '{source}' seems separated by {name} (its header '{_short(header[0])}' splits into "
+                f"{', '.join(parts[:4])}{', ...' if len(parts) > 4 else ''}), but mmhal reads comma-separated CSV; "
+                "write it with commas (e.g. pandas' to_csv(path, index=False))"
+            )
+
+
+def _short(text: str, size: int = 60) -> str:
+    return text if len(text) <= size else text[:size - 3] + "..."
 
 
 def _check_header(header: list[str], rows: list[tuple[int, list[str]]], source: Path, ignore: list[str],
@@ -175,6 +203,26 @@ def _files_like(cells: list[str], root: Path) -> Optional[str]:
     return None
 
 
+def duplicate_rows_warning(rows: list[tuple[int, list[str]]]) -> Optional[str]:
+    """A warning when rows repeat an earlier row exactly (every cell; ``rows`` with their line numbers), for a
+    manifest split per row by mmhal: without a group to keep them together, the copies of one sample may land in
+    train and in test (the test figures then score samples the student trained on); None when no row repeats
+    another."""
+    first: dict[tuple[str, ...], int] = {}
+    repeats: list[tuple[int, int]] = []
+    for line, row in rows:
+        seen = first.setdefault(tuple(row), line)
+        if seen != line:
+            repeats.append((line, seen))
+    if not repeats:
+        return None
+    line, seen = repeats[0]
+    return (f"{len(repeats)} of the {len(rows)} rows repeat an earlier row exactly (first: line {line} repeats line "
+            f"{seen}) and no 'group' column keeps copies together, so the split mmhal makes per row may put copies "
+            "of one sample in train and in test, which inflates the test figures; remove the duplicate rows, or "
+            "give each source a 'group'")
+
+
 @register_dataset("manifest")
 def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optional[bool] = None):
     """The samples listed in the manifest CSV at ``path`` (default ``cfg.path``); see the module docstring."""
@@ -215,6 +263,8 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
                 what = "1 (bona fide) or 0 (attack)" if pad else "an integer class index 0..K-1"
                 raise DataError(f"line {line} of {here} has '{key}' = '{text}', which is not {what}") from None
             value = int(f)
+        if value >= 2**62:  # beyond an int64 (and any number of classes)
+            raise DataError(f"line {line} of {here} has '{key}' = '{text}', far too large for a class index 0..K-1")
         if pad and value not in (0, 1):
             raise DataError(f"line {line} of {here} has 'bona_fide' = '{text}'; it must be 1 (bona fide) or 0 (attack)")
         if value < 0:
@@ -277,11 +327,18 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
 
     video = column("video")
     groups = column("group")
-    if groups is None and video is not None:
-        groups = video
-        info["groups"] = "the 'video' column (the manifest has no 'group' column)"
+    group_key = "the 'group' column"
+    if groups is not None:
+        check_group_values(groups, f"the 'group' column of {here}")
+    elif video is not None:
+        groups, group_key = video, "the 'video' column (the manifest has no 'group' column)"
+        info["groups"] = group_key
     split = make_or_check_split(cfg, labels, groups, split_given, info, warnings, PER_SAMPLE_WARNING,
-                                "the 'split' column marks no row as 'train'")
+                                "the 'split' column marks no row as 'train'", group_key, class_names)
+    if groups is None and split_given is None:  # the file's own split keeps a row's copies in its split
+        repeated = duplicate_rows_warning(rows)
+        if repeated:
+            warnings.append(repeated)
     info["warnings"] = warnings
     if pad:
         info["polarity"] = "bona_fide column: 1 = bona fide, 0 = attack"
@@ -311,6 +368,8 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
         bona_fide=bona_fide,
         species=species,
         video=video,
+        listing=source.name,
+        lines=np.asarray(lines, dtype=np.int64),
     )
 
 

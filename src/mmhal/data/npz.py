@@ -4,7 +4,10 @@ Keys: ``label`` int (N,) class indices 0..K-1; ``x.<modality>`` float (N, ...) p
 per-sample shape of (D,), (C, L), (C, H, W) or (C, T, H, W); optional ``split`` str (N,) of
 train/val/test; optional ``group`` (N,) (e.g. subject id); optional ``class_names`` str (K,).
 A ``group`` stays whole in every split mmhal makes, and a file's own ``split`` must not cut one
-(unless ``data.allow_shared_groups``); notes for the user go to ``info["warnings"]`` (a list of sentences).
+(unless ``data.allow_shared_groups``); a ``group`` with missing values (NaN, '' or 'nan') is refused. Labels
+are checked for at least 2 classes, every class present, and no value beyond the number of samples (a label
+near 2**40 is named, not counted up to). Notes for the user go to ``info["warnings"]`` (a list of sentences),
+among them the classes that have no sample in the validation or test split.
 Files are read with ``allow_pickle=False``; every problem is reported as a DataError naming the key.
 
 Any other key goes through ``data.keys.check_unread`` (``check_keys``): one that looks like a key mmhal reads
@@ -27,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import DataError, not_a_file
 from ..utils import atomic_savez
 from . import keys
 from .base import SPLITS, MultimodalData, modality_name_problem, register_dataset, suggest_modality_name
@@ -58,17 +61,12 @@ def _not_npz_reason(head: bytes) -> str:
     return "is not a .npz archive (not a zip file of numpy arrays)"
 
 
-def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything, and the names of
-    its other zip members (not ``.npy`` arrays: not read, but named in the warning on unread keys).
-
-    A file that is not a zip archive of arrays is a DataError saying what it is instead (a folder, an empty
-    file, text, a pickle, a single ``.npy`` array).
-    """
-    if path.is_dir():
-        raise DataError(f"data file '{path}' is a folder, not a .npz file")
-    if not path.is_file():
-        raise DataError(f"data file '{path}' does not exist")
+def check_npz_file(path: Path) -> None:
+    """A DataError in one sentence unless ``path`` is a regular file that starts as a zip archive (what every
+    ``.npz`` is), saying what it is instead: missing, a folder or a device, empty, text, a pickle, a ``.npy``."""
+    why = not_a_file(path, "a .npz file")
+    if why:
+        raise DataError(f"data file '{path}' {why}")
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -78,6 +76,16 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
         raise DataError(f"data file '{path}' is empty (0 bytes), not a .npz archive; {NPZ_HOWTO}")
     if not head.startswith(ZIP_MAGIC):
         raise DataError(f"data file '{path}' {_not_npz_reason(head)}; {NPZ_HOWTO}")
+
+
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every array stored in the ``.npz`` file at ``path``, read without unpickling anything, and the names of
+    its other zip members (not ``.npy`` arrays: not read, but named in the warning on unread keys).
+
+    A file that is not a zip archive of arrays is a DataError saying what it is instead (a folder, an empty
+    file, text, a pickle, a single ``.npy`` array).
+    """
+    check_npz_file(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
@@ -150,6 +158,11 @@ def _read_labels(a: np.ndarray) -> np.ndarray:
             )
     elif a.dtype.kind not in "iub":
         raise DataError(f"'label' has dtype {a.dtype}, not integers; labels must be class indices 0..K-1")
+    huge = np.flatnonzero(a >= 2**62)  # not an int64 (a float's or a uint64's): astype would wrap it around
+    if len(huge):
+        i = int(huge[0])
+        raise DataError(f"'label' holds {a[i].item()!r} (sample {i}), far too large for a class index; labels must "
+                        "be class indices 0..K-1")
     labels = a.astype(np.int64)
     if (labels < 0).any():
         i = int(np.flatnonzero(labels < 0)[0])
@@ -188,10 +201,10 @@ def check_label_values(
     ``where(i)`` says where sample ``i`` is and ``unit`` what a sample is ("sample"; a manifest's "row").
     Each problem is a DataError in one sentence that names the offending values.
     """
-    present = np.bincount(labels)
+    n = len(labels)
     if class_names is not None:
         k = len(class_names)
-        if len(present) > k:
+        if int(labels.max()) >= k:
             raise DataError(
                 f"{_values_phrase(labels, labels >= k, where, 'is', unit)} outside the {k} classes (0..{k - 1}) "
                 "named by 'class_names'"
@@ -200,11 +213,21 @@ def check_label_values(
         if len(missing):
             c = int(missing[0])
             raise DataError(f"class {class_names[c]!r} (label {c}) has no {unit} at all")
-        return k
+        return _at_least_two(k, class_names[0])
+    lo, hi = int(labels.min()), int(labels.max())
+    if hi >= n:  # more classes than samples: some class has none (and np.bincount would need hi + 1 counters)
+        shifted = np.unique(labels - lo)
+        if lo > 0 and shifted[-1] == len(shifted) - 1:
+            raise DataError(f"the labels start at {lo}, but they are class indices from 0 (class 0 has no {unit}): "
+                            f"subtract {lo}")
+        raise DataError(
+            f"{_values_phrase(labels, labels >= n, where, 'is', unit)} larger than {n} {unit}s allow: labels are "
+            f"class indices 0..K-1 with every class present, so no label exceeds {n - 1}; renumber the classes"
+        )
+    present = np.bincount(labels)
     missing = np.flatnonzero(present == 0)
     if len(missing) == 0:
-        return len(present)
-    lo = int(labels.min())
+        return _at_least_two(len(present), "0")
     if lo > 0 and missing.tolist() == list(range(lo)):
         raise DataError(f"the labels start at {lo}, but they are class indices from 0 (class 0 has no {unit}): "
                         f"subtract {lo}")
@@ -215,6 +238,42 @@ def check_label_values(
         f"{absent} no {unit}, but {stray} above {'them' if len(missing) > 1 else 'it'}: labels must be class "
         "indices 0..K-1 with every class present (fix a stray label, or renumber the classes)"
     )
+
+
+def _at_least_two(k: int, name: str) -> int:
+    """``k``, the number of classes, after checking there are at least two: with one class (``name``) every
+    prediction is right by construction and every figure is 100 %."""
+    if k < 2:
+        raise DataError(f"every label is 0, so the data has a single class ({name!r}), but classification needs at "
+                        "least 2 classes; check the 'label' values")
+    return k
+
+
+def class_coverage_warning(labels: np.ndarray, split: np.ndarray, class_names: Sequence[str]) -> Optional[str]:
+    """A warning naming the classes that have no sample in the validation split or (where there is one) the test
+    split, e.g. a class with a single sample, which lies in train: validation (which chooses each student's
+    epoch) and the test figures then never see it; None when every class is in every split."""
+    splits = [s for s in ("val", "test") if (split == s).any()]
+    absent: dict[tuple[str, ...], list[int]] = {}
+    for k in range(len(class_names)):
+        lacking = tuple(s for s in splits if not (labels[split == s] == k).any())
+        if lacking:
+            absent.setdefault(lacking, []).append(k)
+    if not absent:
+        return None
+    lacking, classes = max(absent.items(), key=lambda item: len(item[1]))
+    counts = np.bincount(labels, minlength=len(class_names))
+    shown = ", ".join(f"{class_names[k]!r} ({counts[k]} sample{'s' if counts[k] != 1 else ''} in all)"
+                      for k in classes[:3]) + (", ..." if len(classes) > 3 else "")
+    more = sum(len(c) for c in absent.values()) - len(classes)
+    also = f" ({more} more class{'es' if more != 1 else ''} lack other splits)" if more else ""
+    figures = {("val",): "validation, which chooses each student's epoch, never sees "
+                         f"{'it' if len(classes) == 1 else 'them'}",
+               ("test",): f"the test figures say nothing about {'it' if len(classes) == 1 else 'them'}"}.get(
+        lacking, f"neither validation nor the test figures ever see {'it' if len(classes) == 1 else 'them'}")
+    return (f"class{'es' if len(classes) > 1 else ''} {shown} {'have' if len(classes) > 1 else 'has'} no sample in "
+            f"the {' and '.join(lacking)} split{'s' if len(lacking) > 1 else ''}{also}, so {figures}; give "
+            f"{'each' if len(classes) > 1 else 'it'} more samples, or a 'split' that puts some in every split")
 
 
 def _read_modality(name: str, a: np.ndarray, n: int) -> np.ndarray:
@@ -349,6 +408,45 @@ def _shared_groups_message(shared: list[tuple[Any, list[str]]], n_groups: int, a
     )
 
 
+MISSING_GROUPS = ("", "nan", "none", "null")  # what a missing value becomes in a str array (pandas' astype(str): 'nan')
+
+
+def check_group_values(groups: np.ndarray, key: str = "'group'") -> None:
+    """A DataError when ``groups`` (the ``group`` of every sample) has missing values: NaN in a float array, or an
+    empty, 'nan' or 'None' string. mmhal would pool every such sample into one group (NaN sorts as one value),
+    which decides the split without a word."""
+    if groups.dtype.kind == "f":
+        missing = np.isnan(groups)
+        what = "NaN"
+    elif groups.dtype.kind == "U":
+        missing = np.isin(np.char.lower(np.char.strip(groups)), MISSING_GROUPS)
+        what = "missing values ('', 'nan', 'None' or 'null')"
+    else:
+        return
+    if missing.any():
+        n, first = int(missing.sum()), int(np.flatnonzero(missing)[0])
+        everything = "every sample" if n == len(groups) else f"{n} of {len(groups)} samples, first sample {first}"
+        raise DataError(f"{key} holds {what} ({everything}), but every sample needs its group (subject, session) "
+                        "to keep each group whole in one split; fill them in, or leave 'group' out to split per sample")
+
+
+def _empty_val(cfg: DataConfig, groups: Optional[np.ndarray], group_key: str) -> DataError:
+    """Why the validation split came out empty: too few groups for every split (``group_key`` names where they
+    come from), or ``data.val_fraction`` too small."""
+    uniq = np.unique(groups) if groups is not None else []
+    if 0 < len(uniq) <= len(SPLITS) and cfg.val_fraction > 0:
+        one = f"a single group ({uniq[0].item()!r})" if len(uniq) == 1 else f"only {len(uniq)} groups"
+        return DataError(
+            f"the 'val' split is empty because {group_key} holds {one} and mmhal keeps each group whole in one split, "
+            "so there are too few groups for train, val and test; give finer groups (e.g. the subject or session of "
+            "each sample), a 'split' of your own, or no groups (a split per sample)"
+        )
+    return DataError(
+        f"the 'val' split is empty (data.val_fraction={cfg.val_fraction}); validation needs at least one "
+        "sample (and group)"
+    )
+
+
 PER_SAMPLE_WARNING = (
     "the data has no 'group' key, so mmhal split it per sample: samples from one source (person, video, "
     "session) may land on both sides of the split and inflate the {figures}; store a 'group' key (e.g. the "
@@ -359,11 +457,14 @@ PER_SAMPLE_WARNING = (
 def make_or_check_split(
     cfg: DataConfig, labels: np.ndarray, groups: Optional[np.ndarray], given: Optional[np.ndarray],
     info: dict[str, Any], warnings: list[str], per_sample_warning: str = PER_SAMPLE_WARNING,
-    no_train: str = "'split' marks no sample as 'train'",
+    no_train: str = "'split' marks no sample as 'train'", group_key: str = "the 'group' key",
+    class_names: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
     """The split as ``.npz`` files (and manifests) get it: ``given`` (checked not to cut a group, completed with a val share of
     train when it has no val) or, when None, a seeded stratified split made by mmhal (whole groups per split).
-    Fills ``info`` (how the split was made) and ``warnings``."""
+    Fills ``info`` (how the split was made) and ``warnings``: with ``class_names``, one naming the classes that
+    have no sample in val or test (``class_coverage_warning``). ``group_key`` names where ``groups`` come from, for
+    the error when too few groups leave the validation split empty."""
     fractions = {"split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
     how = "group-aware (whole groups per split), stratified" if groups is not None else "stratified"
     if given is not None:
@@ -403,13 +504,14 @@ def make_or_check_split(
     if not (split == "test").any():
         info["test"] = "the data has no 'test' samples, so there are no test figures"
     if not (split == "val").any():
-        raise DataError(
-            f"the 'val' split is empty (data.val_fraction={cfg.val_fraction}); validation needs at least one "
-            "sample (and group)"
-        )
+        raise _empty_val(cfg, groups, group_key)
     if not (split == "train").any():
         raise DataError("the 'train' split is empty")
     info["split_sizes"] = _describe_split(split)
+    if class_names is not None:
+        coverage = class_coverage_warning(labels, split, class_names)
+        if coverage:
+            warnings.append(coverage)
     return split
 
 
@@ -475,6 +577,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
             raise DataError(f"'group' must have one value per sample ({n}), got shape {groups.shape}")
         if groups.dtype.kind == "S":
             groups = _as_strings(groups, "group")
+        check_group_values(groups)
 
     info["modalities"] = {m: list(a.shape[1:]) for m, a in modalities.items()}
 
@@ -486,7 +589,7 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
         unknown = sorted(set(np.unique(given).tolist()) - set(SPLITS))
         if unknown:
             raise DataError(f"'split' holds the value {unknown[0]!r}; each entry must be train, val or test")
-    split = make_or_check_split(cfg, labels, groups, given, info, warnings)
+    split = make_or_check_split(cfg, labels, groups, given, info, warnings, class_names=class_names)
     info["warnings"] = warnings
 
     in_train = np.bincount(labels[split == "train"], minlength=num_classes)

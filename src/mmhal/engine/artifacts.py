@@ -54,9 +54,17 @@ def open_run(path: str | Path) -> RunFolder:
         raise UserError(f"'{p}' is a file, not a run folder (give the folder `mmhal run --out` wrote)")
     res_path, cfg_path = p / "results.json", p / "config.yaml"
     if not res_path.is_file() or not cfg_path.is_file():
+        from .outputs import run_marker
+
         missing = "results.json" if not res_path.is_file() else "config.yaml"
+        marker = run_marker(p)
+        if marker is not None and marker.get("command") == "tune":
+            raise UserError(f"'{p}' is the folder of an mmhal tune, not of a run; run its recipe (`mmhal run --config "
+                            f"{p / 'tuned.yaml'}`) and give that run's folder")
+        finish = (f", or finish it with `mmhal run --resume --out {p}`" if marker is not None
+                  else " (what `mmhal run --out` wrote)")
         raise UserError(f"'{p}' is not a finished mmhal run (it has no {missing}); give the folder of a run that "
-                        "completed, or finish it with `mmhal run --resume --out " + str(p) + "`")
+                        f"completed{finish}")
     try:
         results = json.loads(res_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -95,10 +103,34 @@ def check_method(run: RunFolder, method: str, allow_teacher: bool = False) -> No
         if method in (run.results.get("diverged") or {}):  # its students' loss became NaN: no figures, no models
             raise UserError(f"method '{method}' of the run in '{run.path}' diverged (results.json lists it under "
                             f"'diverged'), so it has nothing to use; {_others(run)}")
+        holders = [e for e in run.methods if method in ENSEMBLES.get(e, ())]
+        if holders:  # trained only as an ensemble's member: no figures of its own to choose a seed or fill a card
+            raise UserError(f"the run in '{run.path}' trained '{method}' only as a member of {holders[0]}, so it "
+                            f"reports no figures of '{method}' alone; {_instead(run, holders[0])}")
         raise UserError(f"the run in '{run.path}' has no method '{method}'; it has {', '.join(run.methods)}")
     if method in ENSEMBLES:
-        raise UserError(f"'{method}' is an ensemble of several networks ({', '.join(ENSEMBLES[method])}), not one "
-                        "saved model; choose one of its members or a single-network method")
+        members = ENSEMBLES[method]
+        reported = [m for m in members if m in run.methods]
+        if reported:
+            raise UserError(f"'{method}' is an ensemble of several networks ({', '.join(members)}), not one saved "
+                            f"model; choose one of its members with --method ({', '.join(reported)}), or apply the "
+                            f"whole ensemble with `mmhal predict {run.path} --method {method}`")
+        raise UserError(f"'{method}' is an ensemble of several networks ({', '.join(members)}), not one saved model, "
+                        f"and the run reports none of them alone; {_instead(run, method)}")
+
+
+def _instead(run: RunFolder, ensemble: str) -> str:
+    """What works instead of exporting a member of ``ensemble`` that the run does not report: predicting with the
+    whole ensemble, exporting a single-network method it reports, or running again with the members reported."""
+    singles = [m for m in run.methods if m not in ENSEMBLES]
+    names = [m for m in ENSEMBLES[ensemble] if "@" not in m and "." not in m]  # those --methods accepts
+    parts = [f"apply the ensemble with `mmhal predict {run.path} --method {ensemble}`"]
+    if singles:
+        parts.append(f"export a single-network method of the run (--method {', '.join(singles)})")
+    if names:
+        parts.append(f"run the comparison again with {', '.join(names)} in --methods to export "
+                     f"{'it' if len(names) == 1 else 'them'}")
+    return ", ".join(parts[:-1]) + (", or " if len(parts) > 1 else "") + parts[-1]
 
 
 def model_files(run: RunFolder, method: str, seed: Optional[int] = None) -> list[tuple[Optional[int], Path]]:

@@ -381,7 +381,8 @@ def main(args) -> int:
         acc = run.results["results"][method]["val_accuracy"]["per_seed"][run.seeds.index(seed)]
         how["seed"] = f"the best validation accuracy among the method's seeds ({100 * acc:.2f} %; the first on ties)"
     name = f"{method}-{args.format}" if seed is None else f"{method}-seed{seed}-{args.format}"
-    out = plan_output(out_path(args.out) if args.out else run.path / "export" / name, "export", args.overwrite)
+    out = (plan_output(out_path(args.out), "export", args.overwrite) if args.out else
+           plan_output(run.path / "export" / name, "export", args.overwrite, default="made from the method's name"))
     select_on = method_config(run.config, method).train.select_on
     how["epoch"] = f"the epoch with the best {select_on.replace('_', ' ')} on the validation split"
     card = export(run, method, seed, args.format, out, how)

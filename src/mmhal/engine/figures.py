@@ -13,6 +13,8 @@ in every figure (``method_colors``).
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -38,11 +40,26 @@ def method_colors(names: Sequence[str]) -> dict[str, object]:
     return colors
 
 
+#: the characters the figures drawn so far had no glyph for in matplotlib's font (a class name in Chinese under
+#: DejaVu Sans): matplotlib warns of each, with a source line, once per figure; ``mmhal report`` says it once
+MISSING_GLYPHS: set[str] = set()
+_GLYPH_WARNING = re.compile(r"Glyph (\d+) .*missing from font")
+
+
 def png_bytes(fig: Figure) -> bytes:
-    """The figure as PNG bytes (Agg canvas, ``DPI`` dots per inch)."""
+    """The figure as PNG bytes (Agg canvas, ``DPI`` dots per inch). matplotlib's warnings about characters its font
+    lacks are kept back and their characters added to ``MISSING_GLYPHS``; any other warning is passed on."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # fast; files ~10 % larger
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # fast; files ~10 % larger
+    for w in caught:
+        glyph = _GLYPH_WARNING.search(str(w.message))
+        if glyph:
+            MISSING_GLYPHS.add(chr(int(glyph[1])))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return buf.getvalue()
 
 

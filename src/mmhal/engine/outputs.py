@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Optional
 
 from .. import __version__
 from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text, file_sha256, pid_alive
+from ..utils import atomic_write_json, atomic_write_text, file_sha256, load_mapped, pid_alive
 
 # ----------------------------------------------------------------------------- run and tuning folders
 EVALUATION_FILE = "evaluation.pt"
@@ -159,10 +159,8 @@ def written_by_mmhal(path: Path, kind: str) -> bool:
     tensors and plain values; memory-mapped, so no weights are read) as a dict with the keys mmhal writes into
     such files (``_FILE_KEYS``), and a student model names the method and seed of its file name. A file of
     yours named ``models/kd-seed5.pt`` is kept by ``--overwrite``."""
-    import torch
-
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        record = load_mapped(path)
     except Exception:
         return False
     if not isinstance(record, dict) or not any(all(k in record for k in keys) for keys in _FILE_KEYS[kind]):
@@ -266,29 +264,34 @@ def path_exists(path: Path) -> bool:
         raise
 
 
-def check_path(out: Path, folder: bool, extra: int) -> None:
+def check_path(out: Path, folder: bool, extra: int, default: str = "") -> None:
     """A UserError in one sentence when ``out`` (a folder when ``folder``, else a file) cannot be an output: a
     name still to be made is longer than the file system allows (``out``'s own with ``extra`` bytes to spare for
     mmhal's hidden siblings beside it), the whole path is (with ``INNER_RESERVE`` bytes to spare for the files in
     a folder), or a file lies on its way (or, for a folder, is ``out``). The names come first: ``stat`` of a
-    name too long fails."""
+    name too long fails. ``default``: ``out`` is a default the user never typed, made as ``default`` says (e.g.
+    "made from the data file's name"); the sentence then names it so and asks for ``--out``."""
+    subject = f"the default output '{_short(out)}' ({default})" if default else f"--out '{_short(out)}'"
+    give = "give --out, a path with" if default else "give"
     base = next((p for p in out.parents if path_exists(p)), Path("."))
     limit = name_max(base)
     for name in out.parts[len(base.parts):-1]:  # the folders still to be made
         if len(os.fsencode(name)) > limit:
-            raise UserError(f"the folder name '{_short(name)}' in --out is {len(os.fsencode(name))} bytes long, more "
-                            f"than the {limit} this file system allows; give a shorter name")
+            where = subject if default else "--out"
+            raise UserError(f"the folder name '{_short(name)}' in {where} is {len(os.fsencode(name))} bytes long, more "
+                            f"than the {limit} this file system allows; {give} a shorter name")
     size = len(os.fsencode(out.name))
     if size + extra > limit:
         beside = "its temporary folder .NAME.mmhal-new-PID" if folder else "its record and temporary files"
-        raise UserError(f"--out '{_short(out)}' has a name of {size} bytes, but this file system allows {limit} and "
-                        f"mmhal needs {extra} of them for {beside} beside it; give a name of at most "
+        raise UserError(f"{subject} has a name of {size} bytes, but this file system allows {limit} and "
+                        f"mmhal needs {extra} of them for {beside} beside it; {give} a name of at most "
                         f"{limit - extra} bytes")
     length, path_max = len(os.fsencode(os.path.abspath(out))), _limit(base, "PC_PATH_MAX", DEFAULT_PATH_MAX)
     room = extra + (INNER_RESERVE if folder else 0)
     if length + room >= path_max:
-        raise UserError(f"--out '{_short(out)}' is a path of {length} bytes, but this file system allows {path_max} "
-                        f"and mmhal needs {room} more for the files it writes there; give a shorter path")
+        raise UserError(f"{subject} is a path of {length} bytes, but this file system allows {path_max} "
+                        f"and mmhal needs {room} more for the files it writes there; "
+                        f"{'give --out, a shorter path' if default else 'give a shorter path'}")
     what = "a folder" if folder else "a file"
     for p in out.parents:
         if p.exists() and not p.is_dir():
@@ -314,8 +317,9 @@ def check_not_in_run(out: Path, command: str) -> None:
         if not rel.parts:
             if command in ("run", "tune"):
                 continue  # plan_folder decides about a run folder as a run's --out
-            raise UserError(f"--out '{_short(out)}' is the folder of an mmhal {kind}; give another --out (a new or "
-                            f"empty folder, or leave it out for the default inside the run)")
+            what = ("the path of a CSV file to write" if command == "predict" else "a new or empty folder")
+            raise UserError(f"--out '{_short(out)}' is the folder of an mmhal {kind}; give {what} as --out, or leave "
+                            "it out for the default inside the run")
         if len(rel.parts) == 1 and (rel.name == MARKER or any(rel.name in own for own in OWN_FILES.values())):
             raise UserError(f"--out '{_short(out)}' is the {kind}'s own {rel.name} in '{_short(home)}'; give another "
                             "--out")
@@ -414,12 +418,13 @@ class Output:
     overwrite: bool
 
 
-def plan_output(out: Path, command: str, overwrite: bool) -> Output:
+def plan_output(out: Path, command: str, overwrite: bool, default: str = "") -> Output:
     """Check the output ``out`` of ``command`` before any work, without writing (see the module docstring): a
     UserError in one sentence unless it is new, an empty folder (export, report), or an earlier output of
-    ``command`` that holds nothing else (and ``overwrite``; report replaces its own always)."""
+    ``command`` that holds nothing else (and ``overwrite``; report replaces its own always). ``default``: how
+    ``out`` was made when the user gave no ``--out`` (``check_path``)."""
     folder = command in FOLDER_MARKERS
-    check_path(out, folder, SIBLING_EXTRA if folder else FILE_EXTRA)
+    check_path(out, folder, SIBLING_EXTRA if folder else FILE_EXTRA, default)
     check_not_in_run(out, command)
     noun = NOUNS[command]
     if out.is_symlink():

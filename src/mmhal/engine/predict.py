@@ -133,9 +133,17 @@ class Inputs:
     views: int = 1  # rows per sample in a batch (action clips: test clips x crops)
 
 
-def _missing_modality(source: str, modality: str, method: str, has: list[str]) -> UserError:
+def _missing_modality(source: str, modality: str, method: str, has: list[str], names: Sequence[str] = (),
+                      fmt=None) -> UserError:
+    """The error for an input without ``modality``; with ``names`` (the input's keys or columns, of the
+    ``data.keys`` format ``fmt``) it names one that looks like ``x.<modality>`` (``X.weak``, ``x_weak``)."""
+    from ..data import keys
+
+    want = keys.MODALITY_PREFIX + modality
+    close = next((n for n in names if fmt is not None and (keys.lookalike(n, fmt) or ([], ""))[0] == [want]), None)
+    hint = f"; its {fmt.noun} '{close}' looks like '{want}': rename it" if close else ""
     return DataError(f"the input '{source}' has no modality '{modality}', which the {method} network needs "
-                     f"(it has: {', '.join(has) or 'none'})")
+                     f"(it has: {', '.join(has) or 'none'}{hint})")
 
 
 def _check_labels(labels: np.ndarray, names: Optional[list[str]], class_names: list[str], source: str,
@@ -178,12 +186,11 @@ def read_npz_inputs(path: Path, nets: Networks, ignore: Sequence[str] = ()) -> I
     one, a lookalike of a read key (with its did-you-mean) included, is a note rather than an error."""
     from ..data import npz
 
-    if not path.is_file():
-        raise DataError(f"data file '{path}' does not exist")
+    npz.check_npz_file(path)  # a folder, a FIFO, text, a pickle: said as such
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"data file '{path}' is not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"data file '{path}' is a damaged or truncated zip archive, not a readable .npz file") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"data file '{path}' holds a single array, not an .npz archive of named arrays")
 
@@ -206,7 +213,7 @@ def read_npz_inputs(path: Path, nets: Networks, ignore: Sequence[str] = ()) -> I
         has = [k[len(npz.MODALITY_PREFIX):] for k in keys if k.startswith(npz.MODALITY_PREFIX)]
         for m in nets.modalities:
             if npz.MODALITY_PREFIX + m not in keys:
-                raise _missing_modality(str(path), m, nets.method, has)
+                raise _missing_modality(str(path), m, nets.method, has, keys, npz.keys.NPZ)
         raw = {m: get(npz.MODALITY_PREFIX + m) for m in nets.modalities}
         label = get("label") if "label" in keys else None
         names = npz._as_strings(get("class_names"), "class_names").tolist() if "class_names" in keys else None
@@ -233,7 +240,7 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Opt
     read), decoded on demand to each modality's channels and size as the run trained on them; its ``label``
     or ``bona_fide`` column when present. Columns no manifest field reads are judged as ``mmhal run`` judges
     them (``data.manifest.check_columns``, with ``data_cfg.ignore_keys``), each a note (lookalikes too)."""
-    from ..data import manifest
+    from ..data import keys, manifest
     from ..data.files import FileData
 
     header, rows = manifest._read_rows(path)
@@ -245,7 +252,7 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Opt
     clips = all(len(nets.shapes[m]) == 4 for m in nets.modalities)  # action clips: one frame folder per cell
     for m in nets.modalities:
         if manifest.MODALITY_PREFIX + m not in col:
-            raise _missing_modality(str(path), m, nets.method, has)
+            raise _missing_modality(str(path), m, nets.method, has, header, keys.MANIFEST)
         if clips:
             continue
         if len(nets.shapes[m]) != 3 or nets.shapes[m][0] not in (1, 3):
@@ -287,7 +294,7 @@ def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Opt
     data = FileData(name=path.stem, files={m: np.array(p, dtype=str) for m, p in files.items()}, labels=labels,
                     split=np.full(len(rows), "test"), class_names=list(nets.class_names),
                     channels={m: int(nets.shapes[m][0]) for m in nets.modalities}, image_size=tuple(sizes.pop()),
-                    root=root)
+                    root=root, listing=path.name, lines=np.array([line for line, _ in rows], dtype=np.int64))
     return _sample_inputs(path.stem, data, nets, workers, checked, notes)
 
 
@@ -467,8 +474,11 @@ def main(args) -> int:
     run = open_run(args.run)
     method = choose_method(run, args.method, ensembles=True)
     device = resolve_device(args.device)
-    output = plan_output(out_path(args.out) if args.out else default_out(run, method, args.data), "predict",
-                         args.overwrite)
+    if args.out:
+        output = plan_output(out_path(args.out), "predict", args.overwrite)
+    else:
+        output = plan_output(default_out(run, method, args.data), "predict", args.overwrite,
+                             default="made from the method and the data's name")
     nets = load_networks(run, method, args.seed, device)
     workers = min(4, usable_cpus())
     inputs = open_inputs(args.data, args.root, run, nets, workers)

@@ -44,6 +44,7 @@ from .. import __version__, stats
 from ..config import method_config
 from ..distill import member_job
 from ..errors import UserError
+from ..utils import load_mapped
 from . import artifacts, outputs
 from .results import TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, members
 
@@ -188,7 +189,7 @@ class Evidence:
         if not path.is_file():
             raise Skipped(f"the model file of student {job} seed {seed} (models/{path.name}) is missing")
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            ckpt = load_mapped(path)  # a path the locale cannot encode too
         except Exception as exc:
             raise Skipped(f"'{path}' cannot be read ({type(exc).__name__})") from None
         hist = ckpt.get("history") if isinstance(ckpt, dict) else None
@@ -280,6 +281,9 @@ def differences_fig(ev: Evidence, colors: dict) -> Figure:
 
     res, split = ev.results["results"], ev.results.get("evaluated_on", "test")
     if UNIMODAL not in res:
+        if UNIMODAL in (ev.results.get("diverged") or {}):
+            raise Skipped("the unimodal students diverged (results.json lists them under 'diverged'), so there is "
+                          "nothing to compare against")
         raise Skipped("the run has no unimodal student, so there is nothing to compare against")
     names = [n for n in _names(res) if n != UNIMODAL]
     uni_val = res[UNIMODAL]["val_accuracy"]["per_seed"]
@@ -380,6 +384,8 @@ def curves_fig(ev: Evidence, colors: dict, notes: list[str]) -> Figure:
         curves.append({"name": label, "color_of": color_of, "histories": [h for h, _ in got],
                        "best_epochs": sorted({b for _, b in got if b > 0})})
     if not curves:
+        if not _trained_jobs(ev.results["results"]) and ev.results.get("diverged"):
+            raise Skipped("every student of this run diverged, so none saved a model or a training history")
         raise Skipped("no student's training history could be read")
     png = curves_figure(curves, colors)
     caption = ("One row per trained student (members of an ensemble included). Left: the training loss terms per "
@@ -437,17 +443,19 @@ def roc_fig(ev: Evidence, colors: dict, notes: list[str]) -> Figure:
 # ---------------------------------------------------------------------------------------- regions (the data)
 
 
-def _rad_jobs(ev: Evidence) -> list[str]:
-    """The student jobs trained with a RAD term: their history records a ``rad`` loss term."""
-    out = []
+def _rad_jobs(ev: Evidence) -> tuple[list[str], list[str]]:
+    """(the student jobs trained with a RAD term: their history records a ``rad`` loss term, the jobs whose
+    history could not be read, so that whether they did is not known)."""
+    out, unread = [], []
     for job, _ in _trained_jobs(ev.results["results"]):
         try:
             hist, _ = ev.history(job, ev.run.seeds[0])
         except Skipped:
+            unread.append(job)
             continue
         if "rad" in hist[0]:
             out.append(job)
-    return out
+    return out, unread
 
 
 def _load_data(run: artifacts.RunFolder, data_root: Optional[str]):
@@ -487,8 +495,13 @@ def region_blocks(ev: Evidence, data_root: Optional[str], log: Callable[[str], N
     from .samples import SampleSplit
 
     run = ev.run
-    jobs = _rad_jobs(ev)
+    jobs, unread = _rad_jobs(ev)
     if not jobs:
+        if unread:
+            raise Skipped(f"the training history of {unread[0]} (and any other student) could not be read, so the "
+                          "students trained with RAD cannot be told")
+        if not _trained_jobs(ev.results["results"]) and ev.results.get("diverged"):
+            raise Skipped("every student of this run diverged, so no student trained with RAD was saved")
         raise Skipped("no student of this run was trained with RAD")
     data = _load_data(run, data_root)
     val = data.indices("val")
@@ -605,7 +618,11 @@ def decision_html(results: dict, run: artifacts.RunFolder) -> str:
     seeds = run.seeds
     t_mods, s_mods = results.get("teacher_modalities", []), results.get("student_modalities", [])
     parts = ['<div class="decision"><h2>Which method to deploy, and why</h2>']
-    if rec is None:
+    if rec is None and results.get("diverged"):
+        parts.append(f"<p><b>No recommendation</b>: the students of {_esc(', '.join(results['diverged']))} diverged "
+                     "(their loss became NaN or infinite), and no other single-network student finished; lower "
+                     "train.lr or the distillation loss weights and run it again.</p>")
+    elif rec is None:
         parts.append("<p><b>No recommendation</b>: this run trained no single-network student.</p>")
     else:
         m = rec["method"]
@@ -743,7 +760,7 @@ def methods_table_html(results: dict) -> str:
 def _saved_shapes(run: artifacts.RunFolder) -> dict:
     """The per-sample shape of every modality as the teacher's model file records it ({} when it cannot be read)."""
     try:
-        ckpt = torch.load(run.path / "models" / artifacts.TEACHER_FILE, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = load_mapped(run.path / "models" / artifacts.TEACHER_FILE)
         return dict(ckpt.get("shapes") or {})
     except Exception:  # the row of the facts table stays empty; every figure reads its own files
         return {}
@@ -812,8 +829,9 @@ def build(run: artifacts.RunFolder, data_root: Optional[str] = None, regions: bo
     """(files to write: index.html and the PNGs, the figures, notes on what was left out) of the report on ``run``."""
     from tqdm.auto import tqdm
 
-    from .figures import method_colors
+    from .figures import MISSING_GLYPHS, method_colors
 
+    MISSING_GLYPHS.clear()
     ev = Evidence(run)
     res = run.results["results"]
     colors = method_colors(_names(res))
@@ -840,6 +858,10 @@ def build(run: artifacts.RunFolder, data_root: Optional[str] = None, regions: bo
         except Skipped as exc:
             notes.append(f"{what}: left out: {exc}")
     bar.close()
+    if MISSING_GLYPHS:
+        shown = " ".join(sorted(MISSING_GLYPHS)[:8]) + (" ..." if len(MISSING_GLYPHS) > 8 else "")
+        notes.append(f"figures: {len(MISSING_GLYPHS)} character(s) of the names ({shown}) are not in the figures' "
+                     "font and show as empty boxes; index.html shows the names in full")
     files = {f"{f.name}.png": f.png for f in figures}
     files[INDEX] = page_html(run.results, run, figures, notes).encode("utf-8", "surrogateescape")
     return files, figures, notes

@@ -428,11 +428,12 @@ def format_table(report: dict) -> str:
     for name, d in (report.get("diverged") or {}).items():  # left out of every figure (see diverged_methods)
         lines.append(f"{name:<17} {'+'.join(d['modalities']):<14} {d['networks']:>4}   diverged: "
                      f"{diverged_text(name, d)}; left out of the means, comparisons and recommendation")
-    tc = stats.t_critical(n) if n > 1 else float("nan")
+    interval = (f"95 % t-interval ({n - 1} d.f., t = {stats.t_critical(n):.2f}), two-sided p" if n > 1 else
+                "no interval or p with one seed (run --seeds 2 or more to compare methods)")
     lines.append(f"seeds {report['seeds']} (independent replicates; methods paired by seed); ± = sd over seeds; "
                  "the teacher is one model shared by all seeds.")
-    lines.append(f"vs unimodal: mean paired difference in points, 95 % t-interval ({n - 1} d.f., t = {tc:.2f}), "
-                 "two-sided p; * = significant (interval excludes 0); W/T/L = seeds won/tied/lost.")
+    lines.append(f"vs unimodal: mean paired difference in points, {interval}; * = significant (interval excludes "
+                 "0); W/T/L = seeds won/tied/lost.")
     lines.append("gap rec. = (method - unimodal) / (teacher - unimodal), Fieller 95 % interval; undef. when the "
                  "teacher's margin over unimodal is not significant. nets = networks run at inference.")
     for ens, r in report["results"].items():

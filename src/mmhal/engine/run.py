@@ -36,7 +36,7 @@ from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS, build_method, member_job
-from ..errors import TrainingDiverged, UserError
+from ..errors import DataError, TrainingDiverged, UserError
 from ..models.network import build_network, macs_per_sample
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
                      seed_everything, stable_hash, state_digest)
@@ -408,6 +408,9 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
 # Settings a resumed run may change: where it is, whether it shows bars, and how batches reach the
 # device (the same batches either way, so the same results).
 RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
+# ... and where its data lie, once the run has recorded the data's fingerprint (check_same_data then makes sure
+# that the file or folder named now holds the same data): a data file moved after an interruption
+DATA_PLACE = ("data.name", "data.path")
 
 
 def _as_settings(saved, what: str) -> dict:
@@ -427,7 +430,8 @@ def _shown_diffs(diffs) -> str:
 
 def check_resumable(cfg: RunConfig, out: Path) -> None:
     """A UserError, before anything trains, unless this resume asks for the settings the run in ``out`` started
-    with (``RESUME_FREE`` aside): those its marker recorded when it started, so that an edit of its
+    with (``RESUME_FREE`` aside, and ``DATA_PLACE``, the data's file or folder, once the run has recorded the data's
+    fingerprint, which ``check_same_data`` compares): those its marker recorded when it started, so that an edit of its
     ``config.yaml`` after an interruption is named as such instead of mixing two settings in one table (a run
     of an mmhal that recorded none is compared with its ``config.yaml``). ``run`` has already checked, before
     loading any data, that ``out/config.yaml`` exists."""
@@ -445,10 +449,11 @@ def check_resumable(cfg: RunConfig, out: Path) -> None:
                             "resume it with the same settings")
         return
     started = _as_settings(started, f"the marker of '{out}'")
-    diffs = _config_diffs(started, now)
+    free = RESUME_FREE + (DATA_PLACE if (read_marker(out) or {}).get("data") else ())
+    diffs = _config_diffs(started, now, free=free)
     if not diffs:
         return
-    edited = _config_diffs(started, _as_settings(written, f"'{saved_path}'"))
+    edited = _config_diffs(started, _as_settings(written, f"'{saved_path}'"), free=free)
     if edited:
         raise UserError(f"the run in '{out}' was started with other settings than its config.yaml now holds "
                         f"({_shown_diffs(edited)}): the file was edited after the run started; a resumed run keeps the "
@@ -472,15 +477,15 @@ def check_same_data(work: Path, fingerprint: str, resume: bool) -> None:
         atomic_write_json(work / MARKER, {**marker, "data": fingerprint})
 
 
-def _config_diffs(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+def _config_diffs(saved: dict, now: dict, prefix: str = "", free=RESUME_FREE) -> list[tuple[str, object, object]]:
     diffs = []
     for k in sorted(set(saved) | set(now)):
         key = f"{prefix}{k}"
-        if key in RESUME_FREE:
+        if key in free:
             continue
         a, b = saved.get(k, "<unset>"), now.get(k, "<unset>")
         if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_diffs(a, b, key + ".")
+            diffs += _config_diffs(a, b, key + ".", free)
         elif a != b:
             diffs.append((key, a, b))
     return diffs
@@ -531,7 +536,12 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     splits: dict = {}
     try:
         try:
-            data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+            try:
+                data, teacher_mods, student_mods, all_mods = load_run_data(cfg)
+            except DataError:
+                if resume:
+                    check_data_moved(cfg, out)  # the run's own data file is gone: said so, with what to do
+                raise
             to_train, to_report = applicable_methods(cfg, data, student_mods, *resolve_methods(cfg.methods), log)
             if resume:
                 distributed.main_only(lambda: check_resumable(cfg, out))
@@ -568,10 +578,30 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     return report
 
 
+def check_data_moved(cfg: RunConfig, out: Path) -> None:
+    """On ``--resume``, a UserError when the data file the run in ``out`` started on (``data.name``, as its marker
+    recorded it) is no longer where it was: moved or deleted since the interruption."""
+    name = str(cfg.data.name)
+    if not name.endswith((".npz", ".csv")) or os.path.lexists(name):
+        return
+    started = ((read_marker(out) or {}).get("settings") or {}).get("data") or {}
+    if started.get("name") != name:
+        return  # a file this resume names itself: its own error says it is missing
+    how = ("give its new place with --data NEWPATH (the resume checks that it holds the same data), or put it back"
+           if (read_marker(out) or {}).get("data") else "put it back there to resume")
+    raise UserError(f"the data file '{name}' that the run in '{out}' started on does not exist any more (moved or "
+                    f"deleted); {how}")
+
+
 def input_warnings(data, teacher_mods, student_mods, eval_split: str) -> list[str]:
-    """Warnings about choices that are legal but unusual: a student modality the teacher does not see, and
-    figures on the validation split (no test split), which also chose every student's epoch."""
+    """Warnings about choices that are legal but unusual: a student that sees every modality the teacher sees
+    (nothing is privileged), a student modality the teacher does not see, and figures on the validation split (no
+    test split), which also chose every student's epoch."""
     warnings = []
+    if set(teacher_mods) <= set(student_mods):
+        warnings.append(f"nothing is privileged: the student sees every modality the teacher sees "
+                        f"({', '.join(teacher_mods)}), so distillation has nothing the student lacks; give the student "
+                        "fewer modalities than the teacher (--student) to measure what distillation brings")
     unseen = [m for m in student_mods if m not in teacher_mods]
     if unseen:
         warnings.append(f"the student sees {', '.join(unseen)}, which the teacher does not (its teacher sees "

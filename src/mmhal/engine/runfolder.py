@@ -24,9 +24,10 @@ from typing import Optional
 from .. import __version__
 from ..errors import UserError
 from ..utils import atomic_write_json
-from .outputs import (EVALUATION_FILE, LOCK, MARKER, OWN_DIRS, OWN_FILES, OWN_TREES, SIBLING_EXTRA,  # noqa: F401
-                      check_not_in_run, check_path, files_below as _files, is_own, out_path, path_exists, read_marker,
-                      remove_empty as _remove_empty, remove_own, run_marker, sibling, stale_siblings)
+from .outputs import (EVALUATION_FILE, FOLDER_MARKERS, LOCK, MARKER, OWN_DIRS, OWN_FILES, OWN_TREES,  # noqa: F401
+                      SIBLING_EXTRA, check_not_in_run, check_path, files_below as _files, is_own, out_path,
+                      path_exists, read_marker, remove_empty as _remove_empty, remove_own, run_marker, sibling,
+                      stale_siblings)
 
 
 def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
@@ -292,6 +293,10 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
     marker = run_marker(out)
     others = [e.name for e in out.iterdir() if e.name != MARKER]
     if marker is None:
+        output = next((c for c, name in FOLDER_MARKERS.items() if (out / name).is_file()), None)
+        if others and output is not None:  # mmhal's own, but another command's output, not a run's folder
+            raise UserError(f"--out '{out}' is a folder that mmhal {output} wrote, not a {kind} folder (it has no "
+                            f"{MARKER} marker); give a new or empty folder")
         if others:
             raise UserError(f"--out '{out}' is a folder that mmhal did not make (it holds files and no {MARKER} "
                             f"marker); give a new or empty folder")
