@@ -155,7 +155,7 @@ def test_no_per_sample_warning_when_the_file_has_group(tmp_path):
 
 def test_val_carved_without_group_warns_too(tmp_path):
     s = np.where(np.arange(40) % 4 == 0, "test", "train")
-    path = write(tmp_path, label=np.arange(40) % 2, **{"x.a": np.ones((40, 2))}, split=s)
+    path = write(tmp_path, label=(np.arange(40) // 4) % 2, **{"x.a": np.ones((40, 2))}, split=s)  # both in test
     (warning,) = load(path).info["warnings"]
     assert "per sample" in warning and "validation" in warning
 
