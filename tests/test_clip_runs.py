@@ -21,7 +21,7 @@ from test_resume import kill_at_first_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CLIP = ["data.clip.length=4", "data.clip.size=16,16", "data.clip.num_test_clips=2", "data.depth_range=1000,3500"]
-COMMON = ["--student", "rgb", "--no-progress", "model.width=4", "train.batch_size=4", "train.threads=1",
+COMMON = ["--student", "rgb", "--no-progress", "model.width=4", "model.dropout=0.5", "train.batch_size=4", "train.threads=1",
           "train.loader_workers=1", *CLIP]
 
 pytestmark = pytest.mark.slow
