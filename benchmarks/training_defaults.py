@@ -35,6 +35,10 @@ VARIANTS = {
     "steps3k-pat15-ema": ["train.min_steps=3000", "train.patience=15", "train.ema=0.99"],
     "ema-wd": ["train.ema=0.99", "train.weight_decay=5e-2"],
     "steps500-ema-wd": ["train.min_steps=500", "train.ema=0.99", "train.weight_decay=5e-2"],
+    "steps500": ["train.min_steps=500"],
+    "steps500-wd": ["train.min_steps=500", "train.weight_decay=5e-2"],
+    "steps500-ema-drop": ["train.min_steps=500", "train.ema=0.99", "model.dropout=0.3"],
+    "steps500-wd-drop": ["train.min_steps=500", "train.weight_decay=5e-2", "model.dropout=0.3"],
 }
 
 
