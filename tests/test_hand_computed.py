@@ -147,3 +147,60 @@ def test_the_star_and_significant_are_on_the_significant_rows_only():
     assert line.endswith(", significant)")
     line = recommendation_line({"method": "mmh", "val_accuracy": 0.6, "vs_unimodal_val": res["mmh"]["vs_unimodal"]})
     assert line.endswith(", not significant)")
+
+
+# ----------------------------------------------------------------------------- every loss weight scales its term
+# (method, the setting, the loss term it weighs): doubling the setting doubles that term and leaves every other
+# term as it was. A weight swapped with another (RKD's distance and angle) or dropped fails here, at values far
+# from the defaults.
+WEIGHTS = [
+    ("rkd", "rkd.distance", "rkd_distance"), ("rkd", "rkd.angle", "rkd_angle"),
+    ("at", "at.beta", "at"), ("sp", "sp.gamma", "sp"), ("pkt", "pkt.beta", "pkt"), ("fitnet", "fitnet.beta", "fitnet"),
+    ("rad", "rad_lambda", "rad"), ("dad", "dad_lambda", "dad"),
+    ("mmh", "rad_lambda", "rad"), ("mmh", "dad_lambda", "dad"), ("mars", "mars.alpha", "mars"),
+]
+
+
+def _set(cfg, key, value):
+    obj, _, leaf = key.rpartition(".")
+    target = getattr(cfg, obj) if obj else cfg
+    setattr(target, leaf, value)
+
+
+def _get(cfg, key):
+    obj, _, leaf = key.rpartition(".")
+    return getattr(getattr(cfg, obj) if obj else cfg, leaf)
+
+
+@pytest.mark.parametrize("method, key, term", WEIGHTS, ids=[f"{m}-{k}" for m, k, _ in WEIGHTS])
+def test_each_loss_weight_scales_its_own_term_only(method, key, term):
+    import copy
+
+    from mmhal.config import ModelConfig
+    from mmhal.distill import build_method
+    from mmhal.models.network import build_network
+
+    spec = {"weak": (2, 16), "strong": (5,)}
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(8, *s, generator=g) for m, s in spec.items()}
+    y = torch.arange(8) % 4
+
+    def losses(cfg):
+        torch.manual_seed(0)
+        teacher = build_network(spec, list(spec), 4, ModelConfig(width=4))
+        student = build_network(spec, ["weak"], 4, ModelConfig(width=4))
+        m = build_method(method, student, teacher, cfg, torch.arange(64) % 4)
+        m.train()
+        torch.manual_seed(5)
+        return {k: float(v.detach()) for k, v in m(x, y)[1].items()}
+
+    base = DistillConfig(rad_weighting="uniform")
+    _set(base, key, _get(base, key) * 0.37)  # away from the default
+    doubled = copy.deepcopy(base)
+    _set(doubled, key, _get(base, key) * 2)
+    a, b = losses(base), losses(doubled)
+    assert abs(a[term]) > 1e-8, f"{term} is 0 here: the test would prove nothing"
+    assert b[term] == pytest.approx(2 * a[term], rel=1e-5)
+    for k in a:
+        if k != term:
+            assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-9), k
