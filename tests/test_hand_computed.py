@@ -29,6 +29,7 @@ class _Fixed(torch.nn.Module):
     def __init__(self, logits):
         super().__init__()
         self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+        self.head = torch.nn.Linear(1, len(logits[0]))  # what DKD reads for the number of classes
 
     def forward(self, inputs):
         b = self.logits.shape[0]
@@ -204,3 +205,52 @@ def test_each_loss_weight_scales_its_own_term_only(method, key, term):
     for k in a:
         if k != term:
             assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-9), k
+
+
+def test_dkd_weighs_its_target_and_non_target_terms_as_written_and_warms_up():
+    """DKD (Zhao et al. 2022) by hand: TCKD = T^2 KL(b_t || b_s) over the binary [p_y, 1 - p_y]; NCKD = T^2 KL over the
+    non-target classes renormalised; L = min(epoch / W, 1) * (alpha * TCKD + beta * NCKD), at alpha 0.7, beta 2.5,
+    T 3, W 4."""
+    alpha, beta, t = 0.7, 2.5, 3.0
+    cfg = DistillConfig(temperature=t)
+    cfg.dkd.alpha, cfg.dkd.beta, cfg.dkd.warmup = alpha, beta, 4
+    method = METHODS.get("dkd")(_Fixed(STUDENT), _Fixed(TEACHER), cfg)
+    teacher_out = NetOutput(torch.tensor(TEACHER), [torch.zeros(2, 1, 1)], torch.zeros(2, 1))
+
+    def kl(p, q):
+        return sum(a * (math.log(a) - math.log(b)) for a, b in zip(p, q))
+
+    tckd = nckd = 0.0
+    for zs, zt, y in zip(STUDENT, TEACHER, TARGET):
+        ps, pt = _softmax(zs, t), _softmax(zt, t)
+        tckd += t * t * kl([pt[y], 1 - pt[y]], [ps[y], 1 - ps[y]])
+        qs = [p / (1 - ps[y]) for i, p in enumerate(ps) if i != y]
+        qt = [p / (1 - pt[y]) for i, p in enumerate(pt) if i != y]
+        nckd += t * t * kl(qt, qs)
+    tckd, nckd = tckd / 2, nckd / 2
+    for epoch, factor in ((0, 0.25), (1, 0.5), (5, 1.0)):  # epochs from 0 in the trainer; the factor from 1
+        method.start_epoch(epoch, 0)
+        _, losses = method({"x": torch.zeros(2, 1)}, torch.tensor(TARGET), teacher_out)
+        assert losses["dkd"].item() == pytest.approx(factor * (alpha * tckd + beta * nckd), rel=1e-5)
+
+
+def test_dad_sums_its_two_depths():
+    """DAD's loss is the sum of the similarity-preserving loss at f3 and at f4 (not their mean, not one of them),
+    times dad_lambda: checked against SP computed by hand on two small feature sets."""
+    from mmhal.distill.dad import dad_term
+
+    def sp(fs, ft):
+        def gram(f):
+            g = [[sum(a * b for a, b in zip(u, v)) for v in f] for u in f]
+            return [[x / math.sqrt(sum(y * y for y in row)) for x in row] for row in g]
+        gs, gt = gram(fs), gram(ft)
+        return sum((a - b) ** 2 for rs, rt in zip(gs, gt) for a, b in zip(rs, rt)) / (len(fs) ** 2)
+
+    f3s, f3t = [[1.0, 2.0], [0.5, -1.0], [2.0, 0.0]], [[0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]]
+    f4s, f4t = [[1.0, 0.0, 1.0], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0]], [[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]]
+    out = NetOutput(torch.zeros(3, 2), [torch.tensor(f3s).view(3, 2, 1), torch.tensor(f4s).view(3, 3, 1)], torch.zeros(3, 1))
+    t_out = NetOutput(torch.zeros(3, 2), [torch.tensor(f3t).view(3, 2, 1), torch.tensor(f4t).view(3, 3, 1)], torch.zeros(3, 1))
+    cfg = DistillConfig(dad_lambda=7.0)
+    got = dad_term(cfg, out, t_out).item()
+    assert got == pytest.approx(7.0 * (sp(f3s, f3t) + sp(f4s, f4t)), rel=1e-5)
+    assert abs(sp(f3s, f3t) - sp(f4s, f4t)) > 1e-3  # the two depths differ: a mean or one depth would not pass
