@@ -159,6 +159,7 @@ WEIGHTS = [
     ("at", "at.beta", "at"), ("sp", "sp.gamma", "sp"), ("pkt", "pkt.beta", "pkt"), ("fitnet", "fitnet.beta", "fitnet"),
     ("rad", "rad_lambda", "rad"), ("dad", "dad_lambda", "dad"),
     ("mmh", "rad_lambda", "rad"), ("mmh", "dad_lambda", "dad"), ("mars", "mars.alpha", "mars"),
+    ("crd", "crd.beta", "crd"), ("hallucination", "hallucination.gamma", "hallucination"),
 ]
 
 
@@ -193,7 +194,8 @@ def test_each_loss_weight_scales_its_own_term_only(method, key, term):
         m = build_method(method, student, teacher, cfg, torch.arange(64) % 4)
         m.train()
         torch.manual_seed(5)
-        return {k: float(v.detach()) for k, v in m(x, y)[1].items()}
+        _, out = m(x, y, index=torch.arange(8)) if m.needs_index else m(x, y)
+        return {k: float(v.detach()) for k, v in out.items()}
 
     base = DistillConfig(rad_weighting="uniform")
     _set(base, key, _get(base, key) * 0.37)  # away from the default
