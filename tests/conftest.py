@@ -20,6 +20,18 @@ def _isolated_cache(tmp_path, monkeypatch):
         monkeypatch.setenv("MMHAL_CACHE", str(tmp_path / "mmhal-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _no_standard_learners(request, monkeypatch):
+    """The standard learners (engine.learners) add about a second to every run on tiny data; the runs of this suite
+    test other things, so in-process runs skip them, except in tests marked ``learners`` (test_learners.py). The
+    runs the tests start as processes pass ``learners=[]`` where they are many."""
+    if request.node.get_closest_marker("learners") is None:
+        from mmhal.engine import learners
+
+        monkeypatch.setattr(learners, "reference", lambda *a, **k: {
+            "rows": [], "seconds": 0.0, "skipped": "turned off in this test", "left_out": {}})
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test (tiny networks: several times faster than two on a busy machine)."""

@@ -46,7 +46,8 @@ def _models(out: Path) -> dict:
 
 
 EPOCHS = 4
-RESUME = ["--methods", "unimodal,mmh", "--seeds", "1", "--epochs", str(EPOCHS), "workers=1", *COMMON]
+# with dropout: a resumed training draws the masks the uninterrupted one drew (engine.loop.fit, samples.private_generator)
+RESUME = ["--methods", "unimodal,mmh", "--seeds", "1", "--epochs", str(EPOCHS), "workers=1", "model.dropout=0.5", *COMMON]
 
 
 def _run(data, out, *extra):

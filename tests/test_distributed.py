@@ -18,7 +18,8 @@ from test_cli_run import _tiny
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ARGS = ["--student", "weak", "--methods", "mmh", "--seeds", "1", "--epochs", "2", "--no-progress",
-        "model.width=4", "train.batch_size=32", "train.optimizer=sgd", "train.threads=1", "distill.dad_global=true"]
+        "model.width=4", "train.batch_size=32", "train.optimizer=sgd", "train.threads=1", "distill.dad_global=true",
+        "learners=[]"]
 
 
 def _free_port() -> int:

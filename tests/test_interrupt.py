@@ -19,7 +19,8 @@ from test_cli_run import _tiny
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 EPOCHS = 40  # with 2 workers the 4 students train for well over 10 s: long enough to see they were stopped
 ARGS = ["--student", "weak", "--methods", "unimodal,mmh", "--seeds", "2", "--epochs", str(EPOCHS), "--no-progress",
-        "model.width=4", "train.batch_size=32", "train.threads=1", "workers=2"]
+        "model.width=4", "train.batch_size=32", "train.threads=1", "workers=2",
+        "learners=[]"]
 STOP_WITHIN = 3.0  # seconds from SIGINT to the end of the process
 
 pytestmark = pytest.mark.slow

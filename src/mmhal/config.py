@@ -394,6 +394,10 @@ class RunConfig:
     # with these train.* / distill.* values instead of the common ones (what `mmhal tune` writes). Members
     # of an ensemble use their own method's entry (mmh-ensemble: rad's and dad's).
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Standard learners fitted beside the networks on the student's and the teacher's modalities, as reference rows
+    # (engine.learners): hgb | logreg | lgbm (where lightgbm is installed) | gd (generalized distillation); only
+    # for vectors, sequences and small images held in memory. [] = none.
+    learners: list[str] = field(default_factory=lambda: ["hgb", "logreg", "lgbm", "gd"])
 
 
 METHOD_OVERRIDE_SECTIONS = ("train.", "distill.")
@@ -878,9 +882,24 @@ def _check_ignore_keys(names: list[str]) -> None:
             raise UserError(f"data.ignore_keys lists '{name}' twice")
 
 
+LEARNER_NAMES = ("hgb", "logreg", "lgbm", "gd")  # engine.learners.NAMES (config does not import the engine)
+
+
+def _check_learners(names) -> None:
+    for name in names:
+        if name not in LEARNER_NAMES:
+            close = difflib.get_close_matches(str(name), LEARNER_NAMES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"learners holds '{name}', which is not a standard learner{hint}; choose from "
+                            f"{', '.join(LEARNER_NAMES)}, or learners=[] for none")
+    if len(set(names)) != len(names):
+        raise UserError(f"learners names a learner twice ({', '.join(names)}); name each once")
+
+
 def validate(cfg: RunConfig) -> None:
     """Check the settings' ranges and combinations; a UserError in one sentence naming the first bad one."""
     _check_finite(cfg)
+    _check_learners(cfg.learners)
     aug = cfg.data.augment
     if not 0.0 < aug.crop <= 1.0:
         raise UserError(f"data.augment.crop must lie in (0, 1] (the crop's side as a fraction; 1 = off), got {aug.crop}")

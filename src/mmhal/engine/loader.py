@@ -111,7 +111,7 @@ class TrainBatches:
     carry the epoch so that each sample's augmentation is that of (seed, stream, epoch, index)."""
 
     def __init__(self, split, modalities, sampler: EpochBatches, loader: str = "memory", workers: int = 0):
-        from .samples import SampleSplit, TaggedBatches
+        from .samples import SampleSplit, TaggedBatches, private_generator
 
         assert loader in LOADERS, loader
         self.split, self.modalities, self.sampler = split, list(modalities), sampler
@@ -127,6 +127,7 @@ class TrainBatches:
             self.loader = DataLoader(
                 SplitDataset(split, modalities), batch_sampler=sampler, num_workers=workers,
                 collate_fn=_whole_batch, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                generator=private_generator(derive_seed(sampler.seed, "loader", sampler.stream)),
             )
 
     def __len__(self) -> int:

@@ -377,6 +377,10 @@ def fit(
             if patience and best is not None and epoch - best[0] >= patience:
                 break  # no better epoch for `patience` epochs (also when a resumed run had reached that point)
             method.start_epoch(epoch, derive_seed(seed, "method", stream, epoch))  # the same on every rank
+            # The global generator (dropout) starts every epoch from (seed, stream, epoch, rank), like the data
+            # order: a resumed training draws what the uninterrupted one drew, whatever else (a DataLoader's
+            # iterator, a validation pass) took numbers from it before.
+            torch.manual_seed(derive_seed(seed, "noise", stream, epoch, ctx.rank))
             method.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0

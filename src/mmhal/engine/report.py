@@ -46,7 +46,8 @@ from ..distill import member_job
 from ..errors import UserError
 from ..utils import load_mapped
 from . import artifacts, outputs
-from .results import TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, members
+from .results import (LEARNER_TITLES, TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, learner_line,
+                      members)
 
 REPORT_MARKER = outputs.FOLDER_MARKERS["report"]
 INDEX = "index.html"
@@ -694,11 +695,44 @@ def decision_html(results: dict, run: artifacts.RunFolder) -> str:
                      f"{_ci(ve['ci95'])}, {'significant' if ve['significant'] else 'not significant'}")
         cost += "."
     parts.append(f"<p>{cost}</p>")
+    advice = (rec or {}).get("standard_learner")
+    if advice is not None:
+        parts.append(f"<p><b>But a standard learner does better on validation</b>: {_esc(learner_line(advice, rec['method']))}"
+                     ". See <a href='#learners'>Standard learners</a> below.</p>")
     if rec is not None:
         parts.append(f"<p class='small'>Next: <code>mmhal export {_esc(run.path)} --method {_esc(rec['method'])}</code> "
                      f"writes it for deployment; <code>mmhal predict {_esc(run.path)} --data NEW_DATA</code> applies it.</p>")
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def learners_html(results: dict) -> str:
+    """The section of standard learners (reference rows beside the methods; ``engine.learners``), or one line on why
+    there are none; nothing for a run of an mmhal that fitted none."""
+    standard = results.get("standard_learners")
+    if not standard:
+        return ""
+    head = ("<h2 id='learners'>Standard learners on the same split</h2><p>What a learner a practitioner fits first "
+            "reaches on the same train, validation and evaluation samples: each learner's settings and inputs chosen "
+            "on validation; reference rows, not distillation methods (mmhal exports networks only).</p>")
+    if standard.get("skipped"):
+        return head + f"<p class='small'>None fitted: {_esc(standard['skipped'])}.</p>"
+    split = results.get("evaluated_on", "test")
+    rows = []
+    for r in standard.get("rows", []):
+        vs = r.get("vs_unimodal")
+        vs_s = "" if vs is None else f"{_pts(vs['mean_diff'])} {_interval(vs.get('ci95'))}"
+        rows.append(f"<tr><td>{_esc(LEARNER_TITLES.get(r['learner'], r['learner']))}</td>"
+                    f"<td>{_esc(_mods(r['modalities']))}</td><td>{_esc(r['view'])}</td>"
+                    f"<td>{_summary_cell(r['accuracy'])}</td><td>{_summary_cell(r['val_accuracy'])}</td>"
+                    f"<td>{_esc(vs_s)}</td></tr>")
+    left = "".join(f"<li>{_esc(n)}: {_esc(w)}</li>" for n, w in (standard.get("left_out") or {}).items())
+    return (head + f"<table><tr><th>learner</th><th>modalities</th><th>inputs</th><th>{_esc(split)} accuracy %</th>"
+            "<th>validation accuracy %</th><th>vs unimodal (points, 95 % interval)</th></tr>" + "".join(rows)
+            + "</table>" + (f"<p class='small'>Left out:</p><ul>{left}</ul>" if left else "")
+            + f"<p class='small'>Fitted in {standard.get('seconds', 0):.0f} s. Inputs: raw = every value; statistics = "
+            "per-channel summary statistics of sequences. Generalized distillation fits the student-input learner to "
+            "the teacher-input learner's cross-fitted probabilities mixed with the labels.</p>")
 
 
 def warnings_html(results: dict) -> str:
@@ -807,7 +841,8 @@ def page_html(results: dict, run: artifacts.RunFolder, figures: list[Figure], no
             f"<p class='small'>Run folder <code>{_esc(run.path)}</code>; report made "
             f"{datetime.datetime.now().isoformat(timespec='seconds')} by mmhal {__version__}.</p>",
             warnings_html(results), decision_html(results, run),
-            "<h2>All methods in plain words</h2>", methods_table_html(results), facts_html(results, run)]
+            "<h2>All methods in plain words</h2>", methods_table_html(results), learners_html(results),
+            facts_html(results, run)]
     if notes:
         body.append("<h2>Figures left out</h2><div class='note'><ul>"
                     + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul></div>")

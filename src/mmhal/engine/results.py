@@ -347,6 +347,82 @@ def recommend(results: dict) -> Optional[dict]:
     return rec
 
 
+def add_learner_comparisons(standard: Optional[dict], results: dict) -> None:
+    """Each standard learner's row (``engine.learners.reference``) gets ``vs_unimodal``: its accuracy on the
+    evaluation split against the unimodal network's, paired by seed (a learner that draws no random numbers
+    has one figure, repeated per seed: the spread is then the network's alone)."""
+    if not standard or UNIMODAL not in results:
+        return
+    uni = results[UNIMODAL]["accuracy"]["per_seed"]
+    for row in standard.get("rows", []):
+        if len(row["accuracy"]["per_seed"]) == len(uni):
+            row["vs_unimodal"] = stats.paired(row["accuracy"]["per_seed"], uni)
+
+
+def learner_advice(standard: Optional[dict], rec: Optional[dict], results: dict) -> Optional[dict]:
+    """When a standard learner on the student's modalities has a higher mean validation accuracy than the network
+    the recommendation names (validation only, as the recommendation): that learner (the best such, the first
+    of a tie) with its paired validation difference; else None."""
+    rows = [r for r in (standard or {}).get("rows", []) if r["inputs"] == "student"]
+    if rec is None or not rows or rec["method"] not in results:
+        return None
+    best = max(rows, key=lambda r: r["val_accuracy"]["mean"])
+    net = results[rec["method"]]["val_accuracy"]
+    if best["val_accuracy"]["mean"] <= net["mean"]:
+        return None
+    vs = (stats.paired(best["val_accuracy"]["per_seed"], net["per_seed"])
+          if len(best["val_accuracy"]["per_seed"]) == len(net["per_seed"]) else None)
+    return {"learner": best["learner"], "view": best["view"], "modalities": best["modalities"],
+            "val_accuracy": best["val_accuracy"]["mean"], "vs_recommended_val": vs}
+
+
+LEARNER_TITLES = {"hgb": "gradient boosting (HistGradientBoostingClassifier)",
+                  "logreg": "logistic regression", "lgbm": "LightGBM", "gd": "generalized distillation"}
+
+
+def learner_line(advice: Optional[dict], method: str) -> Optional[str]:
+    """The sentence after the recommendation when a standard learner beats its network on validation."""
+    if advice is None:
+        return None
+    vs = advice["vs_recommended_val"]
+    diff = "" if vs is None else f", {_pct(vs['mean_diff'])} points over '{method}'"
+    if vs is not None and vs["ci95"] is not None:
+        diff += (f", 95 % CI [{_pct(vs['ci95'][0])}, {_pct(vs['ci95'][1])}], "
+                 f"{'significant' if vs['significant'] else 'not significant'}")
+    return (f"but a standard learner on the same inputs does better on validation: {advice['learner']} "
+            f"({LEARNER_TITLES.get(advice['learner'], advice['learner'])}) on {advice['view']} of "
+            f"{'+'.join(advice['modalities'])}, val acc {100 * advice['val_accuracy']:.2f} %{diff}; consider deploying "
+            "it instead (mmhal exports networks only)")
+
+
+def learners_table(standard: Optional[dict], split: str) -> list[str]:
+    """The table's block of standard learners (reference rows, apart from the methods), or the line that says
+    why there is none."""
+    if not standard:
+        return []
+    if standard.get("skipped"):
+        return [f"standard learners: none ({standard['skipped']})"]
+    rows = standard.get("rows", [])
+    lines = ["", f"standard learners: what a learner a practitioner fits first reaches on the same split (settings and "
+                 f"inputs chosen on validation; reference rows, not distillation methods; {standard['seconds']:.0f} s)"]
+    head = f"{'learner':<17} {'modalities':<14} {'inputs':<11} {split + ' acc %':>14} {'val acc %':>10}  {'vs unimodal [95% CI]':<25}"
+    lines += [head, "-" * len(head)]
+    for r in rows:
+        a, vs = r["accuracy"], r.get("vs_unimodal")
+        vs_s = ""
+        if vs is not None:
+            ci = "" if vs["ci95"] is None else f" [{_pct(vs['ci95'][0])}, {_pct(vs['ci95'][1])}]"
+            vs_s = f"{_pct(vs['mean_diff'])}{ci}{' *' if vs['significant'] else ''}"
+        lines.append(f"{r['learner']:<17} {'+'.join(r['modalities']):<14} {r['view']:<11} "
+                     f"{100 * a['mean']:>7.2f} ± {100 * a['std']:<4.2f} {100 * r['val_accuracy']['mean']:>10.2f}  {vs_s:<25}")
+    for name, why in (standard.get("left_out") or {}).items():
+        lines.append(f"{name:<17} left out: {why}")
+    lines.append("inputs: raw = every value; statistics = per-channel summary statistics of sequences. gd = "
+                 "generalized distillation (the student-input learner fitted to the teacher-input learner's "
+                 "cross-fitted probabilities mixed with the labels).")
+    return lines
+
+
 def teacher_warning(results: dict) -> Optional[str]:
     """A warning when the teacher is not better than the unimodal student on validation (distillation is
     then not expected to help), or not clearly so (its margin's 95 % interval reaches 0)."""
@@ -367,7 +443,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-def recommendation_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
+def _network_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
     """The run's last line: what to deploy (``rec``, from ``recommend``); ``diverged`` (the report's) says why
     there is none when students diverged."""
     if rec is None:
@@ -385,6 +461,15 @@ def recommendation_line(rec: Optional[dict], diverged: Optional[dict] = None) ->
     sig = "significant" if vs["significant"] else "not significant"
     return (head + f", {_pct(vs['mean_diff'])} points over unimodal, 95 % CI [{_pct(vs['ci95'][0])}, "
             f"{_pct(vs['ci95'][1])}], {sig})")
+
+
+def recommendation_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
+    """The run's last line: which network to deploy (``rec``, from ``recommend``; ``diverged``, the report's, says
+    why there is none when students diverged), then (``rec["standard_learner"]``, ``learner_advice``) the standard
+    learner that beats it on validation."""
+    line = _network_line(rec, diverged)
+    extra = learner_line((rec or {}).get("standard_learner"), (rec or {}).get("method", ""))
+    return line if extra is None else f"{line}; {extra}"
 
 
 def format_table(report: dict) -> str:
@@ -444,6 +529,7 @@ def format_table(report: dict) -> str:
                          f"W/T/L {vs['wins']}/{vs['ties']}/{vs['losses']}")
     if has_pad:
         lines.extend(_pad_notes(report))
+    lines.extend(learners_table(report.get("standard_learners"), split))
     return "\n".join(lines)
 
 

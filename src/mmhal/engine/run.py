@@ -42,8 +42,9 @@ from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, de
                      seed_everything, stable_hash, state_digest)
 from . import distributed
 from .loop import divergence_hint, fit, make_split, output_nbytes, predict, teacher_outputs
-from .results import (TEACHER, build_results, diverged_methods, diverged_warning, format_table, members,
-                      nothing_usable, pad_counts, recommend, recommendation_line, results_csv, teacher_warning)
+from .results import (TEACHER, add_learner_comparisons, build_results, diverged_methods, diverged_warning,
+                      format_table, learner_advice, members, nothing_usable, pad_counts, recommend,
+                      recommendation_line, results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
                         out_path, plan_folder, read_marker, sigint_held)
 from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers, train_threads  # noqa: F401
@@ -675,6 +676,20 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
                             list(cfg.seeds), data.num_classes, pad=pad)
+    standard = None
+    if main:  # what a standard learner reaches on the same split (engine.learners), beside the networks
+        from . import learners
+
+        standard = learners.reference(data, student_mods, teacher_mods, eval_split, list(cfg.seeds), cfg.learners,
+                                      log=lambda s: log(f"{s} ..."))
+        if standard["rows"]:
+            log(f"standard learners: {len(standard['rows'])} fitted in {standard['seconds']:.1f} s")
+        add_learner_comparisons(standard, results)
+    recommendation = recommend(results)
+    if recommendation is not None and standard is not None:
+        advice = learner_advice(standard, recommendation, results)
+        if advice is not None:
+            recommendation["standard_learner"] = advice
     diverged = diverged_methods(to_report, done, list(cfg.seeds), student_mods)
     warnings = list(data.info.get("warnings", [])) + list(notes)
     for w in (diverged_warning(diverged), teacher_warning(results)):
@@ -691,7 +706,8 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
         "evaluated_on": eval_split,
         "class_names": list(data.class_names),
         "results": results,
-        "recommendation": recommend(results),
+        "recommendation": recommendation,
+        "standard_learners": standard,
         "diverged": diverged,
         "warnings": warnings,
         **({"pad_counts": pad_counts(pad)} if pad is not None else {}),

@@ -70,6 +70,13 @@ class SampleDataset(Dataset):
         return inputs, labels, pos
 
 
+def private_generator(seed: int) -> torch.Generator:
+    """A generator of the DataLoader's own, seeded from ``seed``: its worker seeds are drawn from it, never from the
+    global generator, which dropout draws from (``engine.loop.fit`` seeds that one per epoch). Otherwise a resumed
+    training, whose DataLoader iterator starts anew, would shift every dropout mask after it."""
+    return torch.Generator().manual_seed(int(seed) & (2**63 - 1))
+
+
 def _whole_batch(batch):
     return batch
 
@@ -144,7 +151,7 @@ class SampleSplit:
         require_open_files(workers, f"{workers} DataLoader worker process(es) (train.loader_workers)")
         loader = DataLoader(self.dataset(modalities, seed), batch_sampler=batch_sampler, num_workers=workers,
                             collate_fn=_whole_batch, pin_memory=self.device.type == "cuda",
-                            persistent_workers=persistent and workers > 0)
+                            persistent_workers=persistent and workers > 0, generator=private_generator(seed))
         if persistent and workers > 0:
             _WITH_WORKERS.add(loader)
         return loader
