@@ -212,20 +212,26 @@ def fit_reference(learner: Learner, views: dict, y: dict, seeds, num_classes: in
     view, params, _, first = choose(learner, views, y, num_classes)
     c = Choice(learner.name, inputs, list(modalities), view, dict(params))
     X = views[view]
-    fitted = {}
+    _score(c, seeds, learner.random, lambda key: first if key == 0 and sample_weight is None else
+           _fit(learner, params, key, X["train"], y["train"], sample_weight), X, y, num_classes)
+    c.seconds = time.perf_counter() - t0
+    return c
+
+
+def _score(c: Choice, seeds, random: bool, fit_seed: Callable[[int], object], X: dict, y: dict, k: int) -> None:
+    """Fill ``c``'s per-seed probabilities and accuracies on validation and evaluation: one model per seed from
+    ``fit_seed(seed)`` where the learner draws random numbers, else one model (``fit_seed(0)``) for every seed."""
+    fitted: dict = {}
     for s in seeds:
-        key = s if learner.random else 0
+        key = s if random else 0
         if key not in fitted:
-            model = first if key == 0 and sample_weight is None else _fit(learner, params, key, X["train"], y["train"],
-                                                                          sample_weight)
-            fitted[key] = (_proba(model, X["val"], num_classes), _proba(model, X["eval"], num_classes))
+            model = fit_seed(key)
+            fitted[key] = (_proba(model, X["val"], k), _proba(model, X["eval"], k))
         pv, pe = fitted[key]
         c.val_proba.append(pv)
         c.eval_proba.append(pe)
         c.val_accuracy.append(float((pv.argmax(1) == y["val"]).mean()))
         c.accuracy.append(float((pe.argmax(1) == y["eval"]).mean()))
-    c.seconds = time.perf_counter() - t0
-    return c
 
 
 def cross_fitted_proba(learner: Learner, params: dict, X: np.ndarray, y: np.ndarray, num_classes: int,
@@ -351,16 +357,7 @@ def _generalized_distillation(chosen: dict, views: dict, y: dict, seeds, k: int,
                {"student_learner": student.learner, "teacher_learner": teacher.learner,
                 "teacher_view": teacher.view, "temperature": GD_TEMPERATURE, "lambda": GD_LAMBDA,
                 **{f"student.{p}": v for p, v in student.params.items()}})
-    fitted = {}
-    for s in seeds:
-        key = s if s_learner.random else 0
-        if key not in fitted:
-            model = _fit(s_learner, student.params, key, Xs, ys, sample_weight=ws)
-            fitted[key] = (_proba(model, X["val"], k), _proba(model, X["eval"], k))
-        pv, pe = fitted[key]
-        c.val_proba.append(pv)
-        c.eval_proba.append(pe)
-        c.val_accuracy.append(float((pv.argmax(1) == y["val"]).mean()))
-        c.accuracy.append(float((pe.argmax(1) == y["eval"]).mean()))
+    _score(c, seeds, s_learner.random, lambda key: _fit(s_learner, student.params, key, Xs, ys, sample_weight=ws),
+           X, y, k)
     c.seconds = time.perf_counter() - t0
     return c
