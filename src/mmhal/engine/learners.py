@@ -25,7 +25,7 @@ mean and standard deviation of the Euclidean norm per step (``summary_statistics
 enter the statistics view as their values.
 
 Every learner's settings and view are chosen on validation accuracy among a fixed, small grid (``GRIDS``, the
-same for every dataset), so that the learners add about a tenth to a run's time; none draws random numbers, so
+same for every dataset), so that they stay cheap (4 s of the default HAPT run); none draws random numbers, so
 each is fitted once and its figure is shared by every seed, like the teacher's. They run on one thread
 (``threadpoolctl``), as small networks train. ``benchmarks/peers.py`` tunes a wider set of learners with a larger
 budget, outside a run.
