@@ -256,3 +256,67 @@ def test_dad_sums_its_two_depths():
     got = dad_term(cfg, out, t_out).item()
     assert got == pytest.approx(7.0 * (sp(f3s, f3t) + sp(f4s, f4t)), rel=1e-5)
     assert abs(sp(f3s, f3t) - sp(f4s, f4t)) > 1e-3  # the two depths differ: a mean or one depth would not pass
+
+
+# ----------------------------------------------------------------------------- RAD's pyramid as the authors' code
+def _adaptive_mean(grid, out):
+    """Adaptive average pooling of a 2-D list ``grid`` to ``out`` x ``out`` by hand: bin i spans
+    floor(i n / out) .. ceil((i + 1) n / out)."""
+    n = len(grid)
+    spans = [(math.floor(i * n / out), math.ceil((i + 1) * n / out)) for i in range(out)]
+    return [[sum(grid[r][c] for r in range(a, b) for c in range(p, q)) / ((b - a) * (q - p)) for p, q in spans]
+            for a, b in spans]
+
+
+def test_coarse_regions_from_the_finest_map_differ_from_regions_of_the_map_on_a_5x5_grid():
+    from mmhal.models.pyramid import region_pool
+
+    grid = [[float(r * 5 + c) ** 1.5 for c in range(5)] for r in range(5)]  # not linear: the two ways differ
+    fmap = torch.tensor(grid).view(1, 1, 5, 5)
+    p4 = _adaptive_mean(grid, 4)
+    from_map = [v for lv in (4, 2, 1) for row in _adaptive_mean(grid, lv) for v in row]
+    from_finest = [v for lv in (4, 2, 1) for row in _adaptive_mean(p4, lv) for v in row]
+    got_map = region_pool(fmap, [4, 2, 1]).view(-1).tolist()
+    got_finest = region_pool(fmap, [4, 2, 1], from_finest=True).view(-1).tolist()
+    assert got_map == pytest.approx(from_map, rel=1e-6) and got_finest == pytest.approx(from_finest, rel=1e-6)
+    assert got_map[:16] == got_finest[:16] and max(abs(a - b) for a, b in zip(got_map[16:], got_finest[16:])) > 1e-3
+
+
+def test_the_square_remap_is_f2_over_the_norm_of_f2_per_channel():
+    from mmhal.models.pyramid import square_remap
+
+    f = [[[1.0, -2.0], [3.0, 0.5]], [[0.0, 0.0], [0.0, 0.0]]]  # channel 2 all zero: eps keeps it finite (0)
+    got = square_remap(torch.tensor(f).view(1, 2, 2, 2))
+    sq = [v * v for row in f[0] for v in row]
+    norm = math.sqrt(sum(v * v for v in sq))
+    assert got[0, 0].reshape(-1).tolist() == pytest.approx([v / (norm + 1e-6) for v in sq], rel=1e-6)
+    assert got[0, 1].abs().sum().item() == 0.0
+
+
+def test_rad_with_the_authors_pyramid_settings_runs_and_changes_the_loss():
+    from mmhal.config import ModelConfig
+    from mmhal.distill import build_method
+    from mmhal.models.network import build_network
+
+    spec = {"a": (2, 5, 5), "b": (1, 5, 5)}
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(4, *s, generator=g) for m, s in spec.items()}
+    y = torch.arange(4) % 3
+    values = {}
+    for pool, remap in (("map", "none"), ("finest", "none"), ("map", "square")):
+        torch.manual_seed(0)
+        teacher = build_network(spec, list(spec), 3, ModelConfig(width=4))
+        student = build_network(spec, ["a"], 3, ModelConfig(width=4))
+        cfg = DistillConfig(rad_weighting="uniform", rad_pool=pool, rad_remap=remap)
+        values[(pool, remap)] = build_method("rad", student, teacher, cfg)(x, y)[1]["rad"].item()
+    assert len({round(v, 6) for v in values.values()}) == 3, values
+
+
+@pytest.mark.parametrize("key, words", [("distill.rad_pool=coarse", "distill.rad_pool must be map or finest"),
+                                        ("distill.rad_remap=cube", "distill.rad_remap must be none or square")])
+def test_the_pyramid_settings_are_checked(key, words):
+    from mmhal.config import load_config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match=words):
+        load_config(None, [key])

@@ -342,6 +342,12 @@ class DistillConfig:
     rad_lambda: float = 1.0
     rad_weighting: str = "confidence"  # uniform | attention | confidence
     rad_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # pyramid grid sizes per axis
+    # map | finest: coarse levels pooled from the feature map, or from the finest level's pooled map (the authors'
+    # code: 2x2 and 1x1 from the 4x4 map; FAITHFULNESS_AUDIT 1.2-1.3)
+    rad_pool: str = "map"
+    # none | square: the authors' face code re-maps both networks' maps to F^2 / (||F^2|| over the grid + 1e-6) per
+    # channel before the pyramid (FAITHFULNESS_AUDIT 1.2)
+    rad_remap: str = "none"
     dad_lambda: float = 100.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
@@ -970,6 +976,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
     if not 0.0 <= cfg.distill.kd_alpha <= 1.0:
         raise UserError(f"distill.kd_alpha must lie in [0, 1] (the KL term's share of the loss), got {cfg.distill.kd_alpha}")
+    for key, allowed in (("rad_pool", ("map", "finest")), ("rad_remap", ("none", "square"))):
+        if getattr(cfg.distill, key) not in allowed:
+            raise UserError(f"distill.{key} must be {' or '.join(allowed)}, got '{getattr(cfg.distill, key)}'")
     if not cfg.distill.rad_levels:
         raise UserError("distill.rad_levels needs at least one pyramid level (grid size per axis), e.g. [4, 2, 1]")
     if min(cfg.distill.rad_levels) < 1:

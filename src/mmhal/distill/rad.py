@@ -52,11 +52,15 @@ def region_weights(
     raise ValueError(f"unknown region weighting '{mode}'")
 
 
-def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weighting="confidence", levels=(4, 2, 1)):
-    """L_RAD for one batch; returns (loss, per-region losses (B, R), weights (B, R))."""
+def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weighting="confidence", levels=(4, 2, 1),
+             pool: str = "map", remap: str = "none"):
+    """L_RAD for one batch; returns (loss, per-region losses (B, R), weights (B, R)). ``pool="finest"`` pools the
+    coarse levels from the finest level's map, ``remap="square"`` re-maps both feature maps to F^2 / ||F^2|| first
+    (``models.pyramid``; both as the authors' face code)."""
+    how = {"from_finest": pool == "finest", "remap": remap == "square"}
     with torch.no_grad():
-        t_regions = teacher.region_logits(t_fmap, levels)
-    s_regions = student.region_logits(s_fmap, levels)
+        t_regions = teacher.region_logits(t_fmap, levels, **how)
+    s_regions = student.region_logits(s_fmap, levels, **how)
     per_region = kl_at_temperature(t_regions, s_regions, temperature)  # (B, R)
     w = region_weights(per_region, t_regions, target, weighting).detach()
     return (w * per_region).sum(dim=1).mean(), per_region, w
@@ -66,7 +70,7 @@ def rad_term(method: Method, out, t_out, target: torch.Tensor) -> torch.Tensor:
     """lambda_RAD * L_RAD of a method's student output ``out`` against the teacher's ``t_out``, as configured."""
     c = method.cfg
     loss, _, _ = rad_loss(method.student, out.fmap, method.teacher, t_out.fmap, target, c.temperature, c.rad_weighting,
-                          c.rad_levels)
+                          c.rad_levels, getattr(c, "rad_pool", "map"), getattr(c, "rad_remap", "none"))
     return c.rad_lambda * loss
 
 

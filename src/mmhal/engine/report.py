@@ -534,8 +534,9 @@ def region_blocks(ev: Evidence, data_root: Optional[str], log: Callable[[str], N
         dims = getattr(teacher, "region_dims", t_fmap.dim() - 2)  # video nets pool time before the pyramid
         for job, net in students.items():
             c = settings[job]
-            t_reg = teacher.region_logits(t_fmap, c.rad_levels)
-            s_reg = net.region_logits(net(inputs).fmap, c.rad_levels)
+            how = {"from_finest": c.rad_pool == "finest", "remap": c.rad_remap == "square"}
+            t_reg = teacher.region_logits(t_fmap, c.rad_levels, **how)
+            s_reg = net.region_logits(net(inputs).fmap, c.rad_levels, **how)
             w = region_weights(kl_at_temperature(t_reg, s_reg, c.temperature), t_reg, target, c.rad_weighting)
             agree = (t_reg.argmax(-1) == s_reg.argmax(-1)).double()
             part = torch.stack([w.double().sum(0), agree.sum(0)])

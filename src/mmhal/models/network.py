@@ -22,7 +22,7 @@ from ..data.base import input_kind
 from ..errors import UserError
 from ..registry import Registry
 from .layers import ResBlock, SqueezeExcite, conv, norm
-from .pyramid import region_pool
+from .pyramid import region_pool, square_remap
 from .stems import STEMS
 
 # Spatial dims of each kind's stem output (clips average time away).
@@ -97,9 +97,14 @@ class NetworkBase(nn.Module):
             self.norms[m].mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.norms[m].std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
-        """(B, C, *grid) -> (B, R, K): every pyramid region through this network's own head, in one call."""
-        regions = region_pool(fmap, levels)  # (B, R, C)
+    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int], from_finest: bool = False,
+                      remap: bool = False) -> torch.Tensor:
+        """(B, C, *grid) -> (B, R, K): every pyramid region through this network's own head, in one call; with
+        ``remap`` the map is first ``square_remap``-ed, with ``from_finest`` the coarse levels are pooled from the
+        finest (``region_pool``)."""
+        if remap and fmap.dim() > 2:
+            fmap = square_remap(fmap)
+        regions = region_pool(fmap, levels, from_finest)  # (B, R, C)
         b, r, ch = regions.shape
         return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
 

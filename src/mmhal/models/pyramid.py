@@ -18,11 +18,22 @@ def num_regions(spatial_dims: int, levels: Sequence[int]) -> int:
     return int(sum(lv**spatial_dims for lv in levels))
 
 
-def region_pool(fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
-    """(B, C, *spatial) -> (B, R, C): the mean feature of every region of every pyramid level."""
+def region_pool(fmap: torch.Tensor, levels: Sequence[int], from_finest: bool = False) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, R, C): the mean feature of every region of every pyramid level, each level pooled
+    from the map, or with ``from_finest`` from the finest level's pooled map (the authors' code pools 2x2 and 1x1
+    from the 4x4 map; the two differ where the map's grid is not a multiple of the finest level, e.g. 7x7)."""
     dims = fmap.dim() - 2
     if dims == 0:
         return fmap.unsqueeze(1)
     pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[dims]
-    parts = [pool(fmap, lv).flatten(2) for lv in levels]  # each (B, C, lv**dims)
+    source = pool(fmap, max(levels)) if from_finest else fmap
+    parts = [pool(source, lv).flatten(2) for lv in levels]  # each (B, C, lv**dims)
     return torch.cat(parts, dim=2).transpose(1, 2)
+
+
+def square_remap(fmap: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The authors' face re-map of a feature map before the pyramid: A = F^2 / (||F^2||_2 over the grid + eps), per
+    sample and channel."""
+    sq = fmap.float() ** 2
+    norm = sq.flatten(2).norm(dim=2).view(*sq.shape[:2], *([1] * (sq.dim() - 2)))
+    return (sq / (norm + eps)).to(fmap.dtype)

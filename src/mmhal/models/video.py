@@ -165,12 +165,13 @@ class VideoNet(StemFusionNet):
                     out_channels=4 * c, dropout=dropout, se_reduction=se_reduction, init=_init,
                     other="model.backbone=small or resnet18")
 
-    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int], **how) -> torch.Tensor:
         """(B, C, T', H', W') -> (B, R, K). With ``region_pool_time`` time is averaged first, then the spatial
-        pyramid (R = sum lv^2, 21 for levels 4, 2, 1); without it the pyramid is cubic (R = sum lv^3)."""
+        pyramid (R = sum lv^2, 21 for levels 4, 2, 1); without it the pyramid is cubic (R = sum lv^3). ``how``:
+        ``NetworkBase.region_logits``'s options."""
         if self.region_pool_time and fmap.dim() == 5:
             fmap = fmap.mean(dim=2)
-        return super().region_logits(fmap, levels)
+        return super().region_logits(fmap, levels, **how)
 
 
 def adapt_input_conv(weight: torch.Tensor, channels: int) -> torch.Tensor:
@@ -325,10 +326,11 @@ class LateFusionNet(NetworkBase):
         f4 = torch.cat([o.features[-1] for o in outs], dim=1)
         return NetOutput(mean([o.logits for o in outs]), [f3, f4], mean([o.embedding for o in outs]))
 
-    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+    def region_logits(self, fmap: torch.Tensor, levels: Sequence[int], **how) -> torch.Tensor:
         """The mean over members of each member's region logits of its own part of the concatenated f4."""
         parts = fmap.chunk(len(self.members), dim=1)
-        return torch.stack([net.region_logits(p, levels) for net, p in zip(self.members.values(), parts)]).mean(0)
+        return torch.stack([net.region_logits(p, levels, **how)
+                            for net, p in zip(self.members.values(), parts)]).mean(0)
 
 
 def build_late_fusion(spec, modalities, num_classes, model_cfg,
