@@ -320,3 +320,49 @@ def test_the_pyramid_settings_are_checked(key, words):
 
     with pytest.raises(UserError, match=words):
         load_config(None, [key])
+
+
+def test_the_authors_rad_weighting_is_a_trained_self_attention_over_the_batch_mean_region_losses():
+    """R = 3, W_q and W_k set by hand, l = (0.5, 1, 2): q = W_q l, k = W_k l, A_ij = softmax_j(k_i q_j),
+    L = (1/3) sum_i sum_j A_ij l_j."""
+    from mmhal.distill.rad import AuthorsAttention
+
+    wq = [[0.2, -0.1, 0.3], [0.0, 0.5, -0.2], [0.1, 0.1, 0.1]]
+    wk = [[-0.3, 0.2, 0.0], [0.4, 0.0, 0.1], [0.0, -0.2, 0.5]]
+    loss = [0.5, 1.0, 2.0]
+    att = AuthorsAttention(3)
+    with torch.no_grad():
+        att.q.weight.copy_(torch.tensor(wq))
+        att.k.weight.copy_(torch.tensor(wk))
+    q = [sum(w * v for w, v in zip(row, loss)) for row in wq]
+    k = [sum(w * v for w, v in zip(row, loss)) for row in wk]
+    total = 0.0
+    for i in range(3):
+        a = _softmax([k[i] * q[j] for j in range(3)])
+        total += sum(a[j] * loss[j] for j in range(3))
+    got = att(torch.tensor(loss))
+    assert got.item() == pytest.approx(total / 3, rel=1e-6)
+
+
+def test_the_authors_weighting_trains_the_student_and_its_attention():
+    """Unlike the authors' face code (which detaches the losses), the student gets RAD's gradient; W_q and W_k are the
+    method's parameters, so the optimiser trains them."""
+    from mmhal.config import ModelConfig
+    from mmhal.distill import build_method
+    from mmhal.models.network import build_network
+
+    spec = {"a": (2, 16), "b": (3, 16)}
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(6, *s, generator=g) for m, s in spec.items()}
+    y = torch.arange(6) % 3
+    torch.manual_seed(0)
+    teacher = build_network(spec, list(spec), 3, ModelConfig(width=4))
+    student = build_network(spec, ["a"], 3, ModelConfig(width=4))
+    for name in ("rad", "mmh"):
+        method = build_method(name, student, teacher, DistillConfig(rad_weighting="authors", rad_lambda=1.0))
+        assert method.rad_attention.q.weight.shape == (7, 7)  # sequences: 4 + 2 + 1 regions
+        assert {id(p) for p in method.rad_attention.parameters()} <= {id(p) for p in method.parameters()}
+        method.zero_grad()
+        method(x, y)[1]["rad"].backward()
+        assert method.rad_attention.q.weight.grad.abs().sum() > 0
+        assert sum(p.grad.abs().sum() for p in student.parameters() if p.grad is not None) > 0

@@ -340,7 +340,7 @@ class DistillConfig:
     temperature: float = 2.0  # T for KD and RAD
     kd_alpha: float = 0.5  # KD: (1 - alpha) * CE + alpha * T^2 KL (0.5: the same 1:1 weight as RAD at lambda 1)
     rad_lambda: float = 1.0
-    rad_weighting: str = "confidence"  # uniform | attention | confidence
+    rad_weighting: str = "confidence"  # uniform | attention | confidence | authors (distill/rad.py)
     rad_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # pyramid grid sizes per axis
     # map | finest: coarse levels pooled from the feature map, or from the finest level's pooled map (the authors'
     # code: 2x2 and 1x1 from the 4x4 map; FAITHFULNESS_AUDIT 1.2-1.3)
@@ -957,9 +957,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.ema must lie in [0, 1) (0 = no weight averaging), got {cfg.train.ema}")
     if cfg.train.select_on not in ("val_loss", "val_acc"):
         raise UserError(f"train.select_on must be 'val_loss' or 'val_acc', got '{cfg.train.select_on}'")
-    if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence"):
+    if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence", "authors"):
         raise UserError(
-            f"distill.rad_weighting must be uniform, attention or confidence, got '{cfg.distill.rad_weighting}'"
+            f"distill.rad_weighting must be uniform, attention, confidence or authors, got '{cfg.distill.rad_weighting}'"
         )
     if cfg.distill.dad_variant not in ("batch", "local"):
         raise UserError(f"distill.dad_variant must be 'batch' or 'local', got '{cfg.distill.dad_variant}'")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .base import Method, register_method
 from .dad import DAD, dad_term
-from .rad import RAD, rad_term
+from .rad import RAD, rad_attention, rad_term
 
 #: ensemble name -> the methods whose students' logits are summed
 #: (a member ``method@r`` is a further student of that method with its own random stream, see engine.run)
@@ -29,6 +29,10 @@ def member_job(member: str) -> str:
 @register_method("mmh")
 class MMH(Method):
     tune_space = {**RAD.tune_space, **DAD.tune_space}
+
+    def __init__(self, student, teacher, cfg):
+        super().__init__(student, teacher, cfg)
+        self.rad_attention = rad_attention(student, cfg)
 
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)

@@ -17,14 +17,48 @@ The loss is L_RAD = mean_b sum_r w_{b,r} l_{b,r} with weights that sum to 1 over
 
 Weights are treated as constants (no gradient through them): they choose where the student
 learns, they are not a quantity the student should shrink.
+
+* ``authors``:    the authors' face code (FAITHFULNESS_AUDIT 1.2 step 6): the batch-mean loss vector l (R,)
+                  goes through a trainable self-attention, q = W_q l, k = W_k l (two bias-free R x R linear
+                  maps the optimiser trains with the student), A = softmax(k q^T) row-wise,
+                  L_RAD = (1/R) sum_i (A l)_i, with gradient through l and A (``AuthorsAttention``). Their code
+                  detaches l first (``torch.tensor(loss_list)``), which leaves the student without any RAD
+                  gradient; mmhal keeps it.
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .base import Method, kl_at_temperature, register_method
 
-WEIGHTINGS = ("uniform", "attention", "confidence")
+WEIGHTINGS = ("uniform", "attention", "confidence", "authors")
+
+
+class AuthorsAttention(nn.Module):
+    """The ``authors`` weighting: (R,) region losses l -> (1/R) sum_i sum_j softmax_j(k_i q_j) l_j with
+    q = W_q l and k = W_k l, W_q and W_k bias-free R x R linear maps (trained with the student)."""
+
+    def __init__(self, regions: int):
+        super().__init__()
+        self.q = nn.Linear(regions, regions, bias=False)
+        self.k = nn.Linear(regions, regions, bias=False)
+
+    def weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """(R, R): A = softmax(k q^T), rows sum to 1."""
+        return torch.softmax(self.k(losses).unsqueeze(1) * self.q(losses).unsqueeze(0), dim=1)
+
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        return (self.weights(losses) @ losses).mean()
+
+
+def rad_attention(student, cfg) -> "AuthorsAttention | None":
+    """The trainable attention of the ``authors`` weighting for ``student``'s region count, or None."""
+    if cfg.rad_weighting != "authors":
+        return None
+    from ..models.pyramid import num_regions
+
+    return AuthorsAttention(num_regions(getattr(student, "region_dims", student.dims), cfg.rad_levels))
 
 
 def region_weights(
@@ -53,7 +87,7 @@ def region_weights(
 
 
 def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weighting="confidence", levels=(4, 2, 1),
-             pool: str = "map", remap: str = "none"):
+             pool: str = "map", remap: str = "none", attention: "AuthorsAttention | None" = None):
     """L_RAD for one batch; returns (loss, per-region losses (B, R), weights (B, R)). ``pool="finest"`` pools the
     coarse levels from the finest level's map, ``remap="square"`` re-maps both feature maps to F^2 / ||F^2|| first
     (``models.pyramid``; both as the authors' face code)."""
@@ -62,6 +96,12 @@ def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weightin
         t_regions = teacher.region_logits(t_fmap, levels, **how)
     s_regions = student.region_logits(s_fmap, levels, **how)
     per_region = kl_at_temperature(t_regions, s_regions, temperature)  # (B, R)
+    if weighting == "authors":
+        if attention is None:
+            raise ValueError("the 'authors' weighting needs the method's AuthorsAttention (rad_attention)")
+        batch_mean = per_region.mean(dim=0)  # (R,): the authors' batchmean KL per region
+        w = (attention.weights(batch_mean.detach()).mean(dim=0)).expand_as(per_region).detach()  # for reports
+        return attention(batch_mean.float()), per_region, w
     w = region_weights(per_region, t_regions, target, weighting).detach()
     return (w * per_region).sum(dim=1).mean(), per_region, w
 
@@ -70,7 +110,8 @@ def rad_term(method: Method, out, t_out, target: torch.Tensor) -> torch.Tensor:
     """lambda_RAD * L_RAD of a method's student output ``out`` against the teacher's ``t_out``, as configured."""
     c = method.cfg
     loss, _, _ = rad_loss(method.student, out.fmap, method.teacher, t_out.fmap, target, c.temperature, c.rad_weighting,
-                          c.rad_levels, getattr(c, "rad_pool", "map"), getattr(c, "rad_remap", "none"))
+                          c.rad_levels, getattr(c, "rad_pool", "map"), getattr(c, "rad_remap", "none"),
+                          getattr(method, "rad_attention", None))
     return c.rad_lambda * loss
 
 
@@ -80,6 +121,10 @@ class RAD(Method):
 
     tune_space = {"distill.rad_lambda": ("log", 0.1, 10.0), "distill.temperature": ("choice", [1.0, 2.0, 4.0, 8.0]),
                   "distill.rad_weighting": ("choice", ["uniform", "attention", "confidence"])}
+
+    def __init__(self, student, teacher, cfg):
+        super().__init__(student, teacher, cfg)
+        self.rad_attention = rad_attention(student, cfg)
 
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)

@@ -294,7 +294,7 @@ def reference(data, student_mods, teacher_mods, eval_split: str, seeds, names, l
     names = list(names)
     out = {"rows": [], "seconds": 0.0, "skipped": None, "left_out": {}}
     if not names:
-        return {**out, "skipped": "learners=[] (none asked for)"}
+        return {**out, "skipped": "learners=[] asks for none"}
     why = applicable(data.shapes, sorted(set(student_mods) | set(teacher_mods)), data.in_memory)
     if why is not None:
         return {**out, "skipped": f"they do not suit this data: {why}"}

@@ -524,6 +524,11 @@ def region_blocks(ev: Evidence, data_root: Optional[str], log: Callable[[str], N
     else:
         split = SampleSplit(data, val, mods, "cpu", workers=0)
     settings = {job: method_config(run.config, job.partition("@")[0]).distill for job in jobs}
+    learned = [job for job in jobs if settings[job].rad_weighting == "authors"]
+    students = {job: net for job, net in students.items() if job not in learned}
+    if not students:  # the attention the weighting learned is the method's, not saved with the student
+        raise Skipped(f"{learned[0]} weighted its regions with the 'authors' attention, which is learned during "
+                      "training and not saved with the student, so its region weights cannot be shown")
     sums = {key: None for key in students}
     dims = None
     for start in range(0, len(split), REGION_BATCH):
