@@ -366,3 +366,19 @@ def test_the_authors_weighting_trains_the_student_and_its_attention():
         method(x, y)[1]["rad"].backward()
         assert method.rad_attention.q.weight.grad.abs().sum() > 0
         assert sum(p.grad.abs().sum() for p in student.parameters() if p.grad is not None) > 0
+
+
+def test_the_ensemble_is_scored_on_its_members_summed_logits():
+    """mmh-ensemble = the RAD student's logits + the DAD student's (the authors' final model): each member alone is
+    right on half the samples, their sum on all."""
+    y = Y
+    rad = np.tile(np.array([[1.0, 0.0]], np.float32), (10, 1))  # always class 0
+    dad = np.where((y == 1)[:, None], np.array([[0.0, 2.0]]), np.array([[0.0, 0.5]])).astype(np.float32)  # always 1
+    jobs = {}
+    for s in range(3):
+        for name, z in (("unimodal", rad), ("rad", rad), ("dad", dad)):
+            jobs[(name, s)] = {"logits": z, "logits_last": None, "val_logits": z}
+    t = _logits_for(np.ones(10, bool), y)
+    res = build_results(["unimodal", "rad", "dad", "mmh-ensemble"], ["s"], ["s", "t"], y, y, t, t, jobs, [0, 1, 2], 2)
+    assert res["rad"]["accuracy"]["mean"] == 0.5 and res["dad"]["accuracy"]["mean"] == 0.5
+    assert res["mmh-ensemble"]["accuracy"]["mean"] == 1.0 and res["mmh-ensemble"]["networks"] == 2
