@@ -382,3 +382,27 @@ def test_the_ensemble_is_scored_on_its_members_summed_logits():
     res = build_results(["unimodal", "rad", "dad", "mmh-ensemble"], ["s"], ["s", "t"], y, y, t, t, jobs, [0, 1, 2], 2)
     assert res["rad"]["accuracy"]["mean"] == 0.5 and res["dad"]["accuracy"]["mean"] == 0.5
     assert res["mmh-ensemble"]["accuracy"]["mean"] == 1.0 and res["mmh-ensemble"]["networks"] == 2
+
+
+def test_the_authors_face_schedule_gives_their_learning_rate_in_every_epoch():
+    """train.schedule=authors-face at lr 1e-3: per epoch 0, 0, 2e-4, 4e-4, 6e-4, 8e-4, then 1e-3 (epochs 6-13), 1e-4
+    (14-21), 1e-5 (22-30), 1e-6 (31-49): the rates issue 20 measured in the authors' face training."""
+    from mmhal.config import TrainConfig, load_config
+    from mmhal.engine.loop import lr_schedule
+    from mmhal.errors import UserError
+
+    expected = [0.0, 0.0, 2e-4, 4e-4, 6e-4, 8e-4] + [1e-3] * 8 + [1e-4] * 8 + [1e-5] * 9 + [1e-6] * 19
+    assert len(expected) == 50
+    tcfg = TrainConfig(schedule="authors-face", lr=1e-3)
+    spe = 3
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tcfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, 50 * spe, spe))
+    for epoch in range(50):
+        rates = set()
+        for _ in range(spe):
+            rates.add(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert len(rates) == 1 and rates.pop() == pytest.approx(expected[epoch], rel=1e-9, abs=1e-15), epoch
+    with pytest.raises(UserError, match="train.schedule must be cosine or authors-face"):
+        load_config(None, ["train.schedule=step"])

@@ -257,6 +257,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     optimizer: str = "adamw"  # adamw | sgd (SGD is Nesterov, momentum 0.9, as the reference)
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    # cosine (warm-up, then cosine decay to zero) | authors-face (the authors' face schedule, per epoch: 0, 0, 0.2,
+    # 0.4, 0.6, 0.8 x lr, then lr to epoch 13, /10 from 14, /100 from 22, /1000 from 31; engine.loop.lr_schedule)
+    schedule: str = "cosine"
     select_on: str = "val_loss"  # val_loss | val_acc: which validation figure picks the epoch
     # Exponential moving average of the weights (decay per step; 0 = off): validation, selection and the
     # saved model use the averaged weights (engine.loop.WeightAverage).
@@ -941,6 +944,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.train.batch_size < 2:
         raise UserError(f"train.batch_size must be at least 2 (DAD compares samples within a batch), "
                         f"got {cfg.train.batch_size}")
+    if cfg.train.schedule not in ("cosine", "authors-face"):
+        raise UserError(f"train.schedule must be cosine or authors-face, got '{cfg.train.schedule}'")
     if cfg.train.warmup_epochs < 0:
         raise UserError(f"train.warmup_epochs must be 0 or more, got {cfg.train.warmup_epochs}")
     if cfg.train.threads < 0 or cfg.workers < 0:

@@ -94,6 +94,26 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return f
 
 
+def authors_face_multiplier(epoch: int) -> float:
+    """The learning-rate multiplier of epoch ``epoch`` (from 0) in the authors' face training (FAITHFULNESS_AUDIT
+    1.1; issue 20): warm-up from 0 over 5 epochs, then steps of 10x down, which their code applies so that the
+    rates per epoch are 0, 0, 0.2, 0.4, 0.6, 0.8, then 1 (epochs 6-13), 0.1 (14-21), 0.01 (22-30), 0.001 (31 on)."""
+    if epoch < 2:
+        return 0.0
+    if epoch < 6:
+        return (epoch - 1) / 5.0
+    return 1.0 if epoch < 14 else 0.1 if epoch < 22 else 0.01 if epoch < 31 else 0.001
+
+
+def lr_schedule(tcfg, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The multiplier of the base learning rate after ``step`` optimiser steps: ``train.schedule`` ``cosine``
+    (``warmup_cosine`` over ``train.warmup_epochs``) or ``authors-face`` (``authors_face_multiplier``, constant
+    within an epoch; ``warmup_epochs`` is not read)."""
+    if str(getattr(tcfg, "schedule", "cosine")) == "authors-face":
+        return lambda step: authors_face_multiplier(step // max(1, steps_per_epoch))
+    return warmup_cosine(total_steps, int(round(tcfg.warmup_epochs * steps_per_epoch)))
+
+
 def make_optimizer(params, tcfg) -> torch.optim.Optimizer:
     """AdamW or SGD (Nesterov, momentum 0.9) over ``params``: parameters, or groups with their own ``lr``
     (``models.network.param_groups``: pretrained parameters at ``model.pretrained_lr_mult`` times the rate)."""
@@ -345,7 +365,7 @@ def fit(
     epochs = planned_epochs(tcfg, steps_per_epoch)
     patience = int(getattr(tcfg, "patience", 0))
     total = steps_per_epoch * epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, int(round(tcfg.warmup_epochs * steps_per_epoch))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, total, steps_per_epoch))
     step = TrainStep(model, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
     start, best_key, best, history = 0, None, None, []
     ckpt = None

@@ -221,7 +221,7 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
     # Settings at their defaults stay out of the key (a key names only what differs from the defaults, and a
     # setting added later leaves the keys of cached teachers as they were).
     for name, default in (("precision", "32"), ("channels_last", False), ("compile", False), ("ema", 0.0),
-                          ("min_steps", 0), ("patience", 0)):
+                          ("min_steps", 0), ("patience", 0), ("schedule", "cosine")):
         if train.get(name) == default:
             train.pop(name)
     model, model_defaults = asdict(cfg.model), asdict(ModelConfig())
