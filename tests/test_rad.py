@@ -75,8 +75,8 @@ def test_rad_equals_hand_computed_per_region_kl():
         def __init__(self, head):
             self.head = head
 
-        def region_logits(self, fmap, levels):
-            return MultimodalNet.region_logits(self, fmap, levels)
+        def region_logits(self, fmap, levels, **how):
+            return MultimodalNet.region_logits(self, fmap, levels, **how)
 
     ft = torch.tensor([[[1.0, 2.0, 3.0, 4.0], [0.0, -1.0, 1.0, 2.0]]])
     fs = torch.tensor([[[0.5, 0.0, 1.0, 3.0], [1.0, 1.0, -2.0, 0.0]]])
