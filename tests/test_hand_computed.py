@@ -406,3 +406,26 @@ def test_the_authors_face_schedule_gives_their_learning_rate_in_every_epoch():
         assert len(rates) == 1 and rates.pop() == pytest.approx(expected[epoch], rel=1e-9, abs=1e-15), epoch
     with pytest.raises(UserError, match="train.schedule must be cosine or authors-face"):
         load_config(None, ["train.schedule=step"])
+
+
+def test_the_detach_defect_switch_reproduces_a_student_without_rad_gradient():
+    """distill.rad_reproduce_detach_defect=true: as the authors' face code, only W_q and W_k learn from RAD."""
+    from mmhal.config import ModelConfig, load_config
+    from mmhal.distill import build_method
+    from mmhal.errors import UserError
+    from mmhal.models.network import build_network
+
+    spec = {"a": (2, 16), "b": (3, 16)}
+    g = torch.Generator().manual_seed(1)
+    x = {m: torch.randn(6, *s, generator=g) for m, s in spec.items()}
+    y = torch.arange(6) % 3
+    torch.manual_seed(0)
+    teacher = build_network(spec, list(spec), 3, ModelConfig(width=4))
+    student = build_network(spec, ["a"], 3, ModelConfig(width=4))
+    cfg = DistillConfig(rad_weighting="authors", rad_reproduce_detach_defect=True)
+    method = build_method("rad", student, teacher, cfg)
+    method(x, y)[1]["rad"].backward()
+    assert method.rad_attention.q.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in student.parameters())
+    with pytest.raises(UserError, match="needs distill.rad_weighting=authors"):
+        load_config(None, ["distill.rad_reproduce_detach_defect=true"])

@@ -351,6 +351,9 @@ class DistillConfig:
     # none | square: the authors' face code re-maps both networks' maps to F^2 / (||F^2|| over the grid + 1e-6) per
     # channel before the pyramid (FAITHFULNESS_AUDIT 1.2)
     rad_remap: str = "none"
+    # true reproduces a DEFECT of the authors' face code: with rad_weighting=authors the region losses are detached
+    # before the attention (their torch.tensor(loss_list)), so the student gets no RAD gradient, only W_q and W_k do
+    rad_reproduce_detach_defect: bool = False
     dad_lambda: float = 100.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
@@ -981,6 +984,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"distill.temperature must be positive, got {cfg.distill.temperature}")
     if not 0.0 <= cfg.distill.kd_alpha <= 1.0:
         raise UserError(f"distill.kd_alpha must lie in [0, 1] (the KL term's share of the loss), got {cfg.distill.kd_alpha}")
+    if cfg.distill.rad_reproduce_detach_defect and cfg.distill.rad_weighting != "authors":
+        raise UserError("distill.rad_reproduce_detach_defect=true reproduces a defect of the authors' attention "
+                        "weighting; it needs distill.rad_weighting=authors")
     for key, allowed in (("rad_pool", ("map", "finest")), ("rad_remap", ("none", "square"))):
         if getattr(cfg.distill, key) not in allowed:
             raise UserError(f"distill.{key} must be {' or '.join(allowed)}, got '{getattr(cfg.distill, key)}'")

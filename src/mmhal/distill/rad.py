@@ -87,7 +87,8 @@ def region_weights(
 
 
 def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weighting="confidence", levels=(4, 2, 1),
-             pool: str = "map", remap: str = "none", attention: "AuthorsAttention | None" = None):
+             pool: str = "map", remap: str = "none", attention: "AuthorsAttention | None" = None,
+             detach_defect: bool = False):
     """L_RAD for one batch; returns (loss, per-region losses (B, R), weights (B, R)). ``pool="finest"`` pools the
     coarse levels from the finest level's map, ``remap="square"`` re-maps both feature maps to F^2 / ||F^2|| first
     (``models.pyramid``; both as the authors' face code)."""
@@ -100,6 +101,8 @@ def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weightin
         if attention is None:
             raise ValueError("the 'authors' weighting needs the method's AuthorsAttention (rad_attention)")
         batch_mean = per_region.mean(dim=0)  # (R,): the authors' batchmean KL per region
+        if detach_defect:  # their face code's torch.tensor(loss_list): no RAD gradient reaches the student
+            batch_mean = batch_mean.detach()
         w = (attention.weights(batch_mean.detach()).mean(dim=0)).expand_as(per_region).detach()  # for reports
         return attention(batch_mean.float()), per_region, w
     w = region_weights(per_region, t_regions, target, weighting).detach()
@@ -111,7 +114,7 @@ def rad_term(method: Method, out, t_out, target: torch.Tensor) -> torch.Tensor:
     c = method.cfg
     loss, _, _ = rad_loss(method.student, out.fmap, method.teacher, t_out.fmap, target, c.temperature, c.rad_weighting,
                           c.rad_levels, getattr(c, "rad_pool", "map"), getattr(c, "rad_remap", "none"),
-                          getattr(method, "rad_attention", None))
+                          getattr(method, "rad_attention", None), bool(getattr(c, "rad_reproduce_detach_defect", False)))
     return c.rad_lambda * loss
 
 
