@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from mmhal.cli import main
-from mmhal.config import DataConfig
-from mmhal.data.npz import load_npz, save_npz
 from mmhal.engine import learners as L
 from mmhal.engine.results import learner_advice, recommendation_line
 
@@ -72,7 +70,7 @@ def test_cross_fitted_probabilities_never_come_from_a_model_that_saw_the_sample(
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(300, 5)), rng.integers(0, 3, 300)
-    knn = L.Learner("knn", lambda params, seed: KNeighborsClassifier(1), ({},), False)
+    knn = L.Learner("knn", lambda params, seed: KNeighborsClassifier(1), ({},))
     oof = L.cross_fitted_proba(knn, {}, X, y, 3)
     assert (KNeighborsClassifier(1).fit(X, y).predict(X) == y).all()
     assert (oof.argmax(1) == y).mean() < 0.5
@@ -159,16 +157,10 @@ def test_a_learner_better_on_validation_is_named_after_the_recommendation():
 
 
 def test_a_run_reports_the_learners_apart_from_the_methods(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    n = 180
-    y = rng.integers(0, 3, n)
-    weak = rng.normal(size=(n, 2, 16)).astype(np.float32)
-    weak[:, 0] += 0.5 * y[:, None]
-    strong = rng.normal(size=(n, 5)).astype(np.float32)
-    strong[np.arange(n), y] += 3.0
-    save_npz(tmp_path / "d.npz", {"weak": weak, "strong": strong}, y, groups=np.arange(n) // 6)
+    from test_cli_run import _tiny  # the suite's tiny data: a weak sequence, a strong vector, 3 classes
+
     out = tmp_path / "run"
-    rc = main(["run", "--data", str(tmp_path / "d.npz"), "--student", "weak", "--methods", "unimodal,kd", "--seeds",
+    rc = main(["run", "--data", str(_tiny(tmp_path / "d.npz")), "--student", "weak", "--methods", "unimodal,kd", "--seeds",
                "2", "--epochs", "2", "--out", str(out), "--no-progress", "model.width=4", "train.batch_size=32",
                "learners=[hgb,logreg,gd]"])
     cap = capsys.readouterr()

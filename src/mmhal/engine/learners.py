@@ -43,7 +43,6 @@ MAX_IMAGE_VALUES = 256  # an image modality with more values per sample is not f
 # The raw view of sequences with more values per sample than this is left out of a run (boosting on hundreds of
 # raw time steps takes minutes, and their statistics are what a practitioner fits first); vectors are always raw.
 MAX_RAW_VALUES = 256
-from ..config import LEARNER_NAMES as NAMES  # noqa: E402  (what the setting ``learners`` may list)
 GD_TEMPERATURE = 2.0
 GD_LAMBDA = 0.5
 GD_FOLDS = 3
@@ -128,12 +127,11 @@ class Learner:
     name: str
     make: Callable[[dict, int], object]
     grid: tuple[dict, ...]
-    random: bool  # draws random numbers: refitted per seed
 
 
 #: Each learner's grid: tried on every view, chosen on validation accuracy. Small on purpose: the learners of a
-#: run take about a tenth of its time (``benchmarks/peers.py`` tunes them with a larger budget). LightGBM without
-#: bagging, so that no learner draws random numbers: each is fitted once and its figure is shared by every seed.
+#: run take seconds (``benchmarks/peers.py`` tunes them with a larger budget). LightGBM without bagging, so that
+#: no learner draws random numbers: each is fitted once and its figure is shared by every seed.
 GRIDS = {
     "hgb": ({"learning_rate": 0.2, "max_iter": 50, "max_leaf_nodes": 31, "max_bins": 32},),
     "logreg": ({"C": 1.0}, {"C": 0.1}),
@@ -143,9 +141,9 @@ GRIDS = {
 
 def learners() -> list[Learner]:
     """The standard learners of a run: hgb and logreg, and lgbm where lightgbm is installed."""
-    out = [Learner("hgb", _hgb, GRIDS["hgb"], False), Learner("logreg", _logreg, GRIDS["logreg"], False)]
+    out = [Learner("hgb", _hgb, GRIDS["hgb"]), Learner("logreg", _logreg, GRIDS["logreg"])]
     if has_lightgbm():
-        out.append(Learner("lgbm", _lgbm, GRIDS["lgbm"], False))
+        out.append(Learner("lgbm", _lgbm, GRIDS["lgbm"]))
     return out
 
 
@@ -177,8 +175,6 @@ class Choice:
     params: dict
     val_accuracy: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
-    val_proba: list = field(default_factory=list)
-    eval_proba: list = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -205,33 +201,23 @@ def split_views(data, modalities, splits=("train", "val", "eval"), eval_split: s
     return out
 
 
-def fit_reference(learner: Learner, views: dict, y: dict, seeds, num_classes: int, inputs: str, modalities,
-                  sample_weight=None) -> Choice:
-    """Choose ``learner`` on validation, then fit it per seed (once when it draws no random numbers)."""
+def fit_reference(learner: Learner, views: dict, y: dict, seeds, num_classes: int, inputs: str, modalities) -> Choice:
+    """Choose ``learner`` on validation; its chosen model's figures, shared by every seed."""
     t0 = time.perf_counter()
-    view, params, _, first = choose(learner, views, y, num_classes)
+    view, params, _, model = choose(learner, views, y, num_classes)
     c = Choice(learner.name, inputs, list(modalities), view, dict(params))
-    X = views[view]
-    _score(c, seeds, learner.random, lambda key: first if key == 0 and sample_weight is None else
-           _fit(learner, params, key, X["train"], y["train"], sample_weight), X, y, num_classes)
+    _score(c, model, seeds, views[view], y, num_classes)
     c.seconds = time.perf_counter() - t0
     return c
 
 
-def _score(c: Choice, seeds, random: bool, fit_seed: Callable[[int], object], X: dict, y: dict, k: int) -> None:
-    """Fill ``c``'s per-seed probabilities and accuracies on validation and evaluation: one model per seed from
-    ``fit_seed(seed)`` where the learner draws random numbers, else one model (``fit_seed(0)``) for every seed."""
-    fitted: dict = {}
-    for s in seeds:
-        key = s if random else 0
-        if key not in fitted:
-            model = fit_seed(key)
-            fitted[key] = (_proba(model, X["val"], k), _proba(model, X["eval"], k))
-        pv, pe = fitted[key]
-        c.val_proba.append(pv)
-        c.eval_proba.append(pe)
-        c.val_accuracy.append(float((pv.argmax(1) == y["val"]).mean()))
-        c.accuracy.append(float((pe.argmax(1) == y["eval"]).mean()))
+def _score(c: Choice, model, seeds, X: dict, y: dict, k: int) -> None:
+    """Fill ``c``'s accuracies on validation and evaluation, one entry per seed: ``model`` draws no random numbers,
+    so every seed has its figure (as the teacher's)."""
+    val = float((_proba(model, X["val"], k).argmax(1) == y["val"]).mean())
+    ev = float((_proba(model, X["eval"], k).argmax(1) == y["eval"]).mean())
+    c.val_accuracy.extend([val] * len(seeds))
+    c.accuracy.extend([ev] * len(seeds))
 
 
 def cross_fitted_proba(learner: Learner, params: dict, X: np.ndarray, y: np.ndarray, num_classes: int,
@@ -342,7 +328,8 @@ def _best(chosen: dict, inputs: str) -> Choice:
 
 def _generalized_distillation(chosen: dict, views: dict, y: dict, seeds, k: int, student_mods) -> Choice:
     """The ``gd`` row: the best student learner (its settings and view) fitted to soft targets from the best
-    teacher learner's cross-fitted probabilities (``distillation_targets``), per seed where it draws random numbers."""
+    teacher learner's cross-fitted probabilities (``distillation_targets``), fitted once (no learner draws random
+    numbers)."""
     t0 = time.perf_counter()
     by_name = {lr.name: lr for lr in learners()}
     teacher, student = _best(chosen, "teacher"), _best(chosen, "student")
@@ -357,7 +344,6 @@ def _generalized_distillation(chosen: dict, views: dict, y: dict, seeds, k: int,
                {"student_learner": student.learner, "teacher_learner": teacher.learner,
                 "teacher_view": teacher.view, "temperature": GD_TEMPERATURE, "lambda": GD_LAMBDA,
                 **{f"student.{p}": v for p, v in student.params.items()}})
-    _score(c, seeds, s_learner.random, lambda key: _fit(s_learner, student.params, key, Xs, ys, sample_weight=ws),
-           X, y, k)
+    _score(c, _fit(s_learner, student.params, 0, Xs, ys, sample_weight=ws), seeds, X, y, k)
     c.seconds = time.perf_counter() - t0
     return c
