@@ -48,16 +48,6 @@ while True:
 """
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _backend(torch) -> str:
     """torch's intra-op parallel backend, e.g. 'OpenMP 201511'."""
     info = torch.__config__.parallel_info()
@@ -127,13 +117,15 @@ def main() -> int:
     a = ap.parse_args()
     BEFORE["src"] = a.before
     import torch
+    from step_overhead import device_name  # this folder: the CPU's model name
 
+    cpu = device_name(torch.device("cpu"))
     settings = a.settings.split(",")
     from mmhal.config import RunConfig
     from mmhal.data.base import load_dataset
 
     load_dataset(RunConfig().data)  # converts and caches the default dataset once, outside the timed runs
-    print(f"CPU: {cpu_name()}; {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} allowed; torch "
+    print(f"CPU: {cpu}; {os.cpu_count()} CPUs, {len(os.sched_getaffinity(0))} allowed; torch "
           f"{torch.__version__} ({_backend(torch)}); default threads "
           f"{torch.get_num_threads()}; python {platform.python_version()}", flush=True)
     rows = []
@@ -164,7 +156,7 @@ def main() -> int:
             print(f"{condition:<10} {s:<10} {med[s]:9.1f}   {lo:7.1f}-{hi:<7.1f}   "
                   f"{statistics.median(ts) if ts else float('nan'):9.1f}   {med[s] / best:8.2f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"cpu": cpu_name(), "torch": torch.__version__, "rows": rows}, indent=2))
+        Path(a.json).write_text(json.dumps({"cpu": cpu, "torch": torch.__version__, "rows": rows}, indent=2))
     return 0
 
 

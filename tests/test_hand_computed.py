@@ -344,20 +344,25 @@ def test_the_authors_rad_weighting_is_a_trained_self_attention_over_the_batch_me
     assert got.item() == pytest.approx(total / 3, rel=1e-6)
 
 
-def test_the_authors_weighting_trains_the_student_and_its_attention():
-    """Unlike the authors' face code (which detaches the losses), the student gets RAD's gradient; W_q and W_k are the
-    method's parameters, so the optimiser trains them."""
+def _sequence_pair():
+    """(teacher on sequences a and b, student on a, a batch of 6, its labels): small networks for RAD's tests."""
     from mmhal.config import ModelConfig
-    from mmhal.distill import build_method
     from mmhal.models.network import build_network
 
     spec = {"a": (2, 16), "b": (3, 16)}
     g = torch.Generator().manual_seed(1)
     x = {m: torch.randn(6, *s, generator=g) for m, s in spec.items()}
-    y = torch.arange(6) % 3
     torch.manual_seed(0)
-    teacher = build_network(spec, list(spec), 3, ModelConfig(width=4))
-    student = build_network(spec, ["a"], 3, ModelConfig(width=4))
+    return (build_network(spec, list(spec), 3, ModelConfig(width=4)), build_network(spec, ["a"], 3, ModelConfig(width=4)),
+            x, torch.arange(6) % 3)
+
+
+def test_the_authors_weighting_trains_the_student_and_its_attention():
+    """Unlike the authors' face code (which detaches the losses), the student gets RAD's gradient; W_q and W_k are the
+    method's parameters, so the optimiser trains them."""
+    from mmhal.distill import build_method
+
+    teacher, student, x, y = _sequence_pair()
     for name in ("rad", "mmh"):
         method = build_method(name, student, teacher, DistillConfig(rad_weighting="authors", rad_lambda=1.0))
         assert method.rad_attention.q.weight.shape == (7, 7)  # sequences: 4 + 2 + 1 regions
@@ -410,18 +415,11 @@ def test_the_authors_face_schedule_gives_their_learning_rate_in_every_epoch():
 
 def test_the_detach_defect_switch_reproduces_a_student_without_rad_gradient():
     """distill.rad_reproduce_detach_defect=true: as the authors' face code, only W_q and W_k learn from RAD."""
-    from mmhal.config import ModelConfig, load_config
+    from mmhal.config import load_config
     from mmhal.distill import build_method
     from mmhal.errors import UserError
-    from mmhal.models.network import build_network
 
-    spec = {"a": (2, 16), "b": (3, 16)}
-    g = torch.Generator().manual_seed(1)
-    x = {m: torch.randn(6, *s, generator=g) for m, s in spec.items()}
-    y = torch.arange(6) % 3
-    torch.manual_seed(0)
-    teacher = build_network(spec, list(spec), 3, ModelConfig(width=4))
-    student = build_network(spec, ["a"], 3, ModelConfig(width=4))
+    teacher, student, x, y = _sequence_pair()
     cfg = DistillConfig(rad_weighting="authors", rad_reproduce_detach_defect=True)
     method = build_method("rad", student, teacher, cfg)
     method(x, y)[1]["rad"].backward()
