@@ -894,7 +894,7 @@ def _check_ignore_keys(names: list[str]) -> None:
             raise UserError(f"data.ignore_keys lists '{name}' twice")
 
 
-LEARNER_NAMES = ("hgb", "logreg", "lgbm", "gd")  # engine.learners.NAMES (config does not import the engine)
+LEARNER_NAMES = ("hgb", "logreg", "lgbm", "gd")  # what the setting `learners` may list (engine.learners fits them)
 
 
 def _check_learners(names) -> None:
