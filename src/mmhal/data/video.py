@@ -229,7 +229,9 @@ def _collect(positioned, wanted: np.ndarray, fmt: str) -> tuple[list, int]:
     for at, frame in positioned:
         n = at + 1
         if at == wanted[len(got)]:
-            px = frame.to_ndarray(format=fmt)
+            # one scaling thread: a thread pool that PyAV (18.1.1) keeps would be missing in a forked DataLoader
+            # worker, whose first conversion then waits for it forever; the workers are the parallelism
+            px = frame.to_ndarray(format=fmt, threads=1)
             got.append(px[..., None] if px.ndim == 2 else px)
             if len(got) == len(wanted):
                 break
