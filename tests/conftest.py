@@ -7,11 +7,15 @@ import torch
 # Tests run on few threads and never touch the user's cache.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-# A shell starts a background job (`pytest &`) with SIGINT ignored, and the commands the tests start would inherit
-# that: mmhal then leaves Ctrl-C ignored (as under nohup), and the Ctrl-C tests would see runs that do not stop.
-# The suite's processes get the default disposition wherever the suite is started from.
+# A shell starts a background job (`pytest &`) with SIGINT ignored, `nohup` starts it with SIGHUP ignored, and the
+# commands the tests start would inherit that: mmhal then leaves the signal ignored (as it should), and the tests
+# that stop runs with Ctrl-C or SIGHUP would see runs that do not stop. The suite's processes get the default
+# dispositions wherever the suite is started from.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+for _name in ("SIGTERM", "SIGHUP"):
+    if hasattr(signal, _name) and signal.getsignal(getattr(signal, _name)) is signal.SIG_IGN:
+        signal.signal(getattr(signal, _name), signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
