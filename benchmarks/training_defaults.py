@@ -39,7 +39,28 @@ VARIANTS = {
     "steps500-wd": ["train.min_steps=500", "train.weight_decay=5e-2"],
     "steps500-ema-drop": ["train.min_steps=500", "train.ema=0.99", "model.dropout=0.3"],
     "steps500-wd-drop": ["train.min_steps=500", "train.weight_decay=5e-2", "model.dropout=0.3"],
+    "w48": ["model.width=48"],
+    "drop5": ["model.dropout=0.5"],
+    "steps1k-wd5e-1": ["train.min_steps=1000", "train.weight_decay=0.5"],
+    "steps1k-ema-wd-drop": ["train.min_steps=1000", "train.ema=0.99", "train.weight_decay=5e-2", "model.dropout=0.3"],
+    "steps1k-ema-wd-w48-drop5": ["train.min_steps=1000", "train.ema=0.99", "train.weight_decay=5e-2", "model.width=48",
+                                 "model.dropout=0.5"],
+    "lr1e-3": ["train.lr=1e-3"],
+    "w48-steps1k": ["model.width=48", "train.min_steps=1000"],
+    "w24": ["model.width=24"],
+    "sel-acc": ["train.select_on=val_acc"],
+    "steps1k-lr1e-3-ema-wd": ["train.min_steps=1000", "train.lr=1e-3", "train.ema=0.99", "train.weight_decay=5e-2"],
+    "ls": ["distill.label_smoothing=0.1"],
+    "steps1k-ema-wd-ls": ["train.min_steps=1000", "train.ema=0.99", "train.weight_decay=5e-2",
+                          "distill.label_smoothing=0.1"],
 }
+
+
+#: students not used to choose the vector network's layout, to see whether what was chosen holds beyond the
+#: settings it was chosen on
+SETTINGS = {**SETTINGS, "mfeat-kar": ("mfeat.npz", "kar", []), "mfeat-zer": ("mfeat.npz", "zer", []),
+            "mfeat-pix": ("mfeat.npz", "pix", []), "cellseg-actin": ("cellseg.npz", "actin", []),
+            "cellseg-body": ("cellseg.npz", "body", [])}
 
 
 def train(setting: str, who: str, variant: str, seeds: int, data_dir: Path) -> dict:
@@ -100,6 +121,30 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(before: list[dict], after: list[dict]) -> str:
+    """Each (setting, who) in both record lists, ``after`` against ``before`` paired by seed: validation (the
+    figure that decides) and test means, the validation and test differences with 95 % t-intervals (n - 1 d.f.)
+    and the seeds won, tied and lost on validation."""
+    from mmhal.stats import paired
+
+    old = {(r["setting"], r["who"]): r for r in before if r["variant"] == "base"}
+    lines = ["| setting | who | before val % | after val % | val difference [95 % CI] | W/T/L | test difference "
+             "[95 % CI] |", "|---|---|---|---|---|---|---|"]
+    for r in after:
+        b = old.get((r["setting"], r["who"]))
+        if r["variant"] != "base" or b is None:
+            continue
+        n = min(len(r["val"]), len(b["val"]))
+        pv = paired([100 * x for x in r["val"][:n]], [100 * x for x in b["val"][:n]])
+        pt = paired([100 * x for x in r["test"][:n]], [100 * x for x in b["test"][:n]])
+        ci = lambda p: (f"{p['mean_diff']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]"  # noqa: E731
+                        + ("*" if p["significant"] else ""))
+        lines.append(f"| {r['setting']} | {r['who']} | {100 * np.mean(b['val'][:n]):.2f} | "
+                     f"{100 * np.mean(r['val'][:n]):.2f} | {ci(pv)} | {pv['wins']}/{pv['ties']}/{pv['losses']} | "
+                     f"{ci(pt)} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="a .jsonl file (appended to)")
@@ -109,9 +154,15 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--data-dir", default="data")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--paired", metavar="BEFORE", help="print OUT's base records against those of the .jsonl file "
+                    "BEFORE (written by the code before a change), paired by seed, and train nothing")
     a = ap.parse_args()
     out = Path(a.out)
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    if a.paired:
+        before = [json.loads(line) for line in Path(a.paired).read_text().splitlines()]
+        print(paired_table(before, records))
+        return 0
     if not a.table_only:
         done = {(r["setting"], r["who"], r["variant"]) for r in records}
         for setting in a.settings.split(","):

@@ -97,3 +97,31 @@ def test_the_small_network_takes_dropout_before_its_head():
     net.train()
     torch.manual_seed(0)
     assert not torch.equal(net(x).logits, net.head(net(x).embedding))
+
+
+def test_a_network_of_vectors_only_is_a_wide_shallow_mlp_and_a_vector_beside_a_sequence_keeps_its_stem():
+    """Every modality a vector: per modality Linear(D, 8w)-BN-ReLU, concatenated, Linear(8w M, 8w)-BN-ReLU (f3, f4),
+    model.blocks - 1 residual blocks, the head; no squeeze-excitation (SCIENCE.md §7)."""
+    from torch import nn
+
+    from mmhal.distill.fitnet import f3_channels
+    from mmhal.models.layers import ResBlock
+
+    w = 3
+    spec = {"a": (7,), "b": (5,)}
+    teacher, student = MultimodalNet(spec, ["a", "b"], 4, width=w), MultimodalNet(spec, ["b"], 4, width=w)
+    for net in (teacher, student):
+        assert isinstance(net.se, nn.Identity) and not any(isinstance(m, ResBlock) for m in net.modules())
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        assert [tuple(m.weight.shape) for m in linears] == (
+            [(8 * w, 7), (8 * w, 5), (8 * w, 16 * w), (4, 8 * w)] if net is teacher else [(8 * w, 5), (8 * w, 8 * w), (4, 8 * w)])
+        out = net.eval()({"a": torch.randn(6, 7), "b": torch.randn(6, 5)})
+        assert [tuple(f.shape) for f in out.features] == [(6, 8 * w), (6, 8 * w)] and tuple(out.logits.shape) == (6, 4)
+        assert f3_channels(net) == 8 * w  # FitNet's regressor finds the width
+    deeper = MultimodalNet(spec, ["b"], 4, width=w, blocks=3)
+    assert sum(isinstance(m, ResBlock) for m in deeper.stage4) == 2
+    # a vector beside a sequence: the trunk is 1-D and the vector keeps the residual stem of width 2w
+    mixed = MultimodalNet({"v": (7,), "s": (2, 40)}, ["v", "s"], 4, width=w)
+    assert any(isinstance(m, ResBlock) for m in mixed.stems["v"].modules())
+    assert not isinstance(mixed.se, nn.Identity)
+    assert mixed({"v": torch.randn(2, 7), "s": torch.randn(2, 2, 40)}).logits.shape == (2, 4)

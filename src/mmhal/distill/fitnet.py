@@ -62,6 +62,8 @@ def f3_channels(net: nn.Module) -> int:
     members = getattr(net, "members", None)
     if members is not None and len(members):
         return f3_channels(next(iter(members.values())))
+    if hasattr(net, "feature_channels"):  # the small network states them (its MLP for vectors has no stage3 layer)
+        return net.feature_channels[0]
     stage = getattr(net, "stage3", None) or getattr(net, "layer3", None)
     norms = [m for m in stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if stage is not None else []
     if not norms:

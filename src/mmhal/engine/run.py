@@ -231,7 +231,9 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
     augment = describe_augment(cfg.data.augment)  # what the teacher's batches looked like (nothing when off)
     return stable_hash(
         {
-            "v": "teacher-3",  # 3: initialisation and data order from derive_seed(teacher_seed, ..., "teacher")
+            # 3: initialisation and data order from derive_seed(teacher_seed, ..., "teacher"); 4: the small network
+            # of data whose every modality is a vector became a wide MLP (a cached teacher of the old one cannot load)
+            "v": "teacher-4",
             "data": fingerprint,
             "modalities": list(teacher_mods),
             "model": model,

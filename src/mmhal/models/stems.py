@@ -21,13 +21,14 @@ STEMS: Registry[Callable[..., nn.Module]] = Registry("stem")
 
 @STEMS.register("vector")
 class VectorStem(nn.Module):
-    """(B, D) -> (B, 2w): a two-layer MLP."""
+    """(B, D) -> (B, 2w): Linear-BN-ReLU, then a residual block (two more layers); with ``plain``, the first
+    layer alone (the stem of a network whose every modality is a vector, ``MultimodalNet``)."""
 
-    def __init__(self, shape: tuple[int, ...], width: int, blocks: int = 1):
+    def __init__(self, shape: tuple[int, ...], width: int, blocks: int = 1, plain: bool = False):
         super().__init__()
         c = 2 * width
         self.net = nn.Sequential(
-            nn.Linear(shape[0], c), nn.BatchNorm1d(c), nn.ReLU(inplace=True), ResBlock(0, c, c)
+            nn.Linear(shape[0], c), nn.BatchNorm1d(c), nn.ReLU(inplace=True), *([] if plain else [ResBlock(0, c, c)])
         )
 
     @staticmethod
