@@ -191,3 +191,37 @@ def test_default_backbone_is_the_small_network_unchanged():
     x = {m: torch.randn(2, *s) for m, s in spec.items()}
     built.eval(), direct.eval()
     torch.testing.assert_close(built(x).logits, direct(x).logits)
+
+
+def test_the_tmm_face_backbone_is_the_authors_face_network():
+    """FAITHFULNESS_AUDIT 1.1: one SE per stem after layer2 and none in the blocks, a 3x3 first convolution, the
+    concatenated stems straight into layer3, dropout on the logits; the authors' RGB student measured 11,172,042
+    parameters, layer3 7x7 and layer4 4x4 at 112x112."""
+    from torch import nn as _nn
+
+    from mmhal.config import ModelConfig
+    from mmhal.errors import UserError
+    from mmhal.models.layers import SqueezeExcite
+    from mmhal.models.network import build_network
+
+    spec = {"rgb": (3, 112, 112), "depth": (1, 112, 112), "ir": (1, 112, 112)}
+    cfg = ModelConfig(backbone="tmm-face", dropout=0.5)
+    student, teacher = build_network(spec, ["rgb"], 2, cfg), build_network(spec, ["rgb", "depth", "ir"], 2, cfg)
+    assert sum(p.numel() for p in student.parameters()) == 11_172_042
+    for net, m in ((student, 1), (teacher, 3)):
+        ses = [n for n, mod in net.named_modules() if isinstance(mod, SqueezeExcite)]
+        assert ses == [f"stems.{k}.se" for k in net.modalities]
+        assert all(net.stems[k].conv1.kernel_size == (3, 3) for k in net.modalities)
+        assert net.layer3[0].conv1.in_channels == 128 * m
+        assert not any(isinstance(mod, _nn.Dropout) for mod in net.modules())  # dropout is on the logits
+    x = {k: torch.randn(4, *s) for k, s in spec.items()}
+    out = student.eval()(x)
+    assert [tuple(f.shape[1:]) for f in out.features] == [(256, 7, 7), (512, 4, 4)]
+    assert torch.allclose(out.logits, student.head(out.embedding))
+    torch.manual_seed(0)
+    train_out = student.train()(x)
+    zeros = train_out.logits == 0
+    assert zeros.any() and not (train_out.embedding == 0).all(dim=1).any()  # logits dropped, not the feature
+    assert torch.allclose(train_out.logits[~zeros], 2 * student.head(train_out.embedding)[~zeros], atol=1e-5)
+    with pytest.raises(UserError, match="do not apply to model.backbone=tmm-face"):
+        build_network(spec, ["rgb"], 2, ModelConfig(backbone="tmm-face", se=True))

@@ -226,10 +226,12 @@ class ModelConfig:
     se_reduction: int = 4  # squeeze-excitation reduction ratio in the fusion layer
     # small (MultimodalNet, any input kind; width/blocks apply) | resnet18 (torchvision ResNet-18 stems
     # conv1..layer2 per modality and trunk layer3/layer4, images only; models/resnet.py) | r3d18 | r2plus1d18
-    # (torchvision's 3D video networks, the same split, clips (C, T, H, W) only, time kept; models/video.py)
+    # (torchvision's 3D video networks, the same split, clips (C, T, H, W) only, time kept; models/video.py) |
+    # tmm-face (the authors' face network: one SE per stem after layer2, 3x3 conv1, dropout on the logits;
+    # images only; models/tmm_face.py)
     backbone: str = "small"
     se: bool = False  # resnet18: squeeze-excitation (reduction 16) in every residual block (ResNet-18-SE)
-    dropout: float = 0.0  # dropout before the head, in [0, 1) (every backbone)
+    dropout: float = 0.0  # dropout before the head, in [0, 1) (every backbone; tmm-face: on the logits)
     # resnet18: a LOCAL torchvision resnet18 ImageNet state dict (e.g. resnet18-f37072fd.pth); nothing is
     # downloaded. Stems get conv1 (summed over RGB for 1 channel)..layer2, the trunk layer3/layer4; fc is not loaded.
     weights: str = ""

@@ -265,6 +265,15 @@ def _resnet18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
     return build_resnet18(spec, modalities, num_classes, model_cfg)
 
 
+@BACKBONES.register("tmm-face")
+def _tmm_face(spec, modalities, num_classes, model_cfg) -> NetworkBase:
+    """The authors' face network: ResNet-18 stems with one SE after layer2, 3x3 conv1, dropout on the logits
+    (``models.tmm_face``)."""
+    from .tmm_face import build_tmm_face
+
+    return build_tmm_face(spec, modalities, num_classes, model_cfg)
+
+
 @BACKBONES.register("r3d18")
 def _r3d18(spec, modalities, num_classes, model_cfg) -> NetworkBase:
     """torchvision R3D-18 stems and trunk for clips, time kept (``models.video``; torchvision is imported there)."""
