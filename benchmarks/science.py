@@ -41,6 +41,14 @@ VARIANTS = {
     "init-epochs24": ["distill.init_from_teacher=true", "--epochs", "24"],
     "ema": ["train.ema=0.99"],
     "init-ema": ["distill.init_from_teacher=true", "train.ema=0.99"],
+    # issue 20: DAD as the abstract describes it (inter-sample distances, RKD-normalised) instead of the authors'
+    # similarities; on the trunk maps or on the pooled embedding; RAD weighted uniformly instead of by confidence
+    "dist": ["distill.dad_relation=distance", "distill.dad_lambda=25"],
+    "dist-emb": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.dad_features=embedding"],
+    "dist-uniform": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.rad_weighting=uniform"],
+    "dist-emb-uniform": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.dad_features=embedding",
+                         "distill.rad_weighting=uniform"],
+    "dist-local": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.dad_variant=local"],
 }
 PLANS = {
     "screen": {"settings": list(SETTINGS), "variants": ["base", "init", "teacher30", "init-teacher30"], "seeds": 3},

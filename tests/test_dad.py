@@ -58,3 +58,53 @@ def test_dad_gradient_reaches_student_features_only():
     sp_loss(fs, ft).backward()
     assert fs.grad is not None and fs.grad.abs().sum() > 0
     assert ft.grad is None
+
+
+# DAD with distill.dad_relation=distance: inter-sample distances over their mean, Huber_1 (issue 20).
+# Three samples on a line, worked by hand: student 0, 1, 3 (distances 1, 3, 2; mean off the diagonal 2), teacher
+# 0, 2, 3 (distances 2, 3, 1; mean 2): psi_s - psi_t is -0.5 at (0, 1), 0 at (0, 2), +0.5 at (1, 2) and their
+# mirrors, each Huber_1(0.5) = 0.125: batch = 4 * 0.125 / 9; local, k = 1 (the teacher's nearest neighbour of 0
+# is 1, of 1 is 2, of 2 is 1): the entries (0, 1), (1, 2), (2, 1), all 0.125.
+_S = torch.tensor([[0.0], [1.0], [3.0]])
+_T = torch.tensor([[0.0], [2.0], [3.0]])
+
+
+def test_dad_distance_relation_equals_the_hand_computed_values():
+    from mmhal.distill.dad import distance_loss
+
+    assert distance_loss(_S, _T, "batch").item() == pytest.approx(0.5 / 9, abs=1e-7)
+    assert distance_loss(_S, _T, "local", k=1).item() == pytest.approx(0.125, abs=1e-7)
+    assert distance_loss(_S * 4.0, _T, "batch").item() == pytest.approx(0.5 / 9, abs=1e-7)  # scale-free
+    assert distance_loss(_S, _T, "batch").item() != pytest.approx(sp_loss(_S, _T, "batch").item())
+
+
+def test_dad_distance_on_the_embedding_is_rkds_distance_term_and_the_settings_reach_the_loss():
+    from types import SimpleNamespace
+
+    from mmhal.distill.dad import dad_term
+    from mmhal.distill.rkd import rkd_losses
+
+    torch.manual_seed(0)
+    emb_s, emb_t = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4)
+    f_s, f_t = [torch.randn(6, 3, 2), torch.randn(6, 5)], [torch.randn(6, 3, 2), torch.randn(6, 5)]
+    out, t_out = SimpleNamespace(features=f_s, embedding=emb_s), SimpleNamespace(features=f_t, embedding=emb_t)
+    cfg = SimpleNamespace(dad_lambda=7.0, dad_variant="batch", dad_k=2, dad_global="false", dad_relation="distance",
+                          dad_features="embedding")
+    assert dad_term(cfg, out, t_out).item() == pytest.approx(7.0 * rkd_losses(emb_s, emb_t, angle=False)[0].item(),
+                                                             rel=1e-6)
+    cfg.dad_features = "trunk"  # both depths of the trunk, summed
+    assert dad_term(cfg, out, t_out).item() == pytest.approx(
+        7.0 * (rkd_losses(f_s[0].flatten(1), f_t[0].flatten(1), angle=False)[0]
+               + rkd_losses(f_s[1], f_t[1], angle=False)[0]).item(), rel=1e-6)
+    cfg.dad_relation = "similarity"
+    assert dad_term(cfg, out, t_out).item() == pytest.approx(7.0 * (sp_loss(f_s[0], f_t[0]) + sp_loss(f_s[1], f_t[1])).item(),
+                                                             rel=1e-6)
+
+
+@pytest.mark.parametrize("key", ["dad_relation", "dad_features"])
+def test_an_unknown_dad_relation_or_feature_choice_is_one_sentence(key):
+    from mmhal.config import load_config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match=f"distill.{key} must be"):
+        load_config(None, [f"distill.{key}=cosine"])

@@ -258,6 +258,30 @@ def test_dad_sums_its_two_depths():
     assert abs(sp(f3s, f3t) - sp(f4s, f4t)) > 1e-3  # the two depths differ: a mean or one depth would not pass
 
 
+def test_the_authors_action_dad_is_sp_on_the_pooled_feature_against_the_mean_of_the_two_stream_teachers():
+    """distill.dad_features=embedding with model.teacher_fusion=late (one network per modality, the authors' action
+    teacher): SP between the student's pooled feature and the mean of the members' pooled features, nothing else."""
+    from mmhal.distill.dad import dad_term, sp_loss
+    from mmhal.models import MultimodalNet
+    from mmhal.models.video import LateFusionNet
+
+    torch.manual_seed(0)
+    spec = {"rgb": (2, 16), "depth": (1, 16)}
+    teacher = LateFusionNet({m: MultimodalNet(spec, [m], 3, width=2) for m in spec}).eval()
+    student = MultimodalNet(spec, ["rgb"], 3, width=2).eval()
+    x = {"rgb": torch.randn(5, 2, 16), "depth": torch.randn(5, 1, 16)}
+    out, t_out = student(x), teacher(x)
+    mean_emb = (teacher.members["rgb"](x).embedding + teacher.members["depth"](x).embedding) / 2
+    cfg = DistillConfig(dad_lambda=3.0, dad_features="embedding")
+    got = dad_term(cfg, out, t_out).item()
+    assert got == pytest.approx(3.0 * sp_loss(out.embedding, mean_emb).item(), rel=1e-6)
+    # by hand on the pooled features: row-normalised Gram matrices, mean squared difference over the 25 pairs
+    gs, gt = out.embedding @ out.embedding.t(), mean_emb @ mean_emb.t()
+    gs, gt = gs / gs.norm(dim=1, keepdim=True), gt / gt.norm(dim=1, keepdim=True)
+    assert got == pytest.approx(3.0 * ((gs - gt) ** 2).sum().item() / 25, rel=1e-5)
+    assert got != pytest.approx(dad_term(DistillConfig(dad_lambda=3.0), out, t_out).item())  # not the trunk maps
+
+
 # ----------------------------------------------------------------------------- RAD's pyramid as the authors' code
 def _adaptive_mean(grid, out):
     """Adaptive average pooling of a 2-D list ``grid`` to ``out`` x ``out`` by hand: bin i spans

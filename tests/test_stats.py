@@ -103,6 +103,38 @@ def test_the_recommendation_chooses_by_validation_only_never_by_test():
     assert "deploy 'kd'" in recommendation_line(rec)
 
 
+def test_the_significant_rule_deploys_only_a_clear_validation_gain_and_best_takes_the_highest_mean():
+    # unimodal 0.6 on every seed; mmh +0.3, +0.0, +0.3 (mean 0.2; sd 0.173, half-width 4.30 * 0.173 / sqrt(3) =
+    # 0.43: not significant); kd +0.1 on every seed (no spread: significant); rad +0.2, +0.2, +0.1 (mean 0.167, sd
+    # 0.0577, half-width 0.143: significant, above kd, below mmh)
+    val = {"unimodal": [0.6, 0.6, 0.6], "mmh": [0.9, 0.6, 0.9], "kd": [0.7, 0.7, 0.7], "rad": [0.8, 0.8, 0.7]}
+    test = {n: [0.5, 0.5, 0.5] for n in val}
+    res = _report(val, test)
+    assert recommend(res, "best")["method"] == "mmh" and "passed_over" not in recommend(res, "best")
+    rec = recommend(res)  # significant is the default
+    assert rec["method"] == "rad" and rec["rule"] == "significant"
+    assert rec["vs_unimodal_val"]["mean_diff"] == pytest.approx(0.5 / 3) and rec["vs_unimodal_val"]["significant"]
+    assert rec["passed_over"]["method"] == "mmh" and rec["passed_over"]["vs_unimodal_val"]["mean_diff"] == pytest.approx(0.2)
+    del val["rad"], test["rad"]
+    assert recommend(_report(val, test))["method"] == "kd"
+    del val["kd"], test["kd"]
+    rec = recommend(_report(val, test))
+    assert rec["method"] == "unimodal" and rec["vs_unimodal_val"] is None
+    line = recommendation_line(rec)
+    assert "deploy 'unimodal'" in line and "'mmh', is not significantly better (+20.00 points, 95 % CI [" in line
+    # without a unimodal student there is nothing to be significant against: the highest mean
+    del val["unimodal"], test["unimodal"]
+    assert recommend(_report({"mmh": [0.9, 0.6, 0.9], "kd": [0.7, 0.7, 0.7]}, {"mmh": [0.5] * 3, "kd": [0.5] * 3}))["method"] == "mmh"
+
+
+def test_an_unknown_recommendation_rule_is_one_sentence():
+    from mmhal.config import load_config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match="recommend must be significant or best"):
+        load_config(None, ["recommend=mean"])
+
+
 def test_the_recommendation_is_unimodal_when_no_distilled_student_is_better_on_validation():
     val = {"unimodal": [0.8, 0.8, 0.8], "kd": [0.8, 0.8, 0.8], "mmh": [0.7, 0.8, 0.7]}
     test = {"unimodal": [0.5, 0.5, 0.5], "kd": [0.9, 0.9, 0.9], "mmh": [0.9, 0.9, 0.9]}

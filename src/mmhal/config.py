@@ -359,6 +359,11 @@ class DistillConfig:
     dad_lambda: float = 100.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
+    # similarity (the authors': row-normalised Gram matrices, SP) | distance (pairwise distances over their mean,
+    # Huber, as RKD's distance term) (distill/dad.py)
+    dad_relation: str = "similarity"
+    # trunk (f3 and f4, the authors' face code) | embedding (the pooled f4, the authors' action code)
+    dad_features: str = "trunk"
     # Under torchrun: DAD, and the batch-relational baselines SP, PKT and RKD, over the global batch (features
     # gathered from every rank) | false: per-rank shard | auto: true when the job has more than one process
     # (docs/scaling.md). No effect in one process.
@@ -389,10 +394,15 @@ class RunConfig:
     pad: PadConfig = field(default_factory=PadConfig)
     teacher: Optional[list[str]] = None  # teacher modalities; None = every modality in the data
     student: list[str] = field(default_factory=lambda: ["gyro"])
-    # The default compares the baseline, classic KD and MMH on 5 independent seeds (t = 2.78 instead of 4.30
-    # for 3); `--methods all` adds RAD, DAD and both ensembles.
-    methods: list[str] = field(default_factory=lambda: ["unimodal", "kd", "mmh"])
+    # The default compares the baseline, classic KD, RKD (the method that pays off most often,
+    # benchmarks/SCIENCE.md §8) and MMH on 5 independent seeds (t = 2.78 instead of 4.30 for 3); `--methods all`
+    # adds every other method and the ensembles.
+    methods: list[str] = field(default_factory=lambda: ["unimodal", "kd", "rkd", "mmh"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    # How the run picks the network to deploy, on validation only (engine.results.recommend): significant = the
+    # best distilled single-network student whose validation gain over unimodal is significant (its 95 %
+    # t-interval above 0), else unimodal | best = the highest mean validation accuracy, however small the gain
+    recommend: str = "significant"
     teacher_seed: int = 0
     # A trained teacher to distil instead of the cached one: the models/teacher.pt of an earlier run
     # (same data and modalities, same model settings). Empty: the cache (trained there when missing).
@@ -971,6 +981,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(
             f"distill.rad_weighting must be uniform, attention, confidence or authors, got '{cfg.distill.rad_weighting}'"
         )
+    for key, allowed in (("dad_relation", ("similarity", "distance")), ("dad_features", ("trunk", "embedding"))):
+        if getattr(cfg.distill, key) not in allowed:
+            raise UserError(f"distill.{key} must be {' or '.join(allowed)}, got '{getattr(cfg.distill, key)}'")
+    if cfg.recommend not in ("significant", "best"):
+        raise UserError(f"recommend must be significant or best, got '{cfg.recommend}'")
     if cfg.distill.dad_variant not in ("batch", "local"):
         raise UserError(f"distill.dad_variant must be 'batch' or 'local', got '{cfg.distill.dad_variant}'")
     dg = cfg.distill.dad_global

@@ -57,6 +57,29 @@ def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", 
     raise ValueError(f"unknown DAD variant '{variant}'")
 
 
+def distance_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", k: int = 8) -> torch.Tensor:
+    """Distance-preserving loss between student and teacher features of one depth: Huber_1(psi^s_ij - psi^t_ij)
+    with psi the pairwise Euclidean distances of the flattened features divided by their mean off the diagonal
+    (RKD's distance potential, ``distill.rkd``), averaged over the B^2 entries (``batch``; on pooled embeddings
+    this is RKD's distance term L_D) or over the teacher's k nearest neighbours of each sample (``local``)."""
+    from .rkd import _distance_potential  # rkd imports this module
+
+    with full_precision(s_feat):
+        psi_s = _distance_potential(s_feat.float().flatten(1))
+        psi_t = _distance_potential(t_feat.detach().float().flatten(1))
+        h = F.smooth_l1_loss(psi_s, psi_t, reduction="none", beta=1.0)
+    if variant == "batch":
+        return h.mean()
+    if variant == "local":
+        mask = knn_mask(t_feat.detach(), k)
+        return (h * mask).sum() / mask.sum()
+    raise ValueError(f"unknown DAD variant '{variant}'")
+
+
+#: distill.dad_relation -> the loss of one depth
+RELATIONS = {"similarity": sp_loss, "distance": distance_loss}
+
+
 def global_batch(cfg) -> bool:
     """Whether DAD and the other batch-relational losses (SP, PKT, RKD) gather the features of every rank
     (``cfg.dad_global``: auto | true | false)."""
@@ -73,17 +96,27 @@ def relational_pair(cfg, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor
     return collective.all_gather_rows(s), collective.all_gather_rows(t.detach())
 
 
-def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool = False) -> torch.Tensor:
-    """Sum of ``sp_loss`` over the paired depths; with ``gather``, over the global batch of all ranks."""
+def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool = False,
+             relation: str = "similarity") -> torch.Tensor:
+    """Sum over the paired depths of the ``relation``'s loss (``sp_loss`` or ``distance_loss``); with ``gather``,
+    over the global batch of all ranks."""
     if gather:
         s_feats = [collective.all_gather_rows(s) for s in s_feats]
         t_feats = [collective.all_gather_rows(t.detach()) for t in t_feats]
-    return sum(sp_loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
+    loss = RELATIONS[relation]
+    return sum(loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
+
+
+def dad_features(cfg, out) -> list:
+    """What DAD compares of a network output: its trunk maps [f3, f4] (``distill.dad_features=trunk``) or its
+    pooled embedding alone (``embedding``)."""
+    return [out.embedding] if getattr(cfg, "dad_features", "trunk") == "embedding" else out.features
 
 
 def dad_term(cfg, out, t_out) -> torch.Tensor:
     """lambda_DAD * L_DAD of a student output ``out`` against the teacher's ``t_out``, as ``cfg`` says."""
-    return cfg.dad_lambda * dad_loss(out.features, t_out.features, cfg.dad_variant, cfg.dad_k, global_batch(cfg))
+    return cfg.dad_lambda * dad_loss(dad_features(cfg, out), dad_features(cfg, t_out), cfg.dad_variant, cfg.dad_k,
+                                     global_batch(cfg), getattr(cfg, "dad_relation", "similarity"))
 
 
 @register_method("dad")

@@ -639,9 +639,22 @@ def decision_html(results: dict, run: artifacts.RunFolder) -> str:
         vs = rec.get("vs_unimodal_val")
         held_out = (f"the {_esc(split)} split played no part" if split != "val" else
                     "there is no separate test split, so the figures below are on this same split and optimistic")
-        why = (f"Chosen on the <b>validation split only</b> ({held_out}): the highest mean validation accuracy among "
-               f"single-network students, {_pct(rec['val_accuracy'])} % over {len(seeds)} seed(s)")
-        if UNIMODAL not in res:
+        over = rec.get("passed_over")
+        if rec.get("rule", "best") == "significant" and UNIMODAL in res:
+            rule = ("the distilled single-network student with the highest mean validation accuracy among those whose "
+                    "gain over unimodal is significant, else unimodal")
+        else:
+            rule = "the highest mean validation accuracy among single-network students"
+        why = (f"Chosen on the <b>validation split only</b> ({held_out}) by the rule: {rule}; "
+               f"{_pct(rec['val_accuracy'])} % over {len(seeds)} seed(s)")
+        if over is not None:
+            ov = over["vs_unimodal_val"]
+            gain = (f"{_pts(ov['mean_diff'])} points on one seed, with no interval" if ov.get("ci95") is None else
+                    f"{_pts(ov['mean_diff'])} points, 95 % interval {_ci(ov['ci95'])}")
+            why += (f". The best on validation, <b>{_esc(over['method'])}</b>, was {gain} over unimodal: <b>not "
+                    "significant</b>, within seed noise, so the plain student, which needs no teacher, is deployed "
+                    "(<code>recommend=best</code> would take it).")
+        elif UNIMODAL not in res:
             why += (". This run trained no unimodal student, so there is no baseline to tell whether distillation "
                     "helped: add unimodal to --methods.")
         elif m == UNIMODAL:

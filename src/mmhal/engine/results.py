@@ -331,19 +331,39 @@ def add_comparisons(results: dict) -> None:
             r["acer_vs_unimodal"] = stats.paired(acer, uni_acer)
 
 
-def recommend(results: dict) -> Optional[dict]:
-    """What to deploy, chosen on the validation split alone: the single-network method with the highest
-    mean validation accuracy (unimodal wins ties: it needs no teacher), with its paired validation
-    difference against unimodal. Ensembles cost two networks and are not recommended here."""
+#: recommend's rules (``recommend`` in the configuration)
+RULES = ("significant", "best")
+
+
+def recommend(results: dict, rule: str = "significant") -> Optional[dict]:
+    """What to deploy, chosen on the validation split alone, among single-network students (ensembles cost two
+    networks and are not recommended here), with the chosen one's paired validation difference against unimodal.
+
+    ``best``: the highest mean validation accuracy (unimodal wins ties: it needs no teacher). ``significant``:
+    the same among the distilled students whose validation gain over unimodal is significant (95 % t-interval
+    above 0), else unimodal; ``passed_over`` then names the best on validation when it was not chosen, with its
+    difference. Without a unimodal student both rules are ``best``."""
     single = [n for n, r in results.items() if n != TEACHER and r.get("networks", 1) == 1]
     if not single:
         return None
+    if rule not in RULES:
+        raise ValueError(f"unknown recommendation rule '{rule}'")
     order = sorted(single, key=lambda n: (-results[n]["val_accuracy"]["mean"], n != UNIMODAL))
+
+    def vs_unimodal(name):
+        if UNIMODAL not in results or name == UNIMODAL:
+            return None
+        return stats.paired(results[name]["val_accuracy"]["per_seed"], results[UNIMODAL]["val_accuracy"]["per_seed"])
+
     best = order[0]
-    rec = {"method": best, "val_accuracy": results[best]["val_accuracy"]["mean"], "vs_unimodal_val": None}
-    if UNIMODAL in results and best != UNIMODAL:
-        rec["vs_unimodal_val"] = stats.paired(results[best]["val_accuracy"]["per_seed"],
-                                              results[UNIMODAL]["val_accuracy"]["per_seed"])
+    if rule == "significant" and UNIMODAL in results:
+        clear = [n for n in order if n == UNIMODAL or (lambda v: v["significant"] and v["mean_diff"] > 0)(vs_unimodal(n))]
+        best = clear[0]
+    rec = {"method": best, "val_accuracy": results[best]["val_accuracy"]["mean"], "vs_unimodal_val": vs_unimodal(best),
+           "rule": rule}
+    if order[0] != best:
+        rec["passed_over"] = {"method": order[0], "val_accuracy": results[order[0]]["val_accuracy"]["mean"],
+                              "vs_unimodal_val": vs_unimodal(order[0])}
     return rec
 
 
@@ -452,6 +472,13 @@ def _network_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
         return "recommendation: none (no single-network student was trained)"
     head = f"recommendation (validation only): deploy '{rec['method']}' (val acc {100 * rec['val_accuracy']:.2f} %"
     vs = rec["vs_unimodal_val"]
+    over = rec.get("passed_over")
+    if over is not None:  # the rule "significant" kept unimodal
+        ov = over["vs_unimodal_val"]
+        gain = (f"{_pct(ov['mean_diff'])} points on 1 seed: no interval" if ov["ci95"] is None else
+                f"{_pct(ov['mean_diff'])} points, 95 % CI [{_pct(ov['ci95'][0])}, {_pct(ov['ci95'][1])}]")
+        return (head + f"; the best on validation, '{over['method']}', is not significantly better ({gain}), and a "
+                "distilled student is deployed only when its validation gain is significant)")
     if vs is None:
         if rec["method"] == "unimodal":
             return head + "; no distilled student beats it on validation)"

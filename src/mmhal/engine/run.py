@@ -687,7 +687,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
         if standard["rows"]:
             log(f"standard learners: {len(standard['rows'])} fitted in {standard['seconds']:.1f} s")
         add_learner_comparisons(standard, results)
-    recommendation = recommend(results)
+    recommendation = recommend(results, cfg.recommend)
     if recommendation is not None and standard is not None:
         advice = learner_advice(standard, recommendation, results)
         if advice is not None:
