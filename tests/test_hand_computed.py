@@ -252,7 +252,7 @@ def test_dad_sums_its_two_depths():
     f4s, f4t = [[1.0, 0.0, 1.0], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0]], [[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [1.0, 0.0, 1.0]]
     out = NetOutput(torch.zeros(3, 2), [torch.tensor(f3s).view(3, 2, 1), torch.tensor(f4s).view(3, 3, 1)], torch.zeros(3, 1))
     t_out = NetOutput(torch.zeros(3, 2), [torch.tensor(f3t).view(3, 2, 1), torch.tensor(f4t).view(3, 3, 1)], torch.zeros(3, 1))
-    cfg = DistillConfig(dad_lambda=7.0)
+    cfg = DistillConfig(dad_lambda=7.0, dad_relation="similarity", dad_features="trunk")  # the authors' DAD
     got = dad_term(cfg, out, t_out).item()
     assert got == pytest.approx(7.0 * (sp(f3s, f3t) + sp(f4s, f4t)), rel=1e-5)
     assert abs(sp(f3s, f3t) - sp(f4s, f4t)) > 1e-3  # the two depths differ: a mean or one depth would not pass
@@ -272,14 +272,15 @@ def test_the_authors_action_dad_is_sp_on_the_pooled_feature_against_the_mean_of_
     x = {"rgb": torch.randn(5, 2, 16), "depth": torch.randn(5, 1, 16)}
     out, t_out = student(x), teacher(x)
     mean_emb = (teacher.members["rgb"](x).embedding + teacher.members["depth"](x).embedding) / 2
-    cfg = DistillConfig(dad_lambda=3.0, dad_features="embedding")
+    cfg = DistillConfig(dad_lambda=3.0, dad_relation="similarity", dad_features="embedding")
     got = dad_term(cfg, out, t_out).item()
     assert got == pytest.approx(3.0 * sp_loss(out.embedding, mean_emb).item(), rel=1e-6)
     # by hand on the pooled features: row-normalised Gram matrices, mean squared difference over the 25 pairs
     gs, gt = out.embedding @ out.embedding.t(), mean_emb @ mean_emb.t()
     gs, gt = gs / gs.norm(dim=1, keepdim=True), gt / gt.norm(dim=1, keepdim=True)
     assert got == pytest.approx(3.0 * ((gs - gt) ** 2).sum().item() / 25, rel=1e-5)
-    assert got != pytest.approx(dad_term(DistillConfig(dad_lambda=3.0), out, t_out).item())  # not the trunk maps
+    trunk = DistillConfig(dad_lambda=3.0, dad_relation="similarity", dad_features="trunk")
+    assert got != pytest.approx(dad_term(trunk, out, t_out).item())  # not the trunk maps
 
 
 # ----------------------------------------------------------------------------- RAD's pyramid as the authors' code

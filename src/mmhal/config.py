@@ -345,7 +345,9 @@ class DistillConfig:
     temperature: float = 2.0  # T for KD and RAD
     kd_alpha: float = 0.5  # KD: (1 - alpha) * CE + alpha * T^2 KL (0.5: the same 1:1 weight as RAD at lambda 1)
     rad_lambda: float = 1.0
-    rad_weighting: str = "confidence"  # uniform | attention | confidence | authors (distill/rad.py)
+    # uniform | attention | confidence | authors (distill/rad.py); uniform: chosen for the default mmh on validation
+    # over five settings (benchmarks/SCIENCE.md §8; confidence before)
+    rad_weighting: str = "uniform"
     rad_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # pyramid grid sizes per axis
     # map | finest: coarse levels pooled from the feature map, or from the finest level's pooled map (the authors'
     # code: 2x2 and 1x1 from the 4x4 map; FAITHFULNESS_AUDIT 1.2-1.3)
@@ -356,14 +358,16 @@ class DistillConfig:
     # true reproduces a DEFECT of the authors' face code: with rad_weighting=authors the region losses are detached
     # before the attention (their torch.tensor(loss_list)), so the student gets no RAD gradient, only W_q and W_k do
     rad_reproduce_detach_defect: bool = False
-    dad_lambda: float = 100.0
+    # The default mmh's DAD (benchmarks/SCIENCE.md §8, chosen on validation over five settings): inter-sample
+    # distances of the pooled feature, weight 25 (RKD's distance weight); the authors': similarity, trunk, 100.
+    dad_lambda: float = 25.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
     # similarity (the authors': row-normalised Gram matrices, SP) | distance (pairwise distances over their mean,
     # Huber, as RKD's distance term) (distill/dad.py)
-    dad_relation: str = "similarity"
+    dad_relation: str = "distance"
     # trunk (f3 and f4, the authors' face code) | embedding (the pooled f4, the authors' action code)
-    dad_features: str = "trunk"
+    dad_features: str = "embedding"
     # Under torchrun: DAD, and the batch-relational baselines SP, PKT and RKD, over the global batch (features
     # gathered from every rank) | false: per-rank shard | auto: true when the job has more than one process
     # (docs/scaling.md). No effect in one process.

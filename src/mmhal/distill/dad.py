@@ -1,8 +1,11 @@
 """Discrepancy-aware distillation (DAD): match the teacher's inter-sample structure.
 
-Similarity-preserving loss (Tung & Mori 2019) on trunk features at two depths (f3, f4). For one
-depth with features f (B x D, flattened per sample): G = f f^T, each row of G scaled to unit L2
-norm, and
+``distill.dad_relation=distance`` (the default; ``distance_loss``): the pairwise Euclidean distances over their
+mean, Huber_1 between student and teacher, as RKD's distance term, by default on the pooled feature
+(``distill.dad_features=embedding``). ``similarity`` (the authors' code): the similarity-preserving loss (Tung &
+Mori 2019), on the trunk features at two depths (f3, f4; ``dad_features=trunk``, their face code) or on the pooled
+feature (their action code). For one depth with features f (B x D, flattened per sample): G = f f^T, each row of
+G scaled to unit L2 norm, and
 
     L = mean_{i,j} (G^s_ij - G^t_ij)^2          (``batch``: the whole mini-batch)
     L = sum_{ij} M_ij (G^s_ij - G^t_ij)^2 / sum M   (``local``)
