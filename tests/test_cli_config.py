@@ -92,7 +92,7 @@ def fake_run(folder: Path, finished: bool = True, out: str = "") -> Path:
     from mmhal.engine.run import MARKER
 
     folder.mkdir(parents=True)
-    cfg = load_config(None, [f"out={out or folder}", "data.name=tiny.npz", "student=weak", "seeds=2"])
+    cfg = load_config(None, [f"out={out or folder}", "data.name=tiny.npz", "student=weak", "seeds=[2]"])
     save_config(cfg, folder / "config.yaml")
     (folder / MARKER).write_text("{}")
     if finished:

@@ -43,7 +43,21 @@ def test_optional_list_of_names_takes_commas_a_yaml_list_or_null():
 def test_lists_of_integers():
     assert load_config(None, ["seeds=[0,1]"]).seeds == [0, 1]
     assert load_config(None, ["seeds=3,4"]).seeds == [3, 4]
-    assert load_config(None, ["seeds=5"]).seeds == [5]
+    assert load_config(None, ["seeds=[5]"]).seeds == [5]
+
+
+@pytest.mark.parametrize("where", ["override", "recipe"])
+def test_seeds_as_one_whole_number_is_refused_because_it_could_mean_two_things(where, tmp_path):
+    """--seeds 3 means three seeds; seeds=3 used to mean the one seed numbered 3 (issue 21)."""
+    if where == "override":
+        args = (None, ["seeds=3"])
+    else:
+        (tmp_path / "r.yaml").write_text("seeds: 3\n")
+        args = (str(tmp_path / "r.yaml"), [])
+    with pytest.raises(UserError, match=r"seeds=3 could mean the seed numbered 3 or 3 seeds; write seeds=\[3\] for that "
+                                        r"one seed, or --seeds 3 \(seeds=\[0, 1, 2\]\) for 3 seeds"):
+        load_config(*args)
+    assert load_config(None, ["seeds=1,3"]).seeds == [1, 3]
     assert load_config(None, ["data.hapt_val_subjects=[1, 2]"]).data.hapt_val_subjects == [1, 2]
     assert load_config(None, ["methods=kd,rad", "student=[acc]"]).methods == ["kd", "rad"]
 
@@ -108,7 +122,7 @@ def test_bad_values_are_one_sentence_user_errors(override, words):
 
 def test_recipe_values_are_coerced_too(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("teacher: acc,gyro\nseeds: 4\ntrain:\n  lr: 1e-3\n  precision: 16\ndistill:\n  dad_global: true\n")
+    recipe.write_text("teacher: acc,gyro\nseeds: [4]\ntrain:\n  lr: 1e-3\n  precision: 16\ndistill:\n  dad_global: true\n")
     cfg = load_config(str(recipe))
     assert cfg.teacher == ["acc", "gyro"] and cfg.seeds == [4]
     assert cfg.train.lr == 0.001 and cfg.train.precision == "16" and cfg.distill.dad_global == "true"

@@ -79,9 +79,9 @@ def test_a_yaml_recipe_with_a_key_twice_is_one_sentence_naming_the_key_and_line(
 def test_a_large_seed_is_kept_exactly_and_the_largest_allowed_is_allowed():
     from mmhal.config import load_config
 
-    assert load_config(None, [f"seeds={2**53 + 1}"]).seeds == [2**53 + 1]  # a float would make it 2**53
+    assert load_config(None, [f"seeds=[{2**53 + 1}]"]).seeds == [2**53 + 1]  # a float would make it 2**53
     assert load_config(None, [f"seeds=[{2**53 + 1}, 7]"]).seeds == [2**53 + 1, 7]
-    assert load_config(None, [f"seeds={2**63 - 1}"]).seeds == [2**63 - 1]
+    assert load_config(None, [f"seeds=[{2**63 - 1}]"]).seeds == [2**63 - 1]
     assert load_config(None, ["seeds=[1e3]", "train.epochs=2.0"]).seeds == [1000]
     with pytest.raises(UserError, match="expects an exact integer, got '2e20'"):
         load_config(None, ["seeds=2e20"])

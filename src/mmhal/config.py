@@ -809,6 +809,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     recipe = read_recipe(path) if path else {}
     try:
         for k, v in recipe.items():
+            _refuse_a_number_of_seeds(str(k), v)
             _assign(conf, RunConfig, str(k), v)
     except UserError as exc:
         raise UserError(f"config file '{path}': {exc}") from None
@@ -816,10 +817,26 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         if "=" not in item:
             raise UserError(f"override '{item}' must look like key=value (e.g. train.lr=0.001)")
         key, _, value = item.partition("=")
+        _refuse_a_number_of_seeds(key.strip(), value)
         _assign(conf, RunConfig, key.strip(), _Text(value))
     cfg = _to_object(conf)
     validate(cfg)
     return cfg
+
+
+def _refuse_a_number_of_seeds(key: str, value: Any) -> None:
+    """``seeds`` given one whole number (``seeds=3`` in an override, ``seeds: 3`` in a recipe) could mean the seed
+    numbered 3 or, as ``--seeds 3`` does, three seeds: refused, with both spellings that cannot be mistaken."""
+    if key != "seeds":
+        return
+    text = str(value).strip()
+    if isinstance(value, bool) or not (isinstance(value, int) or text.lstrip("+-").isdigit()):
+        return
+    n = int(text)
+    three = ", ".join(str(i) for i in range(min(max(n, 1), 3))) + (", ..." if n > 3 else "")
+    many = f"{n} seed" + ("s" if n != 1 else "")
+    raise UserError(f"seeds={text} could mean the seed numbered {n} or {many}; write seeds=[{n}] for that one seed, "
+                    f"or --seeds {n} (seeds=[{three}]) for {many}")
 
 
 def _validate_cefa(c: CefaConfig) -> None:
