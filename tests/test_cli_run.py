@@ -198,3 +198,17 @@ def test_resume_refuses_a_teacher_other_than_the_one_the_finished_students_were_
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "is not the one the run in" in err.strip().splitlines()[-1]
+
+
+def test_a_finished_run_keeps_what_it_printed_in_run_log(finished_run):
+    """run.log: a header (time, command), every line the run printed (teacher, each student, the table, the
+    recommendation), no progress-bar redraws (issue 21)."""
+    log = (finished_run / "run.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].startswith("=== ") and lines[0].endswith(f"mmhal run --out {finished_run}")
+    assert any(line.startswith("teacher: ") for line in lines)
+    assert sum(" seed " in line and "acc" in line for line in lines) >= 2  # a line per student
+    assert any(line.startswith("method ") for line in lines)  # the table
+    assert lines[-1].startswith("recommendation (validation only): deploy ")
+    assert "\r" not in log and "\x1b" not in log
+

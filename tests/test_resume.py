@@ -94,6 +94,12 @@ def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path
     assert again.returncode == 0, again.stderr
     assert "resume: 4 of 4 students already finished" in again.stderr
     assert json.loads((out / "results.json").read_text())["results"] == report["results"]
+    # run.log: the killed run's lines, then each resume's, each behind a header; it ends as the terminal did
+    log = (out / "run.log").read_text()
+    headers = [line for line in log.splitlines() if line.startswith("=== ")]
+    assert len(headers) == 3 and headers[0].endswith(f"mmhal run --out {out}") and "--resume" in headers[1]
+    assert "resume: 4 of 4 students already finished" in log
+    assert log.rstrip("\n").splitlines()[-1] == again.stdout.rstrip("\n").splitlines()[-1]
 
 
 BASELINES = ["fitnet", "at", "sp", "pkt", "rkd", "crd", "dkd", "mars", "hallucination"]

@@ -315,11 +315,15 @@ def cmd_run(args) -> int:
         # run() checks --out before it reads the data (engine.run.plan_folder: new, empty or mmhal's own)
         report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume, overwrite=args.overwrite)
         if job.is_main:
-            print(format_table(report))
-            for w in report["warnings"]:
-                print(f"warning: {w}")
-            print(f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)")
-            print(recommendation_line(report["recommendation"], report.get("diverged")))
+            from .engine.outputs import RUN_LOG
+            from .engine.runfolder import RunLog
+
+            lines = [format_table(report), *(f"warning: {w}" for w in report["warnings"]),
+                     f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)",
+                     recommendation_line(report["recommendation"], report.get("diverged"))]
+            for line in lines:
+                print(line)
+            RunLog.append(Path(cfg.out) / RUN_LOG, lines)  # the folder's run.log ends as the terminal did
         failed = nothing_usable(report)  # the same on every rank: every rank exits alike
         if failed:
             if job.is_main:

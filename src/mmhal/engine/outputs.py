@@ -61,7 +61,8 @@ EVALUATION_FILE = "evaluation.pt"
 MARKER = ".mmhal-run"
 LOCK = ".mmhal-lock"  # held (flock) by the process writing a run or tuning folder: runfolder.FolderLock
 #: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
-OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE},
+RUN_LOG = "run.log"  # what a run printed (engine.runfolder.RunLog)
+OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE, RUN_LOG},
              "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
 RUN_DIRS = ("models", "jobs", "checkpoints", "trials")  # a run's (or tuning's) own folders: no other output there
 OWN_TREES = ("report", "predictions", "export")  # where mmhal report, predict and export write in a run by default

@@ -20,6 +20,7 @@ rank 0 alone logs, shows progress and writes the run folder and the teacher cach
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -46,7 +47,8 @@ from .results import (TEACHER, add_learner_comparisons, build_results, diverged_
                       format_table, learner_advice, members, nothing_usable, pad_counts, recommend,
                       recommendation_line, results_csv, teacher_warning)
 from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
-                        out_path, plan_folder, read_marker, sigint_held)
+                        RunLog, out_path, plan_folder, read_marker, sigint_held)
+from .outputs import RUN_LOG
 from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers, train_threads  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
@@ -536,6 +538,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
     folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
+    runlog = RunLog(log)  # what is printed, kept in the folder's run.log once it is made (rank 0's only)
+    log = runlog
     splits: dict = {}
     try:
         try:
@@ -554,6 +558,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
             notes = input_warnings(data, teacher_mods, student_mods, eval_split)
             if main:  # every check of the input has passed: now the folder is made (or adopted)
                 folder.open(log, settings=to_dict(absolute_paths(cfg)))
+                runlog.attach(folder.work / RUN_LOG, f"mmhal run{' --resume' if resume else ''} --out {shlex.quote(str(out))}")
                 for d in ("", "models/", "jobs/", "checkpoints/"):  # half-written files of a killed run
                     for part in folder.work.glob(f"{d}.*.tmp"):
                         part.unlink()
@@ -577,6 +582,7 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
             with sigint_held():  # a Ctrl-C now waits for the swap to end
                 folder.commit(log)
     finally:
+        runlog.close()
         folder.release()  # the folder's lock: another command may write there now
     return report
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .. import __version__
 from ..errors import UserError
@@ -126,6 +126,63 @@ class FolderLock:
 def busy(folder: Path, what: str, who: str) -> str:
     return (f"the {what} in '{folder}' is being written by another mmhal process ({who}); wait until it ends, "
             "or give another --out")
+
+
+class RunLog:
+    """``run.log`` of a run folder: every line the run prints to the terminal (not the progress bars), appended as it
+    is printed, so that the folder keeps its own record; a ``--resume`` appends to it. Lines printed before the
+    folder exists (while the data load) are held and written when ``attach`` names the file. Call it as ``log``."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.pending: list[str] = []
+        self.file = None
+
+    def __call__(self, line: str) -> None:
+        self.echo(line)
+        self.write(line)
+
+    def write(self, line: str) -> None:
+        """Append ``line`` to the file only (what the command prints itself, e.g. the final table)."""
+        if self.file is None:
+            self.pending.append(line)
+            return
+        try:
+            self.file.write(line + "\n")
+            self.file.flush()
+        except OSError:  # a full disk stops the log, never the run (the run's own files say so when they fail)
+            self.close()
+
+    def attach(self, path: Path, command: str) -> None:
+        """Start appending to ``path``: a header line (time and command), then the lines held so far."""
+        try:
+            self.file = open(path, "a", encoding="utf-8", errors="backslashreplace")
+        except OSError:
+            return
+        self.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {command}")
+        held, self.pending = self.pending, []
+        for line in held:
+            self.write(line)
+
+    @staticmethod
+    def append(path: Path, lines: list[str]) -> None:
+        """Append ``lines`` to the run.log at ``path`` (what the command prints after the run: the table, the
+        recommendation); nothing when the folder has none (a distributed rank) or it cannot be written."""
+        if not path.is_file():
+            return
+        try:
+            with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+            self.file = None
 
 
 @dataclass
