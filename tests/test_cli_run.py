@@ -212,3 +212,32 @@ def test_a_finished_run_keeps_what_it_printed_in_run_log(finished_run):
     assert lines[-1].startswith("recommendation (validation only): deploy ")
     assert "\r" not in log and "\x1b" not in log
 
+
+def test_every_student_of_a_finished_run_has_its_per_epoch_metrics_file(finished_run):
+    """metrics/<job>-seed<s>.csv: a row per epoch with the learning rate, seconds, each loss term and the validation
+    figures, equal to the history in the student's model file (issue 21); files like it that mmhal did not write are
+    not its own."""
+    import csv
+
+    import torch
+
+    from pathlib import Path
+
+    from mmhal.engine.outputs import is_own
+
+    models = sorted(p for p in (finished_run / "models").glob("*-seed*.pt"))
+    assert models
+    for model in models:
+        rows = list(csv.DictReader(open(finished_run / "metrics" / (model.stem + ".csv"), encoding="utf-8")))
+        history = torch.load(model, map_location="cpu", weights_only=True)["history"]
+        assert [int(r["epoch"]) for r in rows] == [h["epoch"] for h in history]
+        for r, h in zip(rows, history):
+            assert all(float(r[k]) == pytest.approx(v) for k, v in h.items()), model.name
+            assert float(r["lr"]) > 0 and float(r["seconds"]) >= 0
+        assert is_own(Path("metrics") / (model.stem + ".csv"), "run", finished_run)
+    (finished_run / "metrics" / "kd-seed9.csv").write_text("a,b\n1,2\n")
+    try:
+        assert not is_own(Path("metrics/kd-seed9.csv"), "run", finished_run)  # named like one, not mmhal's
+    finally:
+        (finished_run / "metrics" / "kd-seed9.csv").unlink()
+

@@ -85,6 +85,10 @@ def test_a_killed_run_resumes_and_ends_exactly_as_the_uninterrupted_run(tmp_path
         assert [h["epoch"] for h in got[job]["history"]] == list(range(1, EPOCHS + 1)), job
         assert got[job]["history"] == ck["history"], job
         assert all(torch.equal(got[job]["model"][k], v) for k, v in ck["model"].items()), job
+    for job in want:  # the per-epoch metrics too, but for the seconds each epoch took
+        drop = lambda text: [line.split(",", 3)[:2] + line.split(",", 3)[3:] for line in text.splitlines()]  # noqa: E731
+        got_m, want_m = ((f / "metrics" / job.replace(".pt", ".csv")).read_text() for f in (out, ref))
+        assert drop(got_m) == drop(want_m), job
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").iterdir())
     assert len(list((out / "jobs").glob("*.pt"))) == 4
 

@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import os
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from .. import collective
 from ..errors import TrainingDiverged, UserError
 from ..metrics import accuracy
 from ..models.network import NetOutput, param_groups
-from ..utils import derive_seed
+from ..utils import atomic_write_text, derive_seed
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .loader import EpochBatches, TrainBatches
@@ -311,6 +312,29 @@ def planned_epochs(tcfg, steps_per_epoch: int) -> int:
     return max(int(tcfg.epochs), math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
+METRICS_HEAD = ("epoch", "lr", "seconds")
+
+
+def write_metrics(path: Path, history: list[dict], timeline: list[dict]) -> None:
+    """A student's per-epoch CSV (``metrics/<job>-seed<s>.csv``): ``epoch``, ``lr`` (the learning rate at the
+    epoch's first step), ``seconds`` (its training and validation), the epoch's mean of each loss term
+    (``ce``, ``kd``, ...), ``val_loss``, ``val_acc``; written atomically."""
+    import csv
+    import io
+
+    terms = [k for k in (history[0] if history else {}) if k not in ("epoch", "val_loss", "val_acc")]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*METRICS_HEAD, *terms, "val_loss", "val_acc"])
+    when = {t["epoch"]: t for t in timeline}
+    for rec in history:
+        t = when.get(rec["epoch"], {})
+        w.writerow([rec["epoch"], t.get("lr", ""), t.get("seconds", ""), *(rec.get(k, "") for k in terms),
+                    rec["val_loss"], rec["val_acc"]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+
+
 def fit(
     method,
     train: Split,
@@ -326,6 +350,7 @@ def fit(
     resume: bool = False,
     stream: str = "student",
     network: str = "",
+    metrics: Optional[Path] = None,
 ) -> FitResult:
     """Train ``method.student`` for ``planned_epochs`` epochs (``train.epochs``, more for a small train split under
     ``train.min_steps``), or until ``train.patience`` epochs bring no better one; keep the epoch best on validation.
@@ -344,6 +369,9 @@ def fit(
     A NaN or infinite mean training loss of an epoch, or validation loss, stops the training with a
     ``TrainingDiverged`` (``check_finite``) naming ``network`` (default: ``desc``), that epoch and the likely
     setting; the epoch checkpoint is then left as it was after the last finite epoch.
+
+    With ``metrics`` (a path), a CSV with a row per epoch so far (``write_metrics``: learning rate, seconds, the
+    mean of every loss term, validation loss and accuracy) is rewritten atomically after every epoch (rank 0).
     """
     device = train.device
     channels_last = bool(getattr(tcfg, "channels_last", False))
@@ -367,7 +395,7 @@ def fit(
     total = steps_per_epoch * epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, total, steps_per_epoch))
     step = TrainStep(model, opt, sched, str(getattr(tcfg, "precision", "32")), channels_last, device)
-    start, best_key, best, history = 0, None, None, []
+    start, best_key, best, history, timeline = 0, None, None, [], []
     ckpt = None
     if resume and checkpoint is not None:  # rank 0 reads it, every rank gets it: all agree on where to go on
         ckpt = distributed.main_only(lambda: load_checkpoint(checkpoint))
@@ -384,7 +412,7 @@ def fit(
         if step.scaler is not None and ckpt["scaler"] is not None:
             step.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        start, history = ckpt["epoch"], list(ckpt["history"])
+        start, history, timeline = ckpt["epoch"], list(ckpt["history"]), list(ckpt.get("timeline", []))
         best_key = tuple(ckpt["best"]["key"])
         best = (ckpt["best"]["epoch"], {k: v.to(device) for k, v in ckpt["best"]["state"].items()},
                 {n: {k: v.to(device) for k, v in st.items()} for n, st in ckpt["best"].get("companions", {}).items()})
@@ -401,6 +429,7 @@ def fit(
             # order: a resumed training draws what the uninterrupted one drew, whatever else (a DataLoader's
             # iterator, a validation pass) took numbers from it before.
             torch.manual_seed(derive_seed(seed, "noise", stream, epoch, ctx.rank))
+            t_epoch, lr_epoch = time.perf_counter(), float(opt.param_groups[0]["lr"])
             method.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0
@@ -425,6 +454,7 @@ def fit(
             rec = {"epoch": epoch + 1, **{k: float(v) / n_steps for k, v in sums.items()}, "val_loss": val_loss, "val_acc": val_acc}
             check_finite(method, tcfg, network or desc or "the network", epoch + 1, {k: rec[k] for k in sums}, val_loss)
             history.append(rec)
+            timeline.append({"epoch": epoch + 1, "lr": lr_epoch, "seconds": round(time.perf_counter() - t_epoch, 3)})
             key = (val_loss,) if tcfg.select_on == "val_loss" else (-val_acc, val_loss)
             if best_key is None or key < best_key:
                 best_key = key
@@ -437,9 +467,11 @@ def fit(
                     scaler=step.scaler.state_dict() if step.scaler is not None else None, rng=rng_state(),
                     world_size=ctx.world_size,
                     best={"epoch": best[0], "key": list(best_key), "state": best[1], "companions": best[2]},
-                    history=history,
+                    history=history, timeline=timeline,
                     ema=ema.state if ema is not None else None,
                 )
+            if metrics is not None and ctx.is_main:
+                write_metrics(metrics, history, timeline)
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
             if on_epoch is not None:
                 on_epoch(epoch, rec)

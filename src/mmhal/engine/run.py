@@ -404,6 +404,11 @@ def model_meta(data, cfg: RunConfig) -> dict:
             "class_names": list(data.class_names), "model_config": model, "mmhal": __version__}
 
 
+def metrics_file(out: Path, name: str, seed: int) -> Path:
+    """A student's per-epoch metrics (``loop.write_metrics``): ``metrics/<job>-seed<s>.csv``, rewritten every epoch."""
+    return out / "metrics" / f"{name}-seed{seed}.csv"
+
+
 def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
     """(epoch checkpoint, finished-job record) of student job (``name``, ``seed``) in run folder ``out``."""
     stem = f"{name}-seed{seed}.pt"
@@ -888,7 +893,8 @@ class JobContext:
             res = fit(method, splits["train"], splits["val"], cfg.train, seed, desc=f"{name} seed {seed}",
                       progress=progress, teacher_cache=cache if method_cls.needs_teacher else None,
                       checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch, stream=stream,
-                      network=f"student {name} seed {seed}" + (f" of tuning trial {trial}" if trial else ""))
+                      network=f"student {name} seed {seed}" + (f" of tuning trial {trial}" if trial else ""),
+                      metrics=None if trial else metrics_file(folder, name, seed))
         except TrainingDiverged as exc:  # recorded as finished (a --resume does not train it again), with no model
             r = {"diverged": {"epoch": exc.epoch, "what": exc.what, "message": str(exc)}, "epochs": exc.epoch,
                  "world_size": distributed.current().world_size, "teacher": teacher_digest, "companions": {}}
