@@ -241,3 +241,43 @@ def test_every_student_of_a_finished_run_has_its_per_epoch_metrics_file(finished
     finally:
         (finished_run / "metrics" / "kd-seed9.csv").unlink()
 
+
+def test_every_student_of_a_finished_run_has_tensorboard_curves(finished_run):
+    """tensorboard=auto with the package installed (the test extra): RUN/tensorboard/<job>-seed<s>/ holds event files
+    whose scalars TensorBoard's own reader lists, a step per epoch, equal to the metrics file (issue 21)."""
+    import csv
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mmhal.engine.outputs import is_own
+
+    for metrics in sorted((finished_run / "metrics").glob("*.csv")):
+        rows = list(csv.DictReader(open(metrics, encoding="utf-8")))
+        board = finished_run / "tensorboard" / metrics.stem
+        events = EventAccumulator(str(board))
+        events.Reload()
+        assert set(events.Tags()["scalars"]) == set(rows[0]) - {"epoch"}
+        got = [(e.step, e.value) for e in events.Scalars("val_acc")]
+        assert got == [(int(r["epoch"]), pytest.approx(float(r["val_acc"]), rel=1e-6)) for r in rows]
+        for f in board.iterdir():
+            assert is_own(Path("tensorboard") / metrics.stem / f.name, "run", finished_run)
+
+
+def test_the_tensorboard_setting_is_checked():
+    import mmhal.config as config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match="tensorboard must be auto, true or false"):
+        config.load_config(None, ["tensorboard=sometimes"])
+    assert not config.writes_tensorboard(config.load_config(None, ["tensorboard=false"]))
+    assert config.writes_tensorboard(config.load_config(None, ["tensorboard=auto"])) == config.has_tensorboard()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(config, "has_tensorboard", lambda: False)
+    try:
+        with pytest.raises(UserError, match=r"tensorboard=true needs the tensorboard package"):
+            config.load_config(None, ["tensorboard=true"])
+        assert not config.writes_tensorboard(config.load_config(None, []))  # auto, without the package: none
+    finally:
+        mp.undo()
+

@@ -407,6 +407,10 @@ class RunConfig:
     # best distilled single-network student whose validation gain over unimodal is significant (its 95 %
     # t-interval above 0), else unimodal | best = the highest mean validation accuracy, however small the gain
     recommend: str = "significant"
+    # TensorBoard event files of every student in RUN/tensorboard/<method>-seed<s>/ (`tensorboard --logdir RUN`):
+    # auto = when the tensorboard package is installed (pip install "mmhal[tensorboard]") | true (refused without
+    # it) | false
+    tensorboard: str = "auto"
     teacher_seed: int = 0
     # A trained teacher to distil instead of the cached one: the models/teacher.pt of an earlier run
     # (same data and modalities, same model settings). Empty: the cache (trained there when missing).
@@ -824,6 +828,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
     return cfg
 
 
+def has_tensorboard() -> bool:
+    """Whether the tensorboard package (the optional extra ``mmhal[tensorboard]``) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def writes_tensorboard(cfg) -> bool:
+    """Whether a run writes TensorBoard event files (``tensorboard``: true, or auto with the package installed)."""
+    return cfg.tensorboard == "true" or (cfg.tensorboard == "auto" and has_tensorboard())
+
+
 def _refuse_a_number_of_seeds(key: str, value: Any) -> None:
     """``seeds`` given one whole number (``seeds=3`` in an override, ``seeds: 3`` in a recipe) could mean the seed
     numbered 3 or, as ``--seeds 3`` does, three seeds: refused, with both spellings that cannot be mistaken."""
@@ -1005,6 +1021,11 @@ def validate(cfg: RunConfig) -> None:
     for key, allowed in (("dad_relation", ("similarity", "distance")), ("dad_features", ("trunk", "embedding"))):
         if getattr(cfg.distill, key) not in allowed:
             raise UserError(f"distill.{key} must be {' or '.join(allowed)}, got '{getattr(cfg.distill, key)}'")
+    if cfg.tensorboard not in ("auto", "true", "false"):
+        raise UserError(f"tensorboard must be auto, true or false, got '{cfg.tensorboard}'")
+    if cfg.tensorboard == "true" and not has_tensorboard():
+        raise UserError("tensorboard=true needs the tensorboard package, which is not installed: "
+                        "pip install \"mmhal[tensorboard]\" (or tensorboard=false)")
     if cfg.recommend not in ("significant", "best"):
         raise UserError(f"recommend must be significant or best, got '{cfg.recommend}'")
     if cfg.distill.dad_variant not in ("batch", "local"):

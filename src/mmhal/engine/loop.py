@@ -335,6 +335,35 @@ def write_metrics(path: Path, history: list[dict], timeline: list[dict]) -> None
     atomic_write_text(path, buf.getvalue())
 
 
+class EpochBoard:
+    """TensorBoard event files of one training (``train.tensorboard``): every per-epoch figure as a scalar at step
+    ``epoch``, flushed as each epoch ends, so that ``tensorboard --logdir RUN`` shows the curves while it trains.
+    Nothing without a folder. A context manager: the writer is closed at the end, however the training ends."""
+
+    def __init__(self, folder: Optional[Path]):
+        self.writer = None
+        if folder is not None:
+            from torch.utils.tensorboard import SummaryWriter  # the tensorboard package (mmhal[tensorboard])
+
+            self.writer = SummaryWriter(log_dir=str(folder))
+
+    def add(self, figures: dict) -> None:
+        if self.writer is None:
+            return
+        step = int(figures["epoch"])
+        for k, v in figures.items():
+            if k != "epoch":
+                self.writer.add_scalar(k, float(v), step)
+        self.writer.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def fit(
     method,
     train: Split,
@@ -351,6 +380,7 @@ def fit(
     stream: str = "student",
     network: str = "",
     metrics: Optional[Path] = None,
+    events: Optional[Path] = None,
 ) -> FitResult:
     """Train ``method.student`` for ``planned_epochs`` epochs (``train.epochs``, more for a small train split under
     ``train.min_steps``), or until ``train.patience`` epochs bring no better one; keep the epoch best on validation.
@@ -371,7 +401,8 @@ def fit(
     setting; the epoch checkpoint is then left as it was after the last finite epoch.
 
     With ``metrics`` (a path), a CSV with a row per epoch so far (``write_metrics``: learning rate, seconds, the
-    mean of every loss term, validation loss and accuracy) is rewritten atomically after every epoch (rank 0).
+    mean of every loss term, validation loss and accuracy) is rewritten atomically after every epoch (rank 0);
+    with ``events`` (a folder), the same figures go to TensorBoard event files there as each epoch ends.
     """
     device = train.device
     channels_last = bool(getattr(tcfg, "channels_last", False))
@@ -420,7 +451,8 @@ def fit(
     ema = WeightAverage(student, decay, ckpt.get("ema") if ckpt is not None else None) if decay > 0 else None
     bar = tqdm(range(start, epochs), desc=desc, leave=False, disable=not progress, unit="ep", dynamic_ncols=True,
                initial=start, total=epochs)
-    with compiled_forward(student, bool(getattr(tcfg, "compile", False))), _closed_after(bar, batches):
+    board = EpochBoard(events if ctx.is_main else None)
+    with compiled_forward(student, bool(getattr(tcfg, "compile", False))), _closed_after(bar, batches), board:
         for epoch in bar:
             if patience and best is not None and epoch - best[0] >= patience:
                 break  # no better epoch for `patience` epochs (also when a resumed run had reached that point)
@@ -472,6 +504,7 @@ def fit(
                 )
             if metrics is not None and ctx.is_main:
                 write_metrics(metrics, history, timeline)
+            board.add({**timeline[-1], **rec})
             bar.set_postfix(loss=f"{sum(rec[k] for k in sums):.3f}", val_acc=f"{val_acc:.3f}", best=best[0])
             if on_epoch is not None:
                 on_epoch(epoch, rec)

@@ -64,11 +64,12 @@ LOCK = ".mmhal-lock"  # held (flock) by the process writing a run or tuning fold
 RUN_LOG = "run.log"  # what a run printed (engine.runfolder.RunLog)
 OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE, RUN_LOG},
              "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
-RUN_DIRS = ("models", "jobs", "checkpoints", "trials", "metrics")  # a run's (or tuning's) own folders: no other output there
+RUN_DIRS = ("models", "jobs", "checkpoints", "trials", "metrics", "tensorboard")  # a run's (or tuning's) own folders: no other output there
 OWN_TREES = ("report", "predictions", "export")  # where mmhal report, predict and export write in a run by default
 OWN_DIRS = (*RUN_DIRS, *OWN_TREES)
 _JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
 _METRICS_FILE = re.compile(r".+-seed-?\d+\.csv")
+_JOB_DIR = re.compile(r".+-seed-?\d+")
 METRICS_HEADER = "epoch,lr,seconds,"  # how a metrics file of mmhal's begins (engine.loop.write_metrics)
 _TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
 
@@ -142,6 +143,8 @@ def is_own(rel: Path, kind: str, folder: Optional[Path] = None) -> bool:
     top = parts[0]
     if top in OWN_TREES:
         return folder is not None and claimed_output(folder, Path(rel))
+    if len(parts) == 3 and top == "tensorboard":  # <job>-seed<s>/ of a student, an event file of TensorBoard's
+        return bool(_JOB_DIR.fullmatch(parts[1])) and name.startswith("events.out.tfevents.")
     if len(parts) == 2 and top == "metrics":
         return bool(_METRICS_FILE.fullmatch(name)) and (folder is None or _metrics_by_mmhal(folder / rel))
     if len(parts) == 2 and top in ("jobs", "checkpoints", "models"):

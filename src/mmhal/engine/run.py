@@ -32,7 +32,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..config import ModelConfig, RunConfig, absolute_paths, apply_mapping, method_config, save_config, to_dict
+from ..config import (ModelConfig, RunConfig, absolute_paths, apply_mapping, method_config, save_config, to_dict,
+                      writes_tensorboard)
 from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
@@ -894,7 +895,9 @@ class JobContext:
                       progress=progress, teacher_cache=cache if method_cls.needs_teacher else None,
                       checkpoint=ckpt_path, resume=self.resume, on_epoch=on_epoch, stream=stream,
                       network=f"student {name} seed {seed}" + (f" of tuning trial {trial}" if trial else ""),
-                      metrics=None if trial else metrics_file(folder, name, seed))
+                      metrics=None if trial else metrics_file(folder, name, seed),
+                      events=None if trial or not writes_tensorboard(self.cfg) else
+                      folder / "tensorboard" / f"{name}-seed{seed}")
         except TrainingDiverged as exc:  # recorded as finished (a --resume does not train it again), with no model
             r = {"diverged": {"epoch": exc.epoch, "what": exc.what, "message": str(exc)}, "epochs": exc.epoch,
                  "world_size": distributed.current().world_size, "teacher": teacher_digest, "companions": {}}
