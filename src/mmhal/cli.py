@@ -1,11 +1,11 @@
 """The ``mmhal`` command.
 
-    mmhal run                                   # HAPT: teacher acc+gyro, student gyro, 6 methods, 3 seeds
+    mmhal run                                   # HAPT: teacher acc+gyro, student gyro; unimodal, kd, rkd, mmh x 5 seeds
     mmhal run --student acc
     mmhal run --data my.npz --teacher rgb,depth --student rgb --epochs 20 --seeds 5
     mmhal run --data my_images.csv --student rgb     # a manifest of image files (decoded on demand)
     mmhal run --config recipes/casia-surf.yaml --root /data/CASIA-SURF   # face anti-spoofing, RGB student
-    mmhal run --config recipes/hapt.yaml distill.rad_weighting=uniform train.lr=1e-3
+    mmhal run --config recipes/hapt.yaml distill.rad_weighting=confidence train.lr=1e-3
     mmhal run --device cuda --precision bf16 --channels-last --compile
     mmhal run --resume --out runs/my-run                # continue an interrupted run where it stopped
     mmhal tune --trials 8 --out runs/tuned          # every method's hyperparameters, same budget, validation only
