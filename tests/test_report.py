@@ -240,3 +240,13 @@ def test_per_class_accuracy_counts_each_class_and_marks_absent_ones():
     pred = np.array([0, 1, 1, 1, 0])
     acc = report._per_class(y, pred, 3)
     assert acc[:2].tolist() == [0.5, 2 / 3] and np.isnan(acc[2])
+
+
+def test_the_decision_box_names_a_better_standard_learner_once(finished_run):
+    """The learner's sentence under its bold lead, without the recommendation line's own "but ...:" lead."""
+    results = json.loads((finished_run / "results.json").read_text())
+    results["recommendation"]["standard_learner"] = {
+        "learner": "logreg", "view": "raw", "modalities": ["weak"], "val_accuracy": 0.9,
+        "vs_recommended_val": None}
+    page = report.decision_html(results, artifacts.open_run(finished_run))
+    assert page.count("standard learner") == 1 and "But a standard learner does better on validation</b>: logreg" in page

@@ -716,7 +716,8 @@ def decision_html(results: dict, run: artifacts.RunFolder) -> str:
     parts.append(f"<p>{cost}</p>")
     advice = (rec or {}).get("standard_learner")
     if advice is not None:
-        parts.append(f"<p><b>But a standard learner does better on validation</b>: {_esc(learner_line(advice, rec['method']))}"
+        line = learner_line(advice, rec["method"]).split(": ", 1)[1]  # the sentence without its "but ...:" lead
+        parts.append(f"<p><b>But a standard learner does better on validation</b>: {_esc(line)}"
                      ". See <a href='#learners'>Standard learners</a> below.</p>")
     if rec is not None:
         parts.append(f"<p class='small'>Next: <code>mmhal export {_esc(run.path)} --method {_esc(rec['method'])}</code> "
