@@ -250,3 +250,22 @@ def test_the_decision_box_names_a_better_standard_learner_once(finished_run):
         "vs_recommended_val": None}
     page = report.decision_html(results, artifacts.open_run(finished_run))
     assert page.count("standard learner") == 1 and "But a standard learner does better on validation</b>: logreg" in page
+
+
+def test_the_decision_box_says_why_the_best_on_validation_was_passed_over():
+    """recommend=significant: the best on validation (mmh, +20 points, not significant) is named; the deployed one is
+    unimodal when no gain is significant, else the distilled student whose gain is (rad)."""
+    from types import SimpleNamespace
+
+    from test_stats import _report
+
+    from mmhal.engine.results import recommend
+
+    val = {"unimodal": [0.6, 0.6, 0.6], "mmh": [0.9, 0.6, 0.9], "rad": [0.8, 0.8, 0.7]}
+    run = SimpleNamespace(seeds=[0, 1, 2], path="/tmp/run")
+    for names, deployed in ((("unimodal", "mmh", "rad"), "<b>rad</b>, whose gain is significant, is deployed"),
+                            (("unimodal", "mmh"), "the plain student, which needs no teacher, is deployed")):
+        res = _report({n: val[n] for n in names}, {n: [0.5] * 3 for n in names})
+        page = report.decision_html({"results": res, "recommendation": recommend(res), "evaluated_on": "test"}, run)
+        assert "The best on validation, <b>mmh</b>, was +20.00 points" in page and deployed in page
+        assert "(<code>recommend=best</code> would take mmh)" in page

@@ -115,13 +115,16 @@ def test_the_significant_rule_deploys_only_a_clear_validation_gain_and_best_take
     assert rec["method"] == "rad" and rec["rule"] == "significant"
     assert rec["vs_unimodal_val"]["mean_diff"] == pytest.approx(0.5 / 3) and rec["vs_unimodal_val"]["significant"]
     assert rec["passed_over"]["method"] == "mmh" and rec["passed_over"]["vs_unimodal_val"]["mean_diff"] == pytest.approx(0.2)
+    line = recommendation_line(rec)
+    assert "deploy 'rad' (val acc 76.67 %, +16.67 points over unimodal, 95 % CI [" in line and "significant; the best" in line
+    assert "'mmh', is not significantly better than unimodal (+20.00 points" in line
     del val["rad"], test["rad"]
     assert recommend(_report(val, test))["method"] == "kd"
     del val["kd"], test["kd"]
     rec = recommend(_report(val, test))
     assert rec["method"] == "unimodal" and rec["vs_unimodal_val"] is None
     line = recommendation_line(rec)
-    assert "deploy 'unimodal'" in line and "'mmh', is not significantly better (+20.00 points, 95 % CI [" in line
+    assert "deploy 'unimodal'" in line and "'mmh', is not significantly better than unimodal (+20.00 points, 95 % CI [" in line
     # without a unimodal student there is nothing to be significant against: the highest mean
     del val["unimodal"], test["unimodal"]
     assert recommend(_report({"mmh": [0.9, 0.6, 0.9], "kd": [0.7, 0.7, 0.7]}, {"mmh": [0.5] * 3, "kd": [0.5] * 3}))["method"] == "mmh"

@@ -651,9 +651,13 @@ def decision_html(results: dict, run: artifacts.RunFolder) -> str:
             ov = over["vs_unimodal_val"]
             gain = (f"{_pts(ov['mean_diff'])} points on one seed, with no interval" if ov.get("ci95") is None else
                     f"{_pts(ov['mean_diff'])} points, 95 % interval {_ci(ov['ci95'])}")
+            instead = ("the plain student, which needs no teacher, is deployed" if m == UNIMODAL else
+                       f"<b>{_esc(m)}</b>, whose gain is significant, is deployed")
             why += (f". The best on validation, <b>{_esc(over['method'])}</b>, was {gain} over unimodal: <b>not "
-                    "significant</b>, within seed noise, so the plain student, which needs no teacher, is deployed "
-                    "(<code>recommend=best</code> would take it).")
+                    f"significant</b>, within seed noise, so {instead} (<code>recommend=best</code> would take "
+                    f"{_esc(over['method'])})")
+        if over is not None and m == UNIMODAL:
+            why += "."
         elif UNIMODAL not in res:
             why += (". This run trained no unimodal student, so there is no baseline to tell whether distillation "
                     "helped: add unimodal to --methods.")

@@ -473,12 +473,15 @@ def _network_line(rec: Optional[dict], diverged: Optional[dict] = None) -> str:
     head = f"recommendation (validation only): deploy '{rec['method']}' (val acc {100 * rec['val_accuracy']:.2f} %"
     vs = rec["vs_unimodal_val"]
     over = rec.get("passed_over")
-    if over is not None:  # the rule "significant" kept unimodal
+    if over is not None:  # the rule "significant" passed over the best on validation
         ov = over["vs_unimodal_val"]
         gain = (f"{_pct(ov['mean_diff'])} points on 1 seed: no interval" if ov["ci95"] is None else
                 f"{_pct(ov['mean_diff'])} points, 95 % CI [{_pct(ov['ci95'][0])}, {_pct(ov['ci95'][1])}]")
-        return (head + f"; the best on validation, '{over['method']}', is not significantly better ({gain}), and a "
-                "distilled student is deployed only when its validation gain is significant)")
+        own = "" if vs is None or vs["ci95"] is None else (
+            f", {_pct(vs['mean_diff'])} points over unimodal, 95 % CI [{_pct(vs['ci95'][0])}, {_pct(vs['ci95'][1])}], "
+            "significant")
+        return (head + f"{own}; the best on validation, '{over['method']}', is not significantly better than unimodal "
+                f"({gain}), and a distilled student is deployed only when its validation gain is significant)")
     if vs is None:
         if rec["method"] == "unimodal":
             return head + "; no distilled student beats it on validation)"
