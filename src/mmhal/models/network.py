@@ -8,6 +8,9 @@ align one to one.
     x_m --norm_m--> stem_m --(to the trunk grid)--> concat --SE--> 1x1 proj --> stage3 --> stage4
                                                                                |f3        |f4
                                                                                        pool -> head
+
+When every modality is a vector (a feature table) the network is a wide, shallow MLP instead
+(``MultimodalNet._build_mlp``): x_m --norm_m--> Linear-BN-ReLU (8w) --> concat --> Linear-BN-ReLU (8w) = f3 = f4 --> head.
 """
 from __future__ import annotations
 
