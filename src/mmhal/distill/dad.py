@@ -49,15 +49,20 @@ def knn_mask(t_feat: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros(b, b, device=f.device).scatter_(1, idx, 1.0)
 
 
-def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", k: int = 8) -> torch.Tensor:
-    """Similarity-preserving loss between student and teacher features of one depth."""
-    diff = (similarity(s_feat) - similarity(t_feat).detach()) ** 2
+def _over_pairs(entries: torch.Tensor, t_feat: torch.Tensor, variant: str, k: int) -> torch.Tensor:
+    """The mean of the (B, B) per-pair ``entries`` over every pair (``batch``) or over each sample's k nearest
+    neighbours in the teacher's feature space ``t_feat`` (``local``, ``knn_mask``)."""
     if variant == "batch":
-        return diff.mean()
+        return entries.mean()
     if variant == "local":
         mask = knn_mask(t_feat.detach(), k)
-        return (diff * mask).sum() / mask.sum()
+        return (entries * mask).sum() / mask.sum()
     raise ValueError(f"unknown DAD variant '{variant}'")
+
+
+def sp_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", k: int = 8) -> torch.Tensor:
+    """Similarity-preserving loss between student and teacher features of one depth."""
+    return _over_pairs((similarity(s_feat) - similarity(t_feat).detach()) ** 2, t_feat, variant, k)
 
 
 def distance_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "batch", k: int = 8) -> torch.Tensor:
@@ -71,12 +76,7 @@ def distance_loss(s_feat: torch.Tensor, t_feat: torch.Tensor, variant: str = "ba
         psi_s = _distance_potential(s_feat.float().flatten(1))
         psi_t = _distance_potential(t_feat.detach().float().flatten(1))
         h = F.smooth_l1_loss(psi_s, psi_t, reduction="none", beta=1.0)
-    if variant == "batch":
-        return h.mean()
-    if variant == "local":
-        mask = knn_mask(t_feat.detach(), k)
-        return (h * mask).sum() / mask.sum()
-    raise ValueError(f"unknown DAD variant '{variant}'")
+    return _over_pairs(h, t_feat, variant, k)
 
 
 #: distill.dad_relation -> the loss of one depth
