@@ -72,11 +72,12 @@ def resnet_layer(cin: int, cout: int, stride: int, se: bool, blocks: int = 2) ->
 
 
 class ResNetStem(nn.Module):
-    """(B, C, H, W) -> (B, 128, ~H/8, ~W/8): ResNet-18 conv1, bn1, relu, maxpool, layer1, layer2."""
+    """(B, C, H, W) -> (B, 128, ~H/8, ~W/8): ResNet-18 conv1 (``conv1_kernel`` x ``conv1_kernel``, stride 2), bn1,
+    relu, maxpool, layer1, layer2."""
 
-    def __init__(self, channels: int, se: bool = False):
+    def __init__(self, channels: int, se: bool = False, conv1_kernel: int = 7):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(channels, 64, conv1_kernel, 2, conv1_kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)

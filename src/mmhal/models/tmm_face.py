@@ -24,36 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .layers import SqueezeExcite, halve
+from .layers import SqueezeExcite
 from .network import NetOutput, NetworkBase, Normalizer
-from .resnet import _init, resnet_layer
+from .resnet import STEM_CHANNELS, ResNetStem, resnet_layer
 
-STEM_CHANNELS = 128
 SE_REDUCTION = 16
 
 
-class TMMFaceStem(nn.Module):
-    """(B, C, H, W) -> (B, 128, ~H/8, ~W/8): conv1 3x3 s2, BN, ReLU, max-pool, layer1, layer2, SE."""
+class TMMFaceStem(ResNetStem):
+    """(B, C, H, W) -> (B, 128, ~H/8, ~W/8): the ResNet-18 stem with a 3x3 conv1 and no SE in its blocks, then one
+    SE over layer2's output."""
 
     def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, 64, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        _init(self)
-        self.layer1 = resnet_layer(64, 64, 1, se=False)
-        self.layer2 = resnet_layer(64, STEM_CHANNELS, 2, se=False)
+        super().__init__(channels, se=False, conv1_kernel=3)
         self.se = SqueezeExcite(STEM_CHANNELS, SE_REDUCTION)
 
-    @staticmethod
-    def out_spatial(shape: Sequence[int]) -> tuple[int, int]:
-        """conv1, max-pool and layer2 each halve (rounding up)."""
-        return halve(shape[1], 3), halve(shape[2], 3)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.se(self.layer2(self.layer1(x)))
+        return self.se(super().forward(x))
 
 
 class TMMFaceNet(NetworkBase):
