@@ -38,6 +38,7 @@ from ..utils import atomic_write_text, derive_seed
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .loader import EpochBatches, TrainBatches
+from .outputs import METRICS_COLUMNS
 from .samples import SampleSplit
 from .step import TrainStep, compiled_forward, to_channels_last
 
@@ -312,9 +313,6 @@ def planned_epochs(tcfg, steps_per_epoch: int) -> int:
     return max(int(tcfg.epochs), math.ceil(min_steps / max(1, steps_per_epoch)))
 
 
-METRICS_HEAD = ("epoch", "lr", "seconds")
-
-
 def write_metrics(path: Path, history: list[dict], timeline: list[dict]) -> None:
     """A student's per-epoch CSV (``metrics/<job>-seed<s>.csv``): ``epoch``, ``lr`` (the learning rate at the
     epoch's first step), ``seconds`` (its training and validation), the epoch's mean of each loss term
@@ -325,7 +323,7 @@ def write_metrics(path: Path, history: list[dict], timeline: list[dict]) -> None
     terms = [k for k in (history[0] if history else {}) if k not in ("epoch", "val_loss", "val_acc")]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*METRICS_HEAD, *terms, "val_loss", "val_acc"])
+    w.writerow([*METRICS_COLUMNS, *terms, "val_loss", "val_acc"])
     when = {t["epoch"]: t for t in timeline}
     for rec in history:
         t = when.get(rec["epoch"], {})
@@ -336,7 +334,7 @@ def write_metrics(path: Path, history: list[dict], timeline: list[dict]) -> None
 
 
 class EpochBoard:
-    """TensorBoard event files of one training (``train.tensorboard``): every per-epoch figure as a scalar at step
+    """TensorBoard event files of one training (the run's ``tensorboard`` setting): every per-epoch figure as a scalar at step
     ``epoch``, flushed as each epoch ends, so that ``tensorboard --logdir RUN`` shows the curves while it trains.
     Nothing without a folder. A context manager: the writer is closed at the end, however the training ends."""
 

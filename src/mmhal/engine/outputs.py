@@ -70,7 +70,8 @@ OWN_DIRS = (*RUN_DIRS, *OWN_TREES)
 _JOB_FILE = re.compile(r".+-seed-?\d+\.pt")
 _METRICS_FILE = re.compile(r".+-seed-?\d+\.csv")
 _JOB_DIR = re.compile(r".+-seed-?\d+")
-METRICS_HEADER = "epoch,lr,seconds,"  # how a metrics file of mmhal's begins (engine.loop.write_metrics)
+METRICS_COLUMNS = ("epoch", "lr", "seconds")  # the first columns of a metrics file (engine.loop.write_metrics)
+METRICS_HEADER = ",".join(METRICS_COLUMNS) + ","  # how a metrics file of mmhal's begins
 _TEMP_FILE = re.compile(r"\..+\.tmp")  # a half-written file of utils._atomic
 
 # ----------------------------------------------------------------------------- the outputs of the other commands

@@ -355,10 +355,13 @@ def recommend(results: dict, rule: str = "significant") -> Optional[dict]:
             return None
         return stats.paired(results[name]["val_accuracy"]["per_seed"], results[UNIMODAL]["val_accuracy"]["per_seed"])
 
+    def clear_gain(name) -> bool:
+        vs = vs_unimodal(name)
+        return vs is not None and vs["significant"] and vs["mean_diff"] > 0
+
     best = order[0]
     if rule == "significant" and UNIMODAL in results:
-        clear = [n for n in order if n == UNIMODAL or (lambda v: v["significant"] and v["mean_diff"] > 0)(vs_unimodal(n))]
-        best = clear[0]
+        best = next(n for n in order if n == UNIMODAL or clear_gain(n))
     rec = {"method": best, "val_accuracy": results[best]["val_accuracy"]["mean"], "vs_unimodal_val": vs_unimodal(best),
            "rule": rule}
     if order[0] != best:
