@@ -846,7 +846,7 @@ def _refuse_a_number_of_seeds(key: str, value: Any) -> None:
     if key != "seeds":
         return
     text = str(value).strip()
-    if isinstance(value, bool) or not (isinstance(value, int) or text.lstrip("+-").isdigit()):
+    if isinstance(value, bool) or not text.isdigit():  # a negative one is refused as a seed out of range
         return
     n = int(text)
     three = ", ".join(str(i) for i in range(min(max(n, 1), 3))) + (", ..." if n > 3 else "")

@@ -544,8 +544,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     cfg.out = str(out_path(cfg.out))  # '~/runs/x' is the home folder's, never a folder named '~'
     out = Path(cfg.out)
     folder = distributed.main_only(lambda: plan_folder(out, "run", resume=resume, overwrite=overwrite))
-    runlog = RunLog(log)  # what is printed, kept in the folder's run.log once it is made (rank 0's only)
-    log = runlog
+    runlog = RunLog(log) if main else None  # what is printed, kept in the folder's run.log once it is made
+    log = runlog or log
     splits: dict = {}
     try:
         try:
@@ -588,7 +588,8 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
             with sigint_held():  # a Ctrl-C now waits for the swap to end
                 folder.commit(log)
     finally:
-        runlog.close()
+        if runlog is not None:
+            runlog.close()
         folder.release()  # the folder's lock: another command may write there now
     return report
 
