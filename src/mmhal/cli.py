@@ -22,10 +22,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import time
-from pathlib import Path
 
+from .api import build_config, check_settings_given_once  # noqa: F401  (shared with the API; tests use build_config)
 from .errors import UserError, machine_limit
 
 
@@ -103,41 +103,6 @@ def _parser(sub, name: str, **kw) -> argparse.ArgumentParser:
     parser.register("action", None, _StoreOnce)
     parser.register("action", "store", _StoreOnce)
     return parser
-
-
-# The key each flag sets (``build_config``): an override of the same key beside it is refused, not silently lost.
-FLAG_KEYS = {"data": "data.name", "root": "data.path", "teacher": "teacher", "student": "student", "methods": "methods",
-             "seeds": "seeds", "epochs": "train.epochs", "out": "out", "device": "device",
-             "precision": "train.precision", "channels_last": "train.channels_last", "compile": "train.compile",
-             "no_progress": "progress"}
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """Whether dotted keys ``a`` and ``b`` set the same setting (equal, or one a section holding the other)."""
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
-
-
-def check_settings_given_once(args) -> None:
-    """A UserError when a ``key=value`` override sets a setting twice (``train.lr=1 train.lr=2``, or
-    ``train={lr: 1}`` beside ``train.lr=2``) or sets what a flag beside it sets (``--epochs 5 train.epochs=3``):
-    one of the two would be dropped without a word."""
-    from .config import join_overrides
-
-    given = [o.strip() for o in join_overrides(list(getattr(args, "overrides", None) or [])) if "=" in o]
-    keys = [o.partition("=")[0].strip() for o in given]
-    # a section given a plain value (train=5) sets nothing: the configuration says so (load_config), not this check
-    plain = {i for i, o in enumerate(given) if not o.partition("=")[2].strip().startswith("{")}
-    for i, a in enumerate(keys):
-        for j, b in enumerate(keys[:i]):
-            if _overlaps(a, b) and not (a != b and (j if len(b) < len(a) else i) in plain):
-                raise UserError(f"the setting {max(a, b, key=len)} is given twice ({given[j]} and {given[i]}); give it once")
-    for dest, key in FLAG_KEYS.items():
-        if getattr(args, dest, None) in (None, False, []):
-            continue
-        for i, (a, item) in enumerate(zip(keys, given)):
-            if _overlaps(a, key) and not (len(a) < len(key) and i in plain):
-                raise UserError(f"--{dest.replace('_', '-')} and the override {item} both set {max(a, key, key=len)}; "
-                                "give it once")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -225,130 +190,50 @@ def _common_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.rad_lambda=0.5")
 
 
-def build_config(args, base=None, kind: str = "run"):
-    """The configuration of a ``run`` or ``tune`` command: recipe (``base`` or ``--config``), ``key=value``
-    overrides, then the flags; ``out`` defaults to a new, timestamped folder under runs/.
-
-    A run is repeated from its saved configuration (``--config RUN/config.yaml``): the ``out`` of a run's own
-    config.yaml, or of a recipe that names a folder holding results, is not reused unless ``--out``,
-    ``out=...`` or ``--overwrite`` says so; the new run gets a new folder, and a note on stderr says which."""
-    import os
-
-    from .config import join_overrides, load_config, validate
-
-    check_settings_given_once(args)
-    recipe = base or args.config
-    cfg = load_config(recipe, args.overrides)
-    kept = None  # the run folder that this command leaves alone
-    if recipe and cfg.out and not args.out and not getattr(args, "overwrite", False):
-        from .engine.run import MARKER
-
-        out_typed = any(o.partition("=")[0].strip() == "out" for o in join_overrides(list(args.overrides or [])))
-        home = Path(recipe).parent  # a run's own config.yaml lies in a folder with its marker, results or jobs
-        of_a_run = Path(recipe).name == "config.yaml" and any((home / n).exists()
-                                                               for n in (MARKER, "results.json", "jobs"))
-        if not out_typed and (of_a_run or (Path(cfg.out) / "results.json").is_file()):
-            kept, cfg.out = home if of_a_run else Path(cfg.out), ""
-    if args.data:
-        cfg.data.name = args.data
-    if args.root:
-        cfg.data.path = args.root
-    if args.teacher:
-        cfg.teacher = args.teacher
-    if args.student:
-        cfg.student = args.student
-    if args.methods:
-        cfg.methods = args.methods
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise UserError("--seeds must be at least 1")
-        cfg.seeds = list(range(args.seeds))
-    if args.epochs is not None:
-        cfg.train.epochs = args.epochs
-    if args.device:
-        cfg.device = args.device
-    if args.no_progress:
-        cfg.progress = False
-    if args.precision is not None:
-        cfg.train.precision = args.precision
-    if args.channels_last:
-        cfg.train.channels_last = True
-    if args.compile:
-        cfg.train.compile = True
-    if args.out:
-        cfg.out = args.out
-    elif not cfg.out:
-        stem = Path(cfg.data.name).stem  # a dataset's name, or the file name of a path (never a folder below runs/)
-        prefix = "tune-" if kind == "tune" else ""
-        cfg.out = str(Path("runs") / f"{prefix}{stem}-{'+'.join(cfg.student)}-{time.strftime('%Y%m%d-%H%M%S')}")
-        from .engine.outputs import SIBLING_EXTRA, check_path
-
-        # a name too long is the data file's, not an --out the user typed: said so (the run checks the path again)
-        check_path(Path(cfg.out), True, SIBLING_EXTRA, default="made from the data's name and the student's modalities")
-    validate(cfg)
-    if kept is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: once
-        print(f"mmhal: note: the run in '{kept}' is left as it is; this {kind} writes to '{cfg.out}' "
-              "(--out chooses the folder)", file=sys.stderr)
-    return cfg
-
-
 #: the exit code of a run or tuning that finished and wrote its results, but whose every student diverged
 #: (1: a worker failed; 2: a mistake in the input, or the teacher diverged; 130: interrupted)
 NOTHING_USABLE = 3
 
 
+def _api_options(args) -> dict:
+    """The keyword arguments of ``mmhal.api.run``/``tune`` from a ``run``/``tune`` command's parsed options."""
+    check_settings_given_once(args)  # before anything else, named by the command's flags
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    return dict(data=args.data, student=args.student, teacher=args.teacher, methods=args.methods, seeds=args.seeds,
+                epochs=args.epochs, out=args.out, config=args.config, overrides=list(args.overrides or []),
+                root=args.root, device=args.device, precision=args.precision, channels_last=args.channels_last,
+                compile=args.compile, progress=not args.no_progress)
+
+
 def cmd_run(args) -> int:
+    from . import api
     from .engine import distributed
-    from .engine.run import format_table, nothing_usable, out_path, plan_folder, recommendation_line, run
 
-    base = args.config
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
-        args.out = str(out_path(args.out))  # '~/runs/x' (quoted) is the home folder's
-        plan_folder(Path(args.out), "run", resume=True, overwrite=args.overwrite)  # a run of mmhal's, before reading it
-        base = base or str(Path(args.out) / "config.yaml")  # the interrupted run's own settings, unless a recipe is named
-    cfg = build_config(args, base)
-    from tqdm.auto import tqdm
-
-    with distributed.session(cfg.device) as job:  # a torchrun job's process group; nothing otherwise
-        # run() checks --out before it reads the data (engine.run.plan_folder: new, empty or mmhal's own)
-        report = run(cfg, log=lambda s: tqdm.write(s, file=sys.stderr), resume=args.resume, overwrite=args.overwrite)
-        if job.is_main:
-            from .engine.outputs import RUN_LOG
-            from .engine.runfolder import RunLog
-
-            lines = [format_table(report), *(f"warning: {w}" for w in report["warnings"]),
-                     f"results: {Path(cfg.out) / 'results.json'} ({report['seconds']:.0f} s)",
-                     recommendation_line(report["recommendation"], report.get("diverged"))]
-            for line in lines:
-                print(line)
-            RunLog.append(Path(cfg.out) / RUN_LOG, lines)  # the folder's run.log ends as the terminal did
-        failed = nothing_usable(report)  # the same on every rank: every rank exits alike
-        if failed:
-            if job.is_main:
-                print(f"mmhal: error: {failed}", file=sys.stderr)
-            return NOTHING_USABLE
+    res = api.run(**_api_options(args), resume=args.resume, overwrite=args.overwrite)
+    main = distributed.current().is_main or os.environ.get("RANK", "0") == "0"
+    if main:
+        for line in res.lines:
+            print(line)
+    if res.failure:
+        if main:
+            print(f"mmhal: error: {res.failure}", file=sys.stderr)
+        return NOTHING_USABLE
     return 0
 
 
 def cmd_tune(args) -> int:
-    from tqdm.auto import tqdm
-
-    from .engine.tune import TUNE_SEED_BASE, format_tune, tune
+    from . import api
 
     if args.tune_seeds < 1:
         raise UserError("--tune-seeds must be at least 1")
-    cfg = build_config(args, kind="tune")
-    seeds = [TUNE_SEED_BASE + i for i in range(args.tune_seeds)]
-    summary = tune(cfg, args.trials, seeds, log=lambda s: tqdm.write(s, file=sys.stderr))
-    print(format_tune(summary))
-    print(f"trials: {Path(cfg.out) / 'trials.csv'}; recipe: {Path(cfg.out) / 'tuned.yaml'} ({summary['seconds']:.0f} s)")
-    if summary["failed"] and len(summary["failed"]) == len(summary["methods"]):  # no "next:" for a recipe that diverges
-        print(f"mmhal: error: every trial of every method diverged, so nothing was tuned (tune.json lists them); "
-              f"lower train.lr (trial 0 used {cfg.train.lr}) or the methods' loss weights", file=sys.stderr)
+    res = api.tune(**_api_options(args), trials=args.trials, tune_seeds=args.tune_seeds)
+    print(res.text)
+    print(f"trials: {res.trials_csv}; recipe: {res.recipe} ({res.summary['seconds']:.0f} s)")
+    if res.failure:  # no "next:" for a recipe that diverges
+        print(f"mmhal: error: {res.failure}", file=sys.stderr)
         return NOTHING_USABLE
-    print(f"next: mmhal run --config {Path(cfg.out) / 'tuned.yaml'}")
+    print(f"next: mmhal run --config {res.recipe}")
     return 0
 
 
@@ -367,21 +252,39 @@ def cmd_list(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .engine.predict import main as predict_main
+    from . import api
 
-    return predict_main(args)
+    res = api.predict(args.run, args.data, method=args.method, seed=args.seed, out=args.out, root=args.root,
+                      batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    for stream, line in res.lines:
+        print(line, file=sys.stderr if stream == "stderr" else sys.stdout)
+    return 0
 
 
 def cmd_export(args) -> int:
-    from .engine.export import main as export_main
+    from . import api
+    from .engine.export import TOLERANCE
 
-    return export_main(args)
+    res = api.export(args.run, method=args.method, seed=args.seed, format=args.format, out=args.out,
+                     overwrite=args.overwrite)
+    chk = res.card["check"]
+    print(f"exported: {res.model} (method {res.method}" + ("" if res.seed is None else f", seed {res.seed}") + ")")
+    print(f"check: {chk['runtime']} gives PyTorch's logits on {chk['samples']} random inputs (batches of "
+          f"{' and '.join(map(str, chk['batch_sizes']))}): max abs diff {chk['max_abs_diff']:.3g} <= {TOLERANCE:g}")
+    print(f"model card: {res.folder / 'model_card.md'}")
+    return 0
 
 
 def cmd_report(args) -> int:
-    from .engine.report import main as report_main
+    from . import api
 
-    return report_main(args)
+    res = api.report(args.run, out=args.out, data_root=args.data_root, regions=not args.no_regions,
+                     progress=not args.no_progress)
+    for n in res.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"report: {res.page} ({len(res.figures)} figures, {res.seconds:.1f} s)")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "tune": cmd_tune, "list": cmd_list, "predict": cmd_predict, "export": cmd_export,

@@ -361,34 +361,44 @@ def export(run: RunFolder, method: str, seed: Optional[int], fmt: str, out: Outp
     return card
 
 
-def main(args) -> int:
-    """``mmhal export``; see the module docstring."""
-    if args.format == "onnx":
+def export_run(run_path, method: Optional[str] = None, seed: Optional[int] = None, fmt: str = "onnx", out=None,
+               overwrite: bool = False) -> tuple[Path, dict]:
+    """``mmhal export``: one trained network of the run folder ``run_path`` (``method``, default the run's
+    recommendation; ``teacher`` for the teacher; ``seed``, default the method's best on validation) as ``fmt``
+    (onnx or torchscript) into the folder ``out`` (default RUN/export/<method>-seed<seed>-<format>), checked
+    against PyTorch. Returns (the folder written, the model card)."""
+    if fmt not in FILES:
+        raise UserError(f"the export format must be {' or '.join(FILES)}, got '{fmt}'")
+    if fmt == "onnx":
         require_onnx()
-    run = open_run(args.run)
-    method = choose_method(run, args.method)
-    how = {"method": "--method" if args.method else "the run's recommendation: the single-network method with the "
-                                                    "best mean validation accuracy"}
+    run = open_run(str(run_path))
+    given = method
+    method = choose_method(run, method)
+    how = {"method": "--method" if given else "the run's recommendation: the single-network method with the "
+                                              "best mean validation accuracy"}
     if method == "teacher":
-        if args.seed is not None:
+        if seed is not None:
             raise UserError("the teacher is one network shared by every seed; drop --seed to export it")
-        seed = None
-    elif args.seed is not None:
-        seed = args.seed
+    elif seed is not None:
         how["seed"] = "--seed"
     else:
         seed = best_seed(run, method)
         acc = run.results["results"][method]["val_accuracy"]["per_seed"][run.seeds.index(seed)]
         how["seed"] = f"the best validation accuracy among the method's seeds ({100 * acc:.2f} %; the first on ties)"
-    name = f"{method}-{args.format}" if seed is None else f"{method}-seed{seed}-{args.format}"
-    out = (plan_output(out_path(args.out), "export", args.overwrite) if args.out else
-           plan_output(run.path / "export" / name, "export", args.overwrite, default="made from the method's name"))
+    name = f"{method}-{fmt}" if seed is None else f"{method}-seed{seed}-{fmt}"
+    output = (plan_output(out_path(str(out)), "export", overwrite) if out else
+              plan_output(run.path / "export" / name, "export", overwrite, default="made from the method's name"))
     select_on = method_config(run.config, method).train.select_on
     how["epoch"] = f"the epoch with the best {select_on.replace('_', ' ')} on the validation split"
-    card = export(run, method, seed, args.format, out, how)
-    chk = card["check"]
-    print(f"exported: {out.path / FILES[args.format]} (method {method}" + ("" if seed is None else f", seed {seed}") + ")")
+    return output.path, export(run, method, seed, fmt, output, how)
+
+
+def main(args) -> int:
+    """``mmhal export``; see the module docstring."""
+    folder, card = export_run(args.run, args.method, args.seed, args.format, args.out, args.overwrite)
+    chk, seed = card["check"], card.get("seed")
+    print(f"exported: {folder / FILES[args.format]} (method {card['method']}" + ("" if seed is None else f", seed {seed}") + ")")
     print(f"check: {chk['runtime']} gives PyTorch's logits on {chk['samples']} random inputs (batches of "
           f"{' and '.join(map(str, chk['batch_sizes']))}): max abs diff {chk['max_abs_diff']:.3g} <= {TOLERANCE:g}")
-    print(f"model card: {out.path / 'model_card.md'}")
+    print(f"model card: {folder / 'model_card.md'}")
     return 0

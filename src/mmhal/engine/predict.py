@@ -467,41 +467,74 @@ def default_out(run: RunFolder, method: str, spec: str) -> Path:
     return run.path / "predictions" / f"{method}-{stem}.csv"
 
 
-def main(args) -> int:
-    """``mmhal predict``; see the module docstring."""
-    if args.batch_size < 1:
+@dataclass
+class Prediction:
+    """What ``predict_run`` wrote and found: the CSV's ``path``, ``n`` samples, the networks used (``networks``,
+    in words), the ``accuracy`` on the input's labels (None without them), the PAD ``threshold`` (None for other
+    data), ``notes`` for the user and ``seconds``."""
+
+    path: Path
+    method: str
+    n: int
+    networks: str
+    accuracy: Optional[float]
+    threshold: Optional[Threshold]
+    notes: list[str]
+    seconds: float
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(stream, line) pairs of what ``mmhal predict`` prints: notes on stderr, the CSV's path on stdout."""
+        out = [("stderr", f"note: {note}") for note in self.notes]
+        t = self.threshold
+        if t is not None:
+            if t.value is None:
+                out.append(("stderr", f"note: {t.rule}, so the CSV has no threshold and decision columns"))
+            else:
+                out.append(("stderr", f"decision: bona_fide when P(bona fide) >= {t.value:.6g}, {t.rule}"))
+            if t.scoring == "video":
+                out.append(("stderr", "note: the run scored videos (the mean score of a video's frames); each row here "
+                                      "is scored alone, so average a video's bona_fide_score before comparing it with "
+                                      "the threshold"))
+        if self.accuracy is not None:
+            out.append(("stderr", f"accuracy: {self.accuracy:.4f} on {self.n} labelled samples ({self.networks})"))
+        out.append(("stdout", f"predictions: {self.path} ({self.n} samples, {self.networks}; {self.seconds:.2f} s)"))
+        return out
+
+
+def predict_run(run_path, data: str, method: Optional[str] = None, seed: Optional[int] = None, out=None,
+                root: Optional[str] = None, batch_size: int = 1024, device: str = "cpu", overwrite: bool = False,
+                progress: bool = True) -> Prediction:
+    """``mmhal predict``: apply the students of ``method`` (default: the run's recommendation) of the run folder
+    ``run_path`` to ``data`` (a .npz file, a manifest .csv or a dataset name, read from ``root`` where it needs
+    one), one seed's (``seed``) or every seed's averaged, and write one CSV row per sample to ``out`` (default:
+    RUN/predictions/<method>-<data>.csv)."""
+    if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    run = open_run(args.run)
-    method = choose_method(run, args.method, ensembles=True)
-    device = resolve_device(args.device)
-    if args.out:
-        output = plan_output(out_path(args.out), "predict", args.overwrite)
+    run = open_run(str(run_path))
+    method = choose_method(run, method, ensembles=True)
+    dev = resolve_device(device)
+    if out:
+        output = plan_output(out_path(str(out)), "predict", overwrite)
     else:
-        output = plan_output(default_out(run, method, args.data), "predict", args.overwrite,
+        output = plan_output(default_out(run, method, data), "predict", overwrite,
                              default="made from the method and the data's name")
-    nets = load_networks(run, method, args.seed, device)
+    nets = load_networks(run, method, seed, dev)
     workers = min(4, usable_cpus())
-    inputs = open_inputs(args.data, args.root, run, nets, workers)
+    inputs = open_inputs(data, root, run, nets, workers)
     t0 = time.perf_counter()
-    logits = predict_logits(nets, inputs, args.batch_size, device, progress=not args.no_progress)
+    logits = predict_logits(nets, inputs, batch_size, dev, progress=progress)
     probs = probabilities(logits)
     threshold = pad_threshold(run, nets)
-    text = predictions_csv(nets, probs, inputs.labels, threshold)
-    write_file(output, text)
-    seconds = time.perf_counter() - t0
-    say = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    for note in inputs.notes:
-        say(f"note: {note}")
-    if threshold is not None:
-        if threshold.value is None:
-            say(f"note: {threshold.rule}, so the CSV has no threshold and decision columns")
-        else:
-            say(f"decision: bona_fide when P(bona fide) >= {threshold.value:.6g}, {threshold.rule}")
-        if threshold.scoring == "video":
-            say("note: the run scored videos (the mean score of a video's frames); each row here is scored alone, so "
-                "average a video's bona_fide_score before comparing it with the threshold")
-    if inputs.labels is not None:
-        acc = float((probs.argmax(axis=1) == inputs.labels).mean())
-        say(f"accuracy: {acc:.4f} on {inputs.n} labelled samples ({nets.describe()})")
-    print(f"predictions: {output.path} ({inputs.n} samples, {nets.describe()}; {seconds:.2f} s)")
+    write_file(output, predictions_csv(nets, probs, inputs.labels, threshold))
+    acc = None if inputs.labels is None else float((probs.argmax(axis=1) == inputs.labels).mean())
+    return Prediction(output.path, method, inputs.n, nets.describe(), acc, threshold, list(inputs.notes),
+                      time.perf_counter() - t0)
+
+
+def main(args) -> int:
+    """``mmhal predict``; see the module docstring."""
+    done = predict_run(args.run, args.data, args.method, args.seed, args.out, args.root, args.batch_size, args.device,
+                       args.overwrite, progress=not args.no_progress)
+    for stream, line in done.lines():
+        print(line, file=sys.stderr if stream == "stderr" else sys.stdout)
     return 0

@@ -926,21 +926,26 @@ def build(run: artifacts.RunFolder, data_root: Optional[str] = None, regions: bo
     return files, figures, notes
 
 
+def report_run(run_path, out=None, data_root: Optional[str] = None, regions: bool = True, progress: bool = True,
+               log: Optional[Callable[[str], None]] = None) -> tuple[Path, list[str], list[str], float]:
+    """``mmhal report``: an HTML page and PNG figures of the finished run in ``run_path``, written to ``out``
+    (default RUN/report). Returns (the page, the figures' names, notes on what was left out, seconds)."""
+    t0 = time.time()
+    run = artifacts.open_run(str(run_path))
+    require_plotting(pad=any("pad" in r for r in run.results["results"].values()))
+    folder = outputs.out_path(str(out)) if out else run.path / "report"
+    check_out(folder)
+    files, figures, notes = build(run, data_root, regions=regions, progress=progress,
+                                  log=log or (lambda msg: print(msg, file=sys.stderr)))
+    write_report(folder, files, run.path)
+    return folder / INDEX, [f.name for f in figures], notes, time.time() - t0
+
+
 def main(args) -> int:
     """``mmhal report RUN [--out DIR] [--data-root DIR] [--no-regions] [--no-progress]``: 0 on success."""
-    t0 = time.time()
-    run = artifacts.open_run(args.run)
-    require_plotting(pad=any("pad" in r for r in run.results["results"].values()))
-    out = outputs.out_path(args.out) if args.out else run.path / "report"
-    check_out(out)
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
-    files, figures, notes = build(run, args.data_root, regions=not args.no_regions, progress=not args.no_progress,
-                                  log=log)
+    page, figures, notes, seconds = report_run(args.run, args.out, args.data_root, regions=not args.no_regions,
+                                               progress=not args.no_progress)
     for n in notes:
-        log(f"note: {n}")
-    write_report(out, files, run.path)
-    print(f"report: {out / INDEX} ({len(figures)} figures, {time.time() - t0:.1f} s)")
+        print(f"note: {n}", file=sys.stderr)
+    print(f"report: {page} ({len(figures)} figures, {seconds:.1f} s)")
     return 0
