@@ -49,6 +49,9 @@ VARIANTS = {
     "dist-emb-uniform": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.dad_features=embedding",
                          "distill.rad_weighting=uniform"],
     "dist-local": ["distill.dad_relation=distance", "distill.dad_lambda=25", "distill.dad_variant=local"],
+    # issue 24: sequence networks pool f4 by its mean and its maximum (model.pool=meanmax), with the defaults above
+    "dist-emb-uniform-meanmax": ["distill.dad_relation=distance", "distill.dad_lambda=25",
+                                 "distill.dad_features=embedding", "distill.rad_weighting=uniform", "model.pool=meanmax"],
 }
 PLANS = {
     "screen": {"settings": list(SETTINGS), "variants": ["base", "init", "teacher30", "init-teacher30"], "seeds": 3},

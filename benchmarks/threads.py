@@ -11,7 +11,8 @@ user) under each thread setting, in two conditions:
 Settings (``--settings``, comma-separated): ``default`` (mmhal's own choice: no thread setting), ``before``
 (the default of another checkout, ``--before DIR``: e.g. a worktree of an earlier commit, run with its own ``src``),
 ``t1`` (``train.threads=1``: every training process, the student workers too, on one thread), ``t2``
-(``train.threads=2``), ``omp1`` (``OMP_NUM_THREADS=1`` in the environment) and ``tN`` for any N. The runs of one repetition go in alternation (default, t1, t2, default, t1, t2, ...) so that a
+(``train.threads=2``), ``omp1`` (``OMP_NUM_THREADS=1`` in the environment), ``tN`` for any N, and
+``nolearners`` (``learners=[]``: without the standard learners, to measure what they add to a run). The runs of one repetition go in alternation (default, t1, t2, default, t1, t2, ...) so that a
 change of the machine's speed during the benchmark hits every setting alike; ``--repeats R`` repetitions,
 median and range reported per (condition, setting), with the ratio to the fastest setting of that condition.
 
@@ -19,6 +20,8 @@ median and range reported per (condition, setting), with the ratio to the fastes
     python benchmarks/threads.py --args "--seeds 2" --repeats 3    # a shorter run (teacher + 6 students)
     python benchmarks/threads.py --conditions busy --busy 3 --settings default,t1
     python benchmarks/threads.py --json threads.json
+    python benchmarks/threads.py --settings default,nolearners --conditions idle --repeats 3 \
+        --args "--data data/mfeat.npz --student fou"                # what the standard learners add
     git worktree add /tmp/before c4cdea5 && python benchmarks/threads.py --settings default,before --before /tmp/before
 
 Prints the CPU, torch's version and build, and the machine's load before each run. Figures depend on the CPU
@@ -80,9 +83,11 @@ def setting_args(setting: str) -> tuple[list[str], dict]:
         return [], {"PYTHONPATH": str(Path(BEFORE["src"]) / "src")}
     if setting == "omp1":
         return [], {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if setting == "nolearners":
+        return ["learners=[]"], {}
     m = re.fullmatch(r"t(\d+)", setting)
     if not m:
-        raise SystemExit(f"unknown setting '{setting}': use default, omp1 or tN (e.g. t1, t2)")
+        raise SystemExit(f"unknown setting '{setting}': use default, omp1, nolearners or tN (e.g. t1, t2)")
     return [f"train.threads={m.group(1)}"], {}
 
 

@@ -246,6 +246,25 @@ def test_rkd_fused_angle_gradient_equals_autograd_through_the_plain_formula(monk
     torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-5, atol=1e-9)
 
 
+def test_rkd_angle_through_gram_matrices_keeps_float32_precision_for_close_points():
+    """The angle term works through Gram matrices (four terms that cancel where points are close): in float32
+    embeddings with large norms and two points 1e-3 apart its loss and gradient are the plain formula's (in
+    float64) to float32 precision."""
+    from mmhal.distill.rkd import angle_potential
+
+    torch.manual_seed(5)
+    s_emb, t_emb = 20.0 + torch.randn(16, 64), torch.randn(16, 64)
+    s_emb[7] = s_emb[6] + 1e-3 * torch.randn(64)
+    s1 = s_emb.clone().requires_grad_(True)
+    _, fused = rkd_losses(s1, t_emb)
+    fused.backward()
+    s2 = s_emb.double().requires_grad_(True)
+    plain = torch.nn.functional.smooth_l1_loss(angle_potential(s2), angle_potential(t_emb.double()), beta=1.0)
+    plain.backward()
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5)
+    torch.testing.assert_close(s1.grad.double(), s2.grad, rtol=1e-4, atol=1e-7 * float(s2.grad.abs().max()))
+
+
 def test_dkd_against_numpy_and_kd_decomposes_into_its_terms():
     zs, zt = _rand(6, 5, seed=17) * 3, _rand(6, 5, seed=18) * 3
     y = np.array([0, 1, 2, 3, 4, 0])

@@ -125,3 +125,62 @@ def test_a_network_of_vectors_only_is_a_wide_shallow_mlp_and_a_vector_beside_a_s
     assert any(isinstance(m, ResBlock) for m in mixed.stems["v"].modules())
     assert not isinstance(mixed.se, nn.Identity)
     assert mixed({"v": torch.randn(2, 7), "s": torch.randn(2, 2, 40)}).logits.shape == (2, 4)
+
+
+def test_region_pool_meanmax_gives_each_region_its_mean_then_its_maximum():
+    from mmhal.models.pyramid import region_pool
+
+    fmap = torch.tensor([[[1.0, 3.0, 2.0, 8.0]]])  # (B=1, C=1, L=4)
+    mean = region_pool(fmap, [2, 1])
+    assert mean.tolist() == [[[2.0], [5.0], [3.5]]]
+    both = region_pool(fmap, [2, 1], stat="meanmax")
+    assert both.tolist() == [[[2.0, 3.0], [5.0, 8.0], [3.5, 8.0]]]
+    # from the finest level: the 1x1 region's maximum is the maximum of the 2 regions' maxima (the same here)
+    assert region_pool(fmap, [2, 1], from_finest=True, stat="meanmax").tolist() == both.tolist()
+    with pytest.raises(ValueError, match="unknown region statistic"):
+        region_pool(fmap, [2, 1], stat="median")
+
+
+def test_model_pool_meanmax_concatenates_the_mean_and_the_maximum_of_f4_and_auto_picks_it_for_sequences():
+    from mmhal.config import ModelConfig
+    from mmhal.models.network import build_network
+
+    torch.manual_seed(0)
+    seq = {"a": (3, 32), "b": (2, 32)}
+    net = build_network(seq, ["a"], 4, ModelConfig(width=4, pool="meanmax")).eval()
+    out = net({"a": torch.randn(5, 3, 32)})
+    f4 = out.features[-1].flatten(2)
+    assert torch.equal(out.embedding, torch.cat([f4.mean(-1), f4.amax(-1)], dim=1))
+    assert net.head.in_features == 2 * f4.shape[1] and torch.allclose(out.logits, net.head(out.embedding))
+    # each RAD region through the same head: the 1-region level is the whole map, so its logits are the network's
+    regions = net.region_logits(out.fmap, [1])
+    assert torch.allclose(regions[:, 0], out.logits, atol=1e-6)
+    assert build_network(seq, ["a"], 4, ModelConfig(width=4, pool="auto")).pool == "meanmax"
+    assert build_network(seq, ["a"], 4, ModelConfig(width=4, pool="mean")).pool == "mean"
+    assert build_network({"i": (1, 8, 8)}, ["i"], 4, ModelConfig(width=4, pool="auto")).pool == "mean"
+    assert build_network({"v": (6,)}, ["v"], 4, ModelConfig(width=4, pool="meanmax")).pool == "mean"  # no map
+
+
+def test_model_pool_is_checked():
+    from mmhal.config import load_config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match="model.pool must be auto, mean or meanmax, got 'max'"):
+        load_config(None, ["model.pool=max"])
+    with pytest.raises(UserError, match="model.pool=meanmax applies only to model.backbone=small"):
+        load_config(None, ["model.pool=meanmax", "model.backbone=resnet18"])
+
+
+def test_a_saved_network_without_the_pool_setting_is_rebuilt_as_it_was_saved(tmp_path):
+    from dataclasses import asdict
+
+    from mmhal.config import ModelConfig
+    from mmhal.engine.artifacts import build_saved_network
+    from mmhal.models.network import build_network
+
+    shapes = {"a": (3, 32)}
+    net = build_network(shapes, ["a"], 4, ModelConfig(width=4, pool="mean"))
+    model_config = {k: v for k, v in asdict(ModelConfig(width=4)).items() if k != "pool"}  # a file from before
+    ckpt = {"model_config": model_config, "shapes": shapes, "modalities": ["a"], "num_classes": 4,
+            "model": net.state_dict()}
+    assert build_saved_network(ckpt).pool == "mean"

@@ -243,6 +243,11 @@ class ModelConfig:
     # The teacher over several modalities: early (one network, the modalities' stems fused into one trunk) | late
     # (one network of model.backbone per modality, logits averaged and f4 concatenated: the authors' action teachers).
     teacher_fusion: str = "early"
+    # How the small network pools its last feature map into the embedding (and each RAD region into its vector):
+    # mean | meanmax (mean and maximum concatenated) | auto (meanmax for sequences, mean for images and clips:
+    # on HAPT's sequences meanmax lifted the gyroscope network by 5.8 points of validation accuracy, 10 seeds,
+    # benchmarks/SCIENCE.md §10). Feature tables have no map to pool; other backbones pool the mean.
+    pool: str = "auto"
 
 
 @dataclass
@@ -1063,6 +1068,10 @@ def validate(cfg: RunConfig) -> None:
     _validate_baselines(cfg.distill)
     from .models.network import BACKBONES  # here: config stays importable without torch
 
+    if cfg.model.pool not in ("auto", "mean", "meanmax"):
+        raise UserError(f"model.pool must be auto, mean or meanmax, got '{cfg.model.pool}'")
+    if cfg.model.pool == "meanmax" and cfg.model.backbone != "small":
+        raise UserError(f"model.pool=meanmax applies only to model.backbone=small; {cfg.model.backbone} pools the mean")
     if cfg.model.teacher_fusion not in ("early", "late"):
         raise UserError(f"model.teacher_fusion must be early or late, got '{cfg.model.teacher_fusion}'")
     if cfg.model.backbone not in BACKBONES:

@@ -165,10 +165,14 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
+#: model settings added later, as the networks saved before them were built (a file without the key is one of those)
+SAVED_BEFORE = {"pool": "mean"}
+
+
 def build_saved_network(ckpt: dict) -> NetworkBase:
     """The network of a model file (``load_checkpoint``), with its trained weights, in eval mode, on the CPU."""
-    model_cfg = ModelConfig(**{f.name: ckpt["model_config"][f.name] for f in dataclasses.fields(ModelConfig)
-                               if f.name in ckpt["model_config"]})
+    saved = {**SAVED_BEFORE, **ckpt["model_config"]}
+    model_cfg = ModelConfig(**{f.name: saved[f.name] for f in dataclasses.fields(ModelConfig) if f.name in saved})
     shapes = {m: tuple(s) for m, s in ckpt["shapes"].items()}
     net = build_network(shapes, list(ckpt["modalities"]), int(ckpt["num_classes"]), model_cfg)
     net.load_state_dict(ckpt["model"])

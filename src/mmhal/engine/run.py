@@ -235,8 +235,9 @@ def teacher_key(cfg: RunConfig, fingerprint: str, teacher_mods, world_size: int 
     return stable_hash(
         {
             # 3: initialisation and data order from derive_seed(teacher_seed, ..., "teacher"); 4: the small network
-            # of data whose every modality is a vector became a wide MLP (a cached teacher of the old one cannot load)
-            "v": "teacher-4",
+            # of data whose every modality is a vector became a wide MLP (a cached teacher of the old one cannot load);
+            # 5: model.pool=auto, the small network of sequences pools f4 by its mean and maximum
+            "v": "teacher-5",
             "data": fingerprint,
             "modalities": list(teacher_mods),
             "model": model,
@@ -685,6 +686,14 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
                      digest, folder=work, macs=macs)
     if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
         ctx.prime(splits, teacher)
+    background = None
+    if main and workers > 1 and todo and cfg.learners:
+        # The students train in worker processes: the standard learners (engine.learners) are fitted meanwhile on
+        # a thread of this process, which otherwise waits, so they take the cores the students leave free.
+        from . import learners
+
+        log("standard learners: fitted beside the students")
+        background = learners.Background(data, student_mods, teacher_mods, eval_split, list(cfg.seeds), cfg.learners)
     done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
     done = with_companions(done)
 
@@ -695,10 +704,14 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     if main:  # what a standard learner reaches on the same split (engine.learners), beside the networks
         from . import learners
 
-        standard = learners.reference(data, student_mods, teacher_mods, eval_split, list(cfg.seeds), cfg.learners,
-                                      log=lambda s: log(f"{s} ..."))
+        if background is not None:
+            standard = background.result()
+        else:
+            standard = learners.reference(data, student_mods, teacher_mods, eval_split, list(cfg.seeds),
+                                          cfg.learners, log=lambda s: log(f"{s} ..."))
         if standard["rows"]:
-            log(f"standard learners: {len(standard['rows'])} fitted in {standard['seconds']:.1f} s")
+            beside = " (on a thread beside the students)" if background is not None else ""
+            log(f"standard learners: {len(standard['rows'])} fitted in {standard['seconds']:.1f} s{beside}")
         add_learner_comparisons(standard, results)
     recommendation = recommend(results, cfg.recommend)
     if recommendation is not None and standard is not None:

@@ -107,7 +107,7 @@ class NetworkBase(nn.Module):
         finest (``region_pool``)."""
         if remap and fmap.dim() > 2:
             fmap = square_remap(fmap)
-        regions = region_pool(fmap, levels, from_finest)  # (B, R, C)
+        regions = region_pool(fmap, levels, from_finest, getattr(self, "pool", "mean"))  # (B, R, C or 2C)
         b, r, ch = regions.shape
         return self.head(regions.reshape(b * r, ch)).view(b, r, -1)
 
@@ -174,10 +174,14 @@ class MultimodalNet(NetworkBase):
         blocks: int = 1,
         se_reduction: int = 4,
         dropout: float = 0.0,
+        pool: str = "mean",
     ):
         super().__init__()
         self.modalities = list(modalities)
         self.dims, self.grid = trunk_geometry(spec)
+        # How f4 becomes the embedding (and each RAD region its vector): mean, or mean and maximum concatenated
+        # (meanmax); a network of feature tables has no grid to pool (mean).
+        self.pool = pool if self.dims > 0 else "mean"
         c = 2 * width
         self.norms = nn.ModuleDict()
         self.stems = nn.ModuleDict()
@@ -203,7 +207,7 @@ class MultimodalNet(NetworkBase):
             *[ResBlock(self.dims, 8 * width, 8 * width) for _ in range(blocks - 1)],
         )
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # before the head (no parameters)
-        self.head = nn.Linear(8 * width, num_classes)
+        self.head = nn.Linear(8 * width * (2 if self.pool == "meanmax" else 1), num_classes)
 
     def _build_mlp(self, spec, num_classes: int, width: int, blocks: int, dropout: float) -> None:
         """Every modality of the data is a vector: a wide, shallow MLP. One Linear-BN-ReLU layer of ``8 * width``
@@ -239,7 +243,13 @@ class MultimodalNet(NetworkBase):
         x = self.proj(self.se(torch.cat(parts, dim=1)))
         f3 = self.stage3(x)
         f4 = self.stage4(f3)
-        emb = f4.flatten(2).mean(-1) if f4.dim() > 2 else f4
+        if f4.dim() == 2:
+            emb = f4
+        elif self.pool == "meanmax":
+            z = f4.flatten(2)
+            emb = torch.cat([z.mean(-1), z.amax(-1)], dim=1)
+        else:
+            emb = f4.flatten(2).mean(-1)
         return NetOutput(self.head(self.drop(emb)), [f3, f4], emb)
 
 
@@ -257,7 +267,15 @@ def _small(spec, modalities, num_classes, model_cfg) -> MultimodalNet:
     return MultimodalNet(
         spec, modalities, num_classes, width=model_cfg.width, blocks=model_cfg.blocks,
         se_reduction=model_cfg.se_reduction, dropout=getattr(model_cfg, "dropout", 0.0),
+        pool=resolve_pool(getattr(model_cfg, "pool", "mean"), spec),
     )
+
+
+def resolve_pool(pool: str, spec) -> str:
+    """``model.pool`` for data of shapes ``spec``: ``auto`` is meanmax where the trunk is a sequence, else mean."""
+    if pool != "auto":
+        return pool
+    return "meanmax" if trunk_geometry(spec)[0] == 1 else "mean"
 
 
 @BACKBONES.register("resnet18")

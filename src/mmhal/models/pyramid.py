@@ -18,17 +18,25 @@ def num_regions(spatial_dims: int, levels: Sequence[int]) -> int:
     return int(sum(lv**spatial_dims for lv in levels))
 
 
-def region_pool(fmap: torch.Tensor, levels: Sequence[int], from_finest: bool = False) -> torch.Tensor:
+def region_pool(fmap: torch.Tensor, levels: Sequence[int], from_finest: bool = False, stat: str = "mean") -> torch.Tensor:
     """(B, C, *spatial) -> (B, R, C): the mean feature of every region of every pyramid level, each level pooled
     from the map, or with ``from_finest`` from the finest level's pooled map (the authors' code pools 2x2 and 1x1
-    from the 4x4 map; the two differ where the map's grid is not a multiple of the finest level, e.g. 7x7)."""
+    from the 4x4 map; the two differ where the map's grid is not a multiple of the finest level, e.g. 7x7).
+    ``stat="meanmax"``: (B, R, 2C), each region's mean and then its maximum (the pooling of a network whose
+    ``model.pool`` is meanmax, so that its head reads a region as it reads the whole map)."""
     dims = fmap.dim() - 2
     if dims == 0:
-        return fmap.unsqueeze(1)
-    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[dims]
-    source = pool(fmap, max(levels)) if from_finest else fmap
-    parts = [pool(source, lv).flatten(2) for lv in levels]  # each (B, C, lv**dims)
-    return torch.cat(parts, dim=2).transpose(1, 2)
+        return fmap.unsqueeze(1) if stat == "mean" else torch.cat([fmap, fmap], dim=1).unsqueeze(1)
+    pools = [{1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[dims]]
+    if stat == "meanmax":
+        pools.append({1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[dims])
+    elif stat != "mean":
+        raise ValueError(f"unknown region statistic '{stat}'")
+    out = []
+    for pool in pools:
+        source = pool(fmap, max(levels)) if from_finest else fmap
+        out.append(torch.cat([pool(source, lv).flatten(2) for lv in levels], dim=2))  # (B, C, R)
+    return torch.cat(out, dim=1).transpose(1, 2)
 
 
 def square_remap(fmap: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
