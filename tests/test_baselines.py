@@ -440,13 +440,15 @@ def test_hallucination_starts_h_from_the_teacher_and_r_from_the_seeds_initialisa
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_each_methods_search_space_names_settings_of_that_method(name):
-    from mmhal.engine.tune import method_trials
+    from mmhal.engine.tune import method_space, require_optuna, suggest
 
+    optuna = require_optuna()
     cfg = load_config(None, [])
     space = METHODS.get(name).tune_space
     assert space
-    for trial in method_trials(name, 4, seed=0):
-        method_config(cfg, name, trial)  # valid keys and values
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    for _ in range(4):
+        method_config(cfg, name, suggest(study.ask(), method_space(name)))  # valid keys and values
     section = {"fitnet": "fitnet", "at": "at", "sp": "sp", "pkt": "pkt", "rkd": "rkd", "crd": "crd", "dkd": "dkd",
                "mars": "mars", "hallucination": "hallucination"}[name]
     assert any(k.startswith(f"distill.{section}.") for k in space)

@@ -7,10 +7,10 @@ import pytest
 from mmhal.cli import main
 from mmhal.config import DataConfig, load_config, method_config
 from mmhal.data.npz import load_npz, save_npz
-from mmhal.engine.tune import COMMON_SPACE, method_trials
+from mmhal.engine.tune import COMMON_SPACE, method_space, require_optuna, suggest
 from test_cli_run import _tiny
 
-ARGS = ["--student", "weak", "--methods", "unimodal,kd,mmh-ensemble", "--trials", "3", "--tune-seeds", "2",
+ARGS = ["--student", "weak", "--methods", "unimodal,kd,mmh-ensemble", "--trials", "3", "--tune-seeds", "2", "--pruner", "none",
         "--epochs", "2", "--no-progress", "model.width=4", "train.batch_size=32", "workers=1"]
 
 
@@ -67,11 +67,16 @@ def test_every_method_gets_the_same_trials_and_seeds_and_the_recipe_applies_the_
     assert len((tmp_path / "t" / "trials.csv").read_text().splitlines()) == 1 + 4 * 3
 
 
-def test_trials_are_seeded_draws_from_the_methods_own_space():
-    assert method_trials("kd", 4, 0) == method_trials("kd", 4, 0)
-    kd = method_trials("kd", 4, 0)[1:]
-    assert all(set(t) == {*COMMON_SPACE, "distill.kd_alpha", "distill.temperature"} for t in kd)
-    assert all(set(t) == set(COMMON_SPACE) for t in method_trials("unimodal", 4, 0)[1:])
+def test_trials_draw_from_the_methods_own_space_through_optuna():
+    optuna = require_optuna()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    for _ in range(6):
+        d = suggest(study.ask(), method_space("kd"))
+        assert set(d) == {*COMMON_SPACE, "distill.kd_alpha", "distill.temperature"}
+        assert 1e-3 <= d["train.lr"] <= 1e-2 and 1e-5 <= d["train.weight_decay"] <= 1e-2
+        assert 0.1 <= d["distill.kd_alpha"] <= 0.95 and d["distill.temperature"] in (1.0, 2.0, 4.0, 8.0)
+        assert d["train.lr"] == float(f"{d['train.lr']:.3g}")  # three significant digits: a person can type it
+    assert set(suggest(study.ask(), method_space("unimodal"))) == set(COMMON_SPACE)
 
 
 @pytest.mark.parametrize("override, words", [
@@ -134,3 +139,95 @@ def test_methods_all_reports_every_registered_method_and_ensemble(tmp_path, caps
                  "--no-progress", "model.width=4", "train.batch_size=32", "--out", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "results.json").read_text())
     assert set(report["results"]) == {"teacher", *METHODS.names(), *ENSEMBLES}
+
+
+class _PruneFromTrialOne:
+    """A pruner that stops every trial but trial 0 after its second epoch (to test what pruning does, whatever the
+    figures)."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number >= 1 and (trial.last_step or 0) >= 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pruned_trial_stops_its_students_and_is_never_chosen(tmp_path, capsys, monkeypatch, workers):
+    from mmhal.engine import tune as tune_module
+
+    optuna = require_optuna()
+
+    class Pruner(_PruneFromTrialOne, optuna.pruners.BasePruner):
+        pass
+
+    monkeypatch.setattr(tune_module, "_pruner", lambda optuna, name, epochs: Pruner())
+    data = _tiny(tmp_path / "tiny.npz")
+    rc = main(["tune", "--data", str(data), "--out", str(tmp_path / "t"), "--student", "weak", "--methods", "unimodal",
+               "--trials", "3", "--tune-seeds", "2", "--epochs", "5", "--no-progress", "model.width=4",
+               "train.batch_size=32", f"workers={workers}"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "t" / "tune.json").read_text())
+    rows = summary["table"]["unimodal"]
+    assert rows[0]["mean_val_accuracy"] is not None and len(rows[0]["val_accuracy"]) == 2
+    for r in rows[1:]:
+        assert r["pruned"] == 2 and r["mean_val_accuracy"] is None and r["failed"] == "pruned after epoch 2"
+    assert summary["best"]["unimodal"]["trial"] == 0 and summary["pruned"] == {"unimodal": [1, 2]}
+    csv_rows = (tmp_path / "t" / "trials.csv").read_text().splitlines()
+    assert csv_rows[0].endswith(",failed") and csv_rows[2].endswith(",pruned after epoch 2")
+    assert (tmp_path / "t" / "study.db").is_file()  # the default storage: SQLite in the tune folder
+    assert not list((tmp_path / "t" / "trials").rglob("PRUNED"))
+    assert "2 trial(s) pruned" in capsys.readouterr().out
+
+
+def _two_processes_on_one_study(tmp_path, url: str, trials: int) -> None:
+    """Two ``mmhal tune`` processes started at once on the study ``s`` in ``url``: each of the ``trials`` trials is
+    evaluated once, and both write the same table and recipe."""
+    import subprocess
+    import sys
+
+    optuna = require_optuna()
+    data = _tiny(tmp_path / "tiny.npz")
+    optuna.create_study(storage=url, study_name="s.unimodal", direction="maximize")  # the schema, made once
+    cmd = [sys.executable, "-m", "mmhal", "tune", "--data", str(data), "--student", "weak", "--methods", "unimodal",
+           "--trials", str(trials), "--tune-seeds", "1", "--epochs", "1", "--no-progress", "--storage", url,
+           "--study", "s", "--pruner", "none", "model.width=4", "train.batch_size=32", "workers=1"]
+    procs = [subprocess.Popen([*cmd, "--out", str(tmp_path / name)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for name in ("a", "b")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = optuna.load_study(storage=url, study_name="s.unimodal")
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.number for t in done) == list(range(trials))  # each trial evaluated, once
+    over = [t for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE]
+    assert all(t.user_attrs.get("mmhal.over_budget") for t in over)  # asked after the budget was taken: not run
+    a, b = (json.loads((tmp_path / n / "tune.json").read_text()) for n in ("a", "b"))
+    assert a["table"] == b["table"] and a["best"] == b["best"] and len(a["table"]["unimodal"]) == trials
+    assert (tmp_path / "a" / "tuned.yaml").read_text().split("\n", 2)[2] == \
+        (tmp_path / "b" / "tuned.yaml").read_text().split("\n", 2)[2]  # the same recipe (its header names its folder)
+    assert "postgresql" not in url or ":***@" not in a["storage"]
+
+
+def test_two_processes_share_one_study_in_sqlite_and_evaluate_every_trial_once(tmp_path):
+    _two_processes_on_one_study(tmp_path, f"sqlite:///{tmp_path / 'shared.db'}", 8)
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study_on_a_postgresql_server(tmp_path):
+    from postgres_server import postgres_server
+
+    with postgres_server() as url:
+        _two_processes_on_one_study(tmp_path, url, 16)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--sampler", "grid"], "--sampler must be tpe or random, got 'grid'"),
+    (["--pruner", "hyperband"], "--pruner must be median or none, got 'hyperband'"),
+    (["--storage", "my.db"], "--storage must be a database URL"),
+    (["--storage", "postgresql://u:secret@127.0.0.1:1/none"], "the Optuna storage 'postgresql://u:***@127.0.0.1:1/none' "
+                                                             "cannot be opened"),
+])
+def test_tuning_options_are_checked_in_one_sentence(tmp_path, capsys, extra, words):
+    data = _tiny(tmp_path / "tiny.npz")
+    args = [a for i, a in enumerate(ARGS) if "--pruner" not in ARGS[max(0, i - 1):i + 1]]  # ARGS less its --pruner
+    rc = main(["tune", "--data", str(data), "--out", str(tmp_path / "t"), *args, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "secret" not in err
+    assert words in err.strip().splitlines()[-1]

@@ -56,6 +56,7 @@ class RunResult:
     report: dict
     lines: list[str]
     failure: Optional[str] = None
+    main: bool = True  # whether this process reports (rank 0 of a torchrun job; always True otherwise)
 
     @property
     def results(self) -> dict:
@@ -358,10 +359,12 @@ def run(data: Optional[PathLike] = None, *, student: Union[Sequence[str], str, N
 
             RunLog.append(Path(cfg.out) / RUN_LOG, lines)  # the folder's run.log ends as the terminal did
         failure = nothing_usable(report)  # the same on every rank
-    return RunResult(Path(cfg.out), report, lines, failure)
+        main = job.is_main
+    return RunResult(Path(cfg.out), report, lines, failure, main)
 
 
-def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 2,
+def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 2, sampler: str = "tpe",
+         pruner: str = "median", storage: Optional[str] = None, study: str = "mmhal",
          student: Union[Sequence[str], str, None] = None, teacher: Union[Sequence[str], str, None] = None,
          methods: Union[Sequence[str], str, None] = None, seeds: Optional[int] = None, epochs: Optional[int] = None,
          out: Optional[PathLike] = None, config: Optional[PathLike] = None, overrides: Overrides = None,
@@ -369,8 +372,11 @@ def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 
          channels_last: bool = False, compile: bool = False, progress: bool = True,
          log: Optional[Callable[[str], None]] = None) -> TuneResult:
     """``mmhal tune``: ``trials`` configurations per method (the same budget for every method), each scored by
-    ``tune_seeds`` students (seeds 1000, 1001, ...: never the reporting seeds) on the validation split alone;
-    writes trials.csv, tune.json and the recipe tuned.yaml into ``out``. ``seeds``: the seeds the recipe reports."""
+    ``tune_seeds`` students (seeds 1000, 1001, ...: never the reporting seeds) on the validation split alone,
+    drawn by Optuna's ``sampler`` (tpe or random) and stopped early by its ``pruner`` (median or none); writes
+    trials.csv, tune.json and the recipe tuned.yaml into ``out``. The studies live in ``storage`` (a database URL
+    that several processes share, under the name ``study``; default: study.db in ``out``). ``seeds``: the seeds the
+    recipe reports."""
     from .engine.tune import TUNE_SEED_BASE, format_tune
     from .engine.tune import tune as tune_engine
 
@@ -381,7 +387,8 @@ def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 
     args = _options(data, config, student, teacher, methods, seeds, epochs, out, root, device, precision,
                     channels_last, compile, progress, overrides)
     cfg = build_config(args, kind="tune")
-    summary = tune_engine(cfg, trials, [TUNE_SEED_BASE + i for i in range(tune_seeds)], log=log or _stderr_log)
+    summary = tune_engine(cfg, trials, [TUNE_SEED_BASE + i for i in range(tune_seeds)], log=log or _stderr_log,
+                          sampler=sampler, pruner=pruner, storage=storage, study=study)
     failure = None
     if summary["failed"] and len(summary["failed"]) == len(summary["methods"]):
         failure = (f"every trial of every method diverged, so nothing was tuned (tune.json lists them); lower "

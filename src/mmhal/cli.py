@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .api import build_config, check_settings_given_once  # noqa: F401  (shared with the API; tests use build_config)
@@ -138,6 +137,13 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--trials", type=int, default=8, help="configurations tried per method (trial 0 = current settings)")
     t.add_argument("--tune-seeds", type=int, default=2,
                    help="students per trial (seeds 1000, 1001, ...: never the reporting seeds; default 2)")
+    t.add_argument("--sampler", default="tpe", help="how Optuna draws the trials: tpe (default) or random")
+    t.add_argument("--pruner", default="median",
+                   help="median (default: stop a trial whose validation curve is below the median of the finished "
+                        "trials) or none")
+    t.add_argument("--storage", help="an Optuna database URL that several mmhal tune processes share, e.g. "
+                                     "postgresql://user@host/db (default: study.db, SQLite, in the tune folder)")
+    t.add_argument("--study", default="mmhal", help="the study name in --storage (default: mmhal; one study per method)")
     sub.add_parser("list", help="list the datasets, methods and ensembles known by name")
     pr = _parser(sub, "predict", help="apply a run's trained students to new data; write one CSV row per sample")
     pr.add_argument("run", metavar="RUN", help="a finished run folder (what `mmhal run --out` wrote)")
@@ -208,15 +214,15 @@ def _api_options(args) -> dict:
 
 def cmd_run(args) -> int:
     from . import api
-    from .engine import distributed
 
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
     res = api.run(**_api_options(args), resume=args.resume, overwrite=args.overwrite)
-    main = distributed.current().is_main or os.environ.get("RANK", "0") == "0"
-    if main:
+    if res.main:  # under torchrun, rank 0 alone prints
         for line in res.lines:
             print(line)
     if res.failure:
-        if main:
+        if res.main:
             print(f"mmhal: error: {res.failure}", file=sys.stderr)
         return NOTHING_USABLE
     return 0
@@ -227,7 +233,8 @@ def cmd_tune(args) -> int:
 
     if args.tune_seeds < 1:
         raise UserError("--tune-seeds must be at least 1")
-    res = api.tune(**_api_options(args), trials=args.trials, tune_seeds=args.tune_seeds)
+    res = api.tune(**_api_options(args), trials=args.trials, tune_seeds=args.tune_seeds, sampler=args.sampler,
+                   pruner=args.pruner, storage=args.storage, study=args.study)
     print(res.text)
     print(f"trials: {res.trials_csv}; recipe: {res.recipe} ({res.summary['seconds']:.0f} s)")
     if res.failure:  # no "next:" for a recipe that diverges

@@ -33,6 +33,18 @@ class TrainingDiverged(UserError):
         return type(self), (self.network, self.epoch, self.what, self.hint)
 
 
+class TrialPruned(Exception):
+    """A tuning trial's student stopped after ``epoch`` (1-based) because the pruner found the trial's validation
+    curve behind the others' (``engine.tune``): not an error, a trial without a score."""
+
+    def __init__(self, epoch: int):
+        self.epoch = int(epoch)
+        super().__init__(f"pruned after epoch {epoch}")
+
+    def __reduce__(self):
+        return type(self), (self.epoch,)
+
+
 def not_a_file(path, what: str = "a file") -> Optional[str]:
     """Why ``path`` cannot be read as a file, as the end of a sentence that starts with its name ("does not
     exist", "is a folder, not ``what``", "is a named pipe (FIFO), not a regular file", ...), or None for a regular

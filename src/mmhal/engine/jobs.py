@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import UserError, machine_limit
+from ..errors import TrialPruned, UserError, machine_limit
 from ..metrics import accuracy
 from ..utils import require_open_files, return_freed_memory, usable_cpus
 from . import distributed
@@ -106,13 +106,21 @@ def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     _WORKER_CTX, _WORKER_QUEUE = ctx, queue
 
 
-def _worker_job(name: str, seed: int, trial: Optional[str] = None) -> dict:
+def _worker_job(name: str, seed: int, trial: Optional[str] = None, settings: Optional[dict] = None,
+                stop: Optional[str] = None) -> dict:
+    """Train one student in this worker. A tuning trial made after the workers started brings its ``settings``;
+    ``stop``: a file whose appearance (the parent's pruner) ends the job after the epoch it finishes."""
     assert _WORKER_CTX is not None
+    if trial is not None and settings is not None:
+        _WORKER_CTX.trials[trial] = settings
     on_epoch = None
-    if _WORKER_QUEUE is not None:
-        def on_epoch(epoch: int, rec: dict) -> None:  # progress for the parent's bar
-            loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
-            _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"]))
+    if _WORKER_QUEUE is not None or stop is not None:
+        def on_epoch(epoch: int, rec: dict) -> None:  # progress (and the pruner's figures) for the parent
+            if _WORKER_QUEUE is not None:
+                loss = sum(v for k, v in rec.items() if k not in ("epoch", "val_loss", "val_acc"))
+                _WORKER_QUEUE.put((name, seed, rec["epoch"], loss, rec["val_acc"], trial))
+            if stop is not None and os.path.exists(stop):
+                raise TrialPruned(rec["epoch"])
     return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch, trial=trial)
 
 
@@ -121,6 +129,9 @@ def _report(log, eval_split, y_eval, name, seed, r) -> None:
     that says where and what to change."""
     if "diverged" in r:
         log(f"warning: {r['diverged']['message']}; it is left out of the results")
+        return
+    if "pruned" in r:
+        log(f"{name:>10s} seed {seed}: pruned after epoch {r['pruned']['epoch']} (its trial's validation curve was behind)")
         return
     acc = accuracy(y_eval, r["logits"].argmax(1))
     log(f"{name:>10s} seed {seed}: {eval_split} acc {acc:.4f} (best epoch {r['best_epoch']}, val loss {r['val_loss']:.4f})")
@@ -131,22 +142,38 @@ class JobFailed(Exception):
     (the CLI prints it once and exits with code 1)."""
 
 
-def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
+def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: Optional[dict] = None,
+              on_epoch=None) -> dict:
     """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
+
+    ``trials``: the settings of tuning trials made after ``ctx`` was (tag -> dotted overrides), sent with their
+    jobs. ``on_epoch(job, epoch, val_acc)``, called as each job finishes an epoch, returns True to stop that
+    job's trial there (a pruned trial: its jobs' records hold ``pruned``).
 
     With several workers, Ctrl-C (KeyboardInterrupt in this process) or a job's error stops every worker at
     once: queued jobs are cancelled and the worker processes killed (what they trained so far is in their
     epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``."""
     done: dict = {}
+    trials = trials or {}
+    ctx.trials.update(trials)
 
     def report(job, r):
         _report(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
+
+    def stop_file(job) -> Optional[str]:
+        return None if on_epoch is None or len(job) < 3 else str(ctx.folder / "trials" / job[2] / "PRUNED")
 
     if not jobs:
         return done
     if workers == 1:
         for job in jobs:
-            done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, trial=job[2] if len(job) > 2 else None)
+            hook = None
+            if on_epoch is not None:
+                def hook(epoch, rec, job=job):
+                    if on_epoch(job, rec["epoch"], rec["val_acc"]):
+                        raise TrialPruned(rec["epoch"])
+            done[job] = r = ctx.train_student(*job[:2], device, ctx.cfg.progress, on_epoch=hook,
+                                              trial=job[2] if len(job) > 2 else None)
             report(job, r)
         return done
     require_open_files(workers, f"{workers} student worker processes (workers)")
@@ -156,14 +183,15 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
         # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started
         # with: SIGHUP held back, a hangup of the whole process group cannot end it (it ignores only SIGINT and
         # SIGTERM itself; one that died made its successor print a KeyError per semaphore after mmhal's last line)
-        queue = mp.Queue() if ctx.cfg.progress else None
+        queue = mp.Queue() if ctx.cfg.progress or on_epoch is not None else None
         pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
     bar = None
     try:
         # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
         # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
         with sigint_held():
-            futures = {pool.submit(_worker_job, *job): job for job in jobs}
+            futures = {pool.submit(_worker_job, *job[:3], *((trials[job[2]], stop_file(job)) if len(job) > 2 and
+                                                           job[2] in trials else ())): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
         n_train = len(ctx.data.indices("train"))
         tcfgs = [ctx.job_config(job[0], job[2] if len(job) > 2 else None).train for job in jobs]
@@ -173,12 +201,12 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval) -> dict:
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            _drain(queue, bar)
+            _drain(queue, bar, on_epoch, stop_file)
             for fut in finished:
                 job = futures[fut]
                 done[job] = r = _job_result(fut, job)
                 report(job, r)
-        _drain(queue, bar)
+        _drain(queue, bar, on_epoch, stop_file)
         bar.n = bar.total
     except BaseException:
         _stop_pool(pool)
@@ -247,14 +275,21 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         manager.join(timeout=2)  # it notices the dead workers and ends
 
 
-def _drain(queue, bar) -> None:
-    """Move the workers' per-epoch reports onto the parent's progress bar."""
+def _drain(queue, bar, on_epoch=None, stop_file=None) -> None:
+    """Move the workers' per-epoch reports onto the parent's progress bar, and to ``on_epoch`` (the pruner): when it
+    says stop, the trial's stop file (``stop_file``) is made, which its jobs' workers check after every epoch."""
     if queue is None:
         return
     while True:
         try:
-            name, seed, epoch, loss, val_acc = queue.get_nowait()
+            name, seed, epoch, loss, val_acc, trial = queue.get_nowait()
         except Exception:  # queue.Empty
             return
         bar.update(1)
         bar.set_postfix_str(f"{name} seed {seed} ep {epoch}: loss {loss:.3f} val_acc {val_acc:.3f}")
+        if on_epoch is not None and trial is not None:
+            job = (name, seed, trial)
+            if on_epoch(job, epoch, val_acc):
+                path = stop_file(job)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                open(path, "a").close()

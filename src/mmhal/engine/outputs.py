@@ -63,7 +63,8 @@ LOCK = ".mmhal-lock"  # held (flock) by the process writing a run or tuning fold
 #: what mmhal writes at the top of a folder of each kind (beside the marker and its subfolders below)
 RUN_LOG = "run.log"  # what a run printed (engine.runfolder.RunLog)
 OWN_FILES = {"run": {"config.yaml", "results.json", "results.csv", EVALUATION_FILE, RUN_LOG},
-             "tune": {"tune.json", "trials.csv", "tuned.yaml"}}
+             "tune": {"tune.json", "trials.csv", "tuned.yaml", "study.db", "study.db-journal", "study.db-wal",
+                      "study.db-shm"}}
 RUN_DIRS = ("models", "jobs", "checkpoints", "trials", "metrics", "tensorboard")  # a run's (or tuning's) own folders: no other output there
 OWN_TREES = ("report", "predictions", "export")  # where mmhal report, predict and export write in a run by default
 OWN_DIRS = (*RUN_DIRS, *OWN_TREES)

@@ -38,7 +38,7 @@ from ..data.augment import describe as describe_augment
 from ..data.base import MultimodalData, load_dataset
 from ..data.select import check_modalities
 from ..distill import ENSEMBLES, METHODS, build_method, member_job
-from ..errors import DataError, TrainingDiverged, UserError
+from ..errors import DataError, TrainingDiverged, TrialPruned, UserError
 from ..models.network import build_network, macs_per_sample
 from ..utils import (atomic_torch_save, atomic_write_json, atomic_write_text, derive_seed, return_freed_memory,
                      seed_everything, stable_hash, state_digest)
@@ -912,6 +912,10 @@ class JobContext:
                       metrics=None if trial else metrics_file(folder, name, seed),
                       events=None if trial or not writes_tensorboard(self.cfg) else
                       folder / "tensorboard" / f"{name}-seed{seed}")
+        except TrialPruned as exc:  # a tuning trial stopped early by the pruner: no score, no model
+            if main:
+                ckpt_path.unlink(missing_ok=True)
+            return {"pruned": {"epoch": exc.epoch}, "epochs": exc.epoch, "companions": {}}
         except TrainingDiverged as exc:  # recorded as finished (a --resume does not train it again), with no model
             r = {"diverged": {"epoch": exc.epoch, "what": exc.what, "message": str(exc)}, "epochs": exc.epoch,
                  "world_size": distributed.current().world_size, "teacher": teacher_digest, "companions": {}}
