@@ -161,8 +161,8 @@ def test_a_pruned_trial_stops_its_students_and_is_never_chosen(tmp_path, capsys,
     monkeypatch.setattr(tune_module, "_pruner", lambda optuna, name, epochs: Pruner())
     data = _tiny(tmp_path / "tiny.npz")
     rc = main(["tune", "--data", str(data), "--out", str(tmp_path / "t"), "--student", "weak", "--methods", "unimodal",
-               "--trials", "3", "--tune-seeds", "2", "--epochs", "5", "--no-progress", "model.width=4",
-               "train.batch_size=32", f"workers={workers}"])
+               "--trials", "3", "--tune-seeds", "2", "--epochs", "5", "--no-progress", "--pruner", "median",
+               "--sampler", "tpe", "model.width=4", "train.batch_size=32", f"workers={workers}"])
     assert rc == 0
     summary = json.loads((tmp_path / "t" / "tune.json").read_text())
     rows = summary["table"]["unimodal"]
@@ -218,8 +218,8 @@ def test_two_processes_share_one_study_on_a_postgresql_server(tmp_path):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--sampler", "grid"], "--sampler must be tpe or random, got 'grid'"),
-    (["--pruner", "hyperband"], "--pruner must be median or none, got 'hyperband'"),
+    (["--sampler", "grid"], "--sampler must be random or tpe, got 'grid'"),
+    (["--pruner", "hyperband"], "--pruner must be none or median, got 'hyperband'"),
     (["--storage", "my.db"], "--storage must be a database URL"),
     (["--storage", "postgresql://u:secret@127.0.0.1:1/none"], "the Optuna storage 'postgresql://u:***@127.0.0.1:1/none' "
                                                              "cannot be opened"),

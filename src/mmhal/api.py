@@ -363,8 +363,8 @@ def run(data: Optional[PathLike] = None, *, student: Union[Sequence[str], str, N
     return RunResult(Path(cfg.out), report, lines, failure, main)
 
 
-def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 2, sampler: str = "tpe",
-         pruner: str = "median", storage: Optional[str] = None, study: str = "mmhal",
+def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 2, sampler: str = "random",
+         pruner: str = "none", storage: Optional[str] = None, study: str = "mmhal",
          student: Union[Sequence[str], str, None] = None, teacher: Union[Sequence[str], str, None] = None,
          methods: Union[Sequence[str], str, None] = None, seeds: Optional[int] = None, epochs: Optional[int] = None,
          out: Optional[PathLike] = None, config: Optional[PathLike] = None, overrides: Overrides = None,
@@ -373,7 +373,7 @@ def tune(data: Optional[PathLike] = None, *, trials: int = 8, tune_seeds: int = 
          log: Optional[Callable[[str], None]] = None) -> TuneResult:
     """``mmhal tune``: ``trials`` configurations per method (the same budget for every method), each scored by
     ``tune_seeds`` students (seeds 1000, 1001, ...: never the reporting seeds) on the validation split alone,
-    drawn by Optuna's ``sampler`` (tpe or random) and stopped early by its ``pruner`` (median or none); writes
+    drawn by Optuna's ``sampler`` (random or tpe) and stopped early by its ``pruner`` (none or median); writes
     trials.csv, tune.json and the recipe tuned.yaml into ``out``. The studies live in ``storage`` (a database URL
     that several processes share, under the name ``study``; default: study.db in ``out``). ``seeds``: the seeds the
     recipe reports."""

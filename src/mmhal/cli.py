@@ -137,10 +137,10 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--trials", type=int, default=8, help="configurations tried per method (trial 0 = current settings)")
     t.add_argument("--tune-seeds", type=int, default=2,
                    help="students per trial (seeds 1000, 1001, ...: never the reporting seeds; default 2)")
-    t.add_argument("--sampler", default="tpe", help="how Optuna draws the trials: tpe (default) or random")
-    t.add_argument("--pruner", default="median",
-                   help="median (default: stop a trial whose validation curve is below the median of the finished "
-                        "trials) or none")
+    t.add_argument("--sampler", default="random", help="how Optuna draws the trials: random (default) or tpe")
+    t.add_argument("--pruner", default="none",
+                   help="none (default) or median: stop a trial whose validation curve is below the median of the "
+                        "finished trials (faster; benchmarks/SCIENCE.md §11)")
     t.add_argument("--storage", help="an Optuna database URL that several mmhal tune processes share, e.g. "
                                      "postgresql://user@host/db (default: study.db, SQLite, in the tune folder)")
     t.add_argument("--study", default="mmhal", help="the study name in --storage (default: mmhal; one study per method)")
