@@ -246,10 +246,10 @@ def test_rkd_fused_angle_gradient_equals_autograd_through_the_plain_formula(monk
     torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-5, atol=1e-9)
 
 
-def test_rkd_angle_through_gram_matrices_keeps_float32_precision_for_close_points():
-    """The angle term works through Gram matrices (four terms that cancel where points are close): in float32
-    embeddings with large norms and two points 1e-3 apart its loss and gradient are the plain formula's (in
-    float64) to float32 precision."""
+def test_rkd_angle_keeps_float32_precision_for_close_points_at_large_norm():
+    """In float32 embeddings with large norms and two points 1e-3 apart, the fused angle term's loss and gradient
+    are the plain formula's (in float64) to float32 precision (a formulation through Gram matrices, whose four
+    terms cancel there, would need float64 to pass)."""
     from mmhal.distill.rkd import angle_potential
 
     torch.manual_seed(5)

@@ -15,15 +15,15 @@ Distances are computed from the differences e_i - e_j (``cdist`` without the mat
 the square root passes no gradient; likewise their zero difference vector passes no gradient through the
 angle's normalisation (the reference's 1 / eps there gives gradients of ~1e10).
 Both terms are 0 when the student's embedding is a similarity transform c * e Q + b (c > 0, Q orthogonal)
-of the teacher's. Cost: the angle term is B^3 cosines per network. It is one fused autograd function
-(``_AngleHuber``) that takes both embeddings and works through their Gram matrices: <e_j - e_i, e_k - e_i> =
-G_jk - G_ij - G_ik + G_ii, so the B^3 part is elementwise (in float64, a chunk of anchors at a time, each chunk's
-buffers ~1 MB so that they stay in cache) and only O(B^2 D) products remain; the residual r = psi_A^s - psi_A^t,
-the Huber sum and the gradient with respect to the student's embedding (back through G and the distances) are
-formed in the forward pass, the backward only scales it. Before, the unit differences (c, B, D) were formed and
-multiplied, B^3 D multiply-adds per network: the same values to float precision, a cost that grew with D (the
-embedding of a sequence network doubled with ``model.pool=meanmax``).
-Memory: O(c B^2 + B D) for the angle term, O(B^2) for the distance term. ``distill.rkd.angle=0`` skips the
+of the teacher's. Cost: the angle term is B^3 cosines per network, batched products (c, B, D) x (c, D, B) for
+c anchors at a time, B^3 * D multiply-adds each. It is one fused autograd function (``_AngleHuber``) that
+takes both embeddings and, a chunk of anchors at a time, forms the unit differences of both networks, the
+residual r = psi_A^s - psi_A^t in one product, the Huber sum from r and clamp(r, -1, 1) without a further
+buffer, and the gradient with respect to the student's embedding (through 2 clamp(r, -1, 1) u and the
+normalisation); the backward only scales it. On a CPU a chunk is ~0.5 MB (c = 8 anchors at B = D = 128), so
+its buffers stay in cache instead of paying a fresh B^3 buffer's page faults for every elementwise pass (step
+times in benchmarks/RESULTS.md, "Baselines: step cost"); elsewhere (a GPU) one chunk.
+Memory: O(c B (B + D)) for the angle term, O(B^2) for the distance term. ``distill.rkd.angle=0`` skips the
 angle term.
 """
 from __future__ import annotations
@@ -88,52 +88,35 @@ def _anchors_per_chunk(b: int, d: int, device: torch.device) -> int:
 
 class _AngleHuber(torch.autograd.Function):
     """L_A = mean over (i, j, k) of Huber_1(psi_A^s(i, j, k) - psi_A^t(i, j, k)) from the embeddings e_s, e_t
-    (B, D) fp32, the gradient with respect to e_s formed in the forward pass, a chunk of anchors i at a time.
-
-    Through Gram matrices, so that no B^3 x D product is formed: <e_j - e_i, e_k - e_i> = G_jk - G_ij - G_ik + G_ii
-    with G = e e^T, hence psi_A(i, j, k) = (G_jk - G_ij - G_ik + G_ii) inv_ij inv_ik, inv_ij = 1 / ||e_j - e_i||
-    (0 where the difference is zero: a repeated sample passes no gradient, as before). The B^3 part is then
-    elementwise, in float64 (the four Gram terms cancel where points are close); the distances come from the
-    differences themselves (exactly 0 for a repeated sample); the gradient goes back through G and the distances
-    in O(B^2 D). Equal to forming the unit differences (the plain formula, ``potentials``) to float precision
-    (tests/test_baselines.py); its cost no longer grows with D (benchmarks/SCIENCE.md §10)."""
+    (B, D) fp32, the gradient with respect to e_s formed in the forward pass, a chunk of anchors i at a time."""
 
     @staticmethod
     def forward(ctx, e_s: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
         b, d = e_s.shape
         n = float(b) ** 3
         want_grad = ctx.needs_input_grad[0]
-        s, t = e_s.double(), e_t.double()
-        g_s, g_t = s @ s.T, t @ t.T
-        inv_s, inv_t = _inverse_distances(s), _inverse_distances(t)
-        total = s.new_zeros(())
-        grad_g = torch.zeros_like(g_s) if want_grad else None
-        grad_inv = torch.zeros_like(g_s) if want_grad else None
-        step = _anchors_per_chunk(b, b, e_s.device)
+        grad_e = torch.zeros_like(e_s) if want_grad else None
+        total = e_s.new_zeros((), dtype=torch.float64)
+        step = _anchors_per_chunk(b, d, e_s.device)
         for i0 in range(0, b, step):
             i1 = min(b, i0 + step)
-            a_s, dot_s = _angles(g_s, inv_s, i0, i1)
-            a_t, _ = _angles(g_t, inv_t, i0, i1)
-            r = a_s.sub_(a_t)
-            total += F.smooth_l1_loss(r, r.new_zeros(()).expand_as(r), reduction="sum", beta=1.0)
-            if not want_grad:
-                continue
-            h = r.clamp_(-1.0, 1.0)  # d Huber_1(r) / dr
-            w = inv_s[i0:i1].unsqueeze(2) * inv_s[i0:i1].unsqueeze(1)  # inv_ij inv_ik
-            p = h * w  # dL / d dot_ijk; symmetric in (j, k)
-            grad_g += p.sum(0)  # the G_jk term
-            row = p.sum(2)  # the G_ij and G_ik terms (equal by symmetry)
-            grad_g[i0:i1] -= 2.0 * row
-            idx = torch.arange(i0, i1, device=e_s.device)
-            grad_g[idx, idx] += row.sum(1)  # the G_ii term
-            # inv_ij appears as the j-factor and, by symmetry, as the k-factor: 2 sum_k h dot inv_ik
-            grad_inv[i0:i1] += 2.0 * (h.mul_(dot_s).mul_(inv_s[i0:i1].unsqueeze(1))).sum(2)
+            u_t, _ = _anchor_directions(e_t, i0, i1)
+            u_s, inv = _anchor_directions(e_s, i0, i1)
+            # r = psi_A^s - psi_A^t on this chunk's anchors, in one product
+            r = torch.baddbmm(torch.bmm(u_t, u_t.transpose(1, 2)), u_s, u_s.transpose(1, 2), beta=-1.0)
+            # the Huber sum in one pass (against an expanded zero: no further buffer), then clamp(r, -1, 1)
+            total += F.smooth_l1_loss(r, r.new_zeros(()).expand_as(r), reduction="sum", beta=1.0).double()
+            h = r.clamp_(-1.0, 1.0)
+            if want_grad:
+                # d/du[i, j] of sum_k Huber_1(r[i, j, k]) through both the j and the k position: r is symmetric
+                # in (j, k), so 2 clamp(r, -1, 1) u; then through u = diff / ||diff|| (no gradient where the
+                # difference is zero) and diff[i, j] = e_j - e_i
+                g_u = torch.bmm(h, u_s)
+                g_diff = g_u.sub_(u_s * (u_s * g_u).sum(2, keepdim=True)).mul_(inv.unsqueeze(2))
+                grad_e += g_diff.sum(0)
+                grad_e[i0:i1] -= g_diff.sum(1)
         if want_grad:
-            # inv_ij = 1 / ||e_j - e_i|| (where > 0): d inv = -inv^2 d||.||, d||e_j - e_i|| = u_ij . (de_j - de_i)
-            m = -grad_inv * inv_s.pow(3)  # dL/d||.|| / ||.||, per (anchor i, j)
-            grad_e = (m.sum(0) + m.sum(1)).unsqueeze(1) * s - (m + m.T) @ s
-            grad_e += (grad_g + grad_g.T) @ s
-            ctx.save_for_backward(grad_e.mul_(1.0 / n).to(e_s.dtype))
+            ctx.save_for_backward(grad_e.mul_(2.0 / n))
         return (total / n).to(e_s.dtype)
 
     @staticmethod
@@ -141,21 +124,6 @@ class _AngleHuber(torch.autograd.Function):
     def backward(ctx, grad):
         (grad_e,) = ctx.saved_tensors
         return grad_e * grad, None
-
-
-def _inverse_distances(e: torch.Tensor) -> torch.Tensor:
-    """(B, B) 1 / ||e_j - e_i|| from the differences themselves, 0 where the difference is zero."""
-    dist = torch.cdist(e, e, compute_mode="donot_use_mm_for_euclid_dist")
-    return torch.where(dist > 0, 1.0 / dist.clamp_min(1e-300), torch.zeros_like(dist))
-
-
-def _angles(g: torch.Tensor, inv: torch.Tensor, i0: int, i1: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(psi_A, dot) for the anchors i0 <= i < i1, each (c, B, B): dot_ijk = <e_j - e_i, e_k - e_i> from the Gram
-    matrix ``g``, psi_A = dot inv_ij inv_ik."""
-    gi = g[i0:i1]
-    diag = torch.diagonal(g)[i0:i1]
-    dot = g.unsqueeze(0) - gi.unsqueeze(2) - gi.unsqueeze(1) + diag.view(-1, 1, 1)
-    return dot * inv[i0:i1].unsqueeze(2) * inv[i0:i1].unsqueeze(1), dot
 
 
 def distance_potential(e: torch.Tensor) -> torch.Tensor:
