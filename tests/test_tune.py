@@ -161,7 +161,7 @@ def test_a_pruned_trial_stops_its_students_and_is_never_chosen(tmp_path, capsys,
     monkeypatch.setattr(tune_module, "_pruner", lambda optuna, name, epochs: Pruner())
     data = _tiny(tmp_path / "tiny.npz")
     rc = main(["tune", "--data", str(data), "--out", str(tmp_path / "t"), "--student", "weak", "--methods", "unimodal",
-               "--trials", "3", "--tune-seeds", "2", "--epochs", "5", "--no-progress", "--pruner", "median",
+               "--trials", "3", "--tune-seeds", "2", "--epochs", "4", "--no-progress", "--pruner", "median",
                "--sampler", "tpe", "model.width=4", "train.batch_size=32", f"workers={workers}"])
     assert rc == 0
     summary = json.loads((tmp_path / "t" / "tune.json").read_text())
