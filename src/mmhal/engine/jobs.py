@@ -163,6 +163,12 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: 
     def stop_file(job) -> Optional[str]:
         return None if on_epoch is None or len(job) < 3 else str(ctx.folder / "trials" / job[2] / "PRUNED")
 
+    def job_args(job) -> tuple:
+        """``_worker_job``'s arguments: a trial made after the workers started brings its settings and stop file."""
+        if len(job) > 2 and job[2] in trials:
+            return (*job, trials[job[2]], stop_file(job))
+        return tuple(job)
+
     if not jobs:
         return done
     if workers == 1:
@@ -190,8 +196,7 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: 
         # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
         # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
         with sigint_held():
-            futures = {pool.submit(_worker_job, *job[:3], *((trials[job[2]], stop_file(job)) if len(job) > 2 and
-                                                           job[2] in trials else ())): job for job in jobs}
+            futures = {pool.submit(_worker_job, *job_args(job)): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
         n_train = len(ctx.data.indices("train"))
         tcfgs = [ctx.job_config(job[0], job[2] if len(job) > 2 else None).train for job in jobs]
