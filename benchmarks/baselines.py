@@ -118,8 +118,9 @@ def run(setting: str, methods: list[str], args) -> dict:
             raise SystemExit(f"{source} has no tuning of {', '.join(missing)}")
         path = recipe(setting, {m: best[m] for m in methods}, source, args)
         (folder / "tuned_on").write_text(source + "\n")
+        extra = [e for e in args.extra.split(",") if e]
         _mmhal(["run", "--config", str(path), *data_args(setting, args.data_dir), "--methods",
-                ",".join(methods + EXTRA), "--seeds", str(args.seeds), "--out", str(folder / "run"), "--no-progress",
+                ",".join(methods + extra), "--seeds", str(args.seeds), "--out", str(folder / "run"), "--no-progress",
                 "--overwrite"], f"{setting}: the run")
     return json.loads(res.read_text())
 
@@ -175,6 +176,8 @@ def main() -> int:
     p.add_argument("--settings", default="hapt-gyro", help=f"comma-separated, of {', '.join(SETTINGS)}")
     p.add_argument("--methods", default=METHODS)
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--extra", default=",".join(EXTRA),
+                   help="two-network models reported beside --methods ('' for none)")
     p.add_argument("--trials", type=int, default=4, help="tuning trials per method (trial 0 = defaults)")
     p.add_argument("--root", type=Path, default=Path("runs/baselines"))
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the .npz files of datasets/ are")

@@ -108,3 +108,47 @@ def test_an_unknown_dad_relation_or_feature_choice_is_one_sentence(key):
 
     with pytest.raises(UserError, match=f"distill.{key} must be"):
         load_config(None, [f"distill.{key}=cosine"])
+
+
+def test_dad_angle_adds_rkds_angle_term_at_its_own_weight_and_is_off_by_default():
+    """distill.dad_angle (issue 20: DAD with and without the angle term) = that weight x RKD's angle term on DAD's
+    features (each depth of the trunk, summed); at 0 (the default) no term is added."""
+    from types import SimpleNamespace
+
+    from mmhal.config import load_config
+    from mmhal.distill.dad import dad_term, dad_terms
+    from mmhal.distill.rkd import rkd_losses
+
+    assert load_config(None, []).distill.dad_angle == 0.0
+    torch.manual_seed(1)
+    emb_s, emb_t = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3)
+    f_s, f_t = [torch.randn(5, 2, 2), torch.randn(5, 4)], [torch.randn(5, 2, 2), torch.randn(5, 4)]
+    out, t_out = SimpleNamespace(features=f_s, embedding=emb_s), SimpleNamespace(features=f_t, embedding=emb_t)
+    cfg = SimpleNamespace(dad_lambda=7.0, dad_variant="batch", dad_k=2, dad_global="false", dad_relation="distance",
+                          dad_features="embedding", dad_angle=0.0)
+    assert set(dad_terms(cfg, out, t_out)) == {"dad"}
+    cfg.dad_angle = 3.0
+    terms = dad_terms(cfg, out, t_out)
+    l_d, l_a = rkd_losses(emb_s, emb_t)
+    assert terms["dad"].item() == pytest.approx(dad_term(cfg, out, t_out).item())
+    assert terms["dad_angle"].item() == pytest.approx(3.0 * l_a.item(), rel=1e-6) and l_a.item() > 0
+    terms["dad_angle"].backward()
+    assert emb_s.grad is not None and emb_s.grad.abs().sum() > 0
+    cfg.dad_features = "trunk"
+    want = 3.0 * (rkd_losses(f_s[0].flatten(1), f_t[0].flatten(1))[1] + rkd_losses(f_s[1], f_t[1])[1]).item()
+    assert dad_terms(cfg, out, t_out)["dad_angle"].item() == pytest.approx(want, rel=1e-6)
+
+
+def test_a_negative_dad_angle_is_one_sentence():
+    from mmhal.config import load_config
+    from mmhal.errors import UserError
+
+    with pytest.raises(UserError, match="distill.dad_angle must be 0 or more"):
+        load_config(None, ["distill.dad_angle=-1"])
+
+
+def test_mmh_and_dad_tuning_search_with_and_without_the_angle_term():
+    from mmhal.distill.dad import DAD
+    from mmhal.distill.mmh import MMH
+
+    assert MMH.tune_space["distill.dad_angle"] == ("choice", [0.0, 50.0]) == DAD.tune_space["distill.dad_angle"]

@@ -368,6 +368,8 @@ class DistillConfig:
     dad_lambda: float = 25.0
     dad_variant: str = "batch"  # batch | local
     dad_k: int = 8  # neighbours kept per sample by the local variant
+    # weight of RKD's angle term on DAD's features, over the batch (distill/dad.py); 0 = off (the default mmh)
+    dad_angle: float = 0.0
     # similarity (the authors': row-normalised Gram matrices, SP) | distance (pairwise distances over their mean,
     # Huber, as RKD's distance term) (distill/dad.py)
     dad_relation: str = "distance"
@@ -1058,8 +1060,8 @@ def validate(cfg: RunConfig) -> None:
         raise UserError("distill.rad_levels needs at least one pyramid level (grid size per axis), e.g. [4, 2, 1]")
     if min(cfg.distill.rad_levels) < 1:
         raise UserError(f"distill.rad_levels must be grid sizes of 1 or more, got {cfg.distill.rad_levels}")
-    for key in ("rad_lambda", "dad_lambda"):
-        if getattr(cfg.distill, key) < 0:
+    for key in ("rad_lambda", "dad_lambda", "dad_angle"):
+        if not getattr(cfg.distill, key) >= 0:
             raise UserError(f"distill.{key} must be 0 or more, got {getattr(cfg.distill, key)}")
     if not 0.0 <= cfg.distill.label_smoothing < 1.0:
         raise UserError(f"distill.label_smoothing must lie in [0, 1), got {cfg.distill.label_smoothing}")

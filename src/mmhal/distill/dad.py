@@ -14,6 +14,9 @@ where for ``local`` M_ij = 1 when j is one of the k nearest neighbours of i in t
 feature space (Euclidean, i itself excluded): only local inter-sample distances are matched.
 The losses of the two depths are summed. Row normalisation makes L invariant to the scale of f.
 
+``distill.dad_angle`` (default 0: off) adds RKD's angle term on the same features with that weight, as the term
+``dad_angle`` (``dad_terms``): with the distance relation on the embedding and weights 25 / 50, DAD is RKD.
+
 Global batch (``distill.dad_global``; "auto" = on when the job has more than one process): under
 ``torchrun`` each rank holds a shard of the global batch; the student features of all ranks are
 gathered with gradient and the teacher's without (``mmhal.collective.all_gather_rows``), so every rank
@@ -122,13 +125,36 @@ def dad_term(cfg, out, t_out) -> torch.Tensor:
                                      global_batch(cfg), getattr(cfg, "dad_relation", "similarity"))
 
 
+def dad_angle_loss(s_feats, t_feats, gather: bool = False) -> torch.Tensor:
+    """Sum over the paired depths of RKD's angle term (Huber_1 between the cosines of the angle every triple of
+    samples forms, ``distill.rkd``) on the flattened features, over the whole batch (the ``local`` variant does not
+    restrict it); with ``gather``, over the global batch of all ranks."""
+    from .rkd import rkd_angle  # rkd imports this module
+
+    if gather:
+        s_feats = [collective.all_gather_rows(s) for s in s_feats]
+        t_feats = [collective.all_gather_rows(t.detach()) for t in t_feats]
+    return sum(rkd_angle(s, t) for s, t in zip(s_feats, t_feats))
+
+
+def dad_terms(cfg, out, t_out) -> dict:
+    """The loss terms DAD adds to a student's loss: ``dad`` (``dad_term``) and, where ``distill.dad_angle`` > 0,
+    ``dad_angle`` = dad_angle * RKD's angle term on the same features (``dad_angle_loss``)."""
+    terms = {"dad": dad_term(cfg, out, t_out)}
+    w = float(getattr(cfg, "dad_angle", 0.0))
+    if w > 0:
+        terms["dad_angle"] = w * dad_angle_loss(dad_features(cfg, out), dad_features(cfg, t_out), global_batch(cfg))
+    return terms
+
+
 @register_method("dad")
 class DAD(Method):
     """L = CE(z_s, y) + lambda_DAD * L_DAD."""
 
-    tune_space = {"distill.dad_lambda": ("log", 10.0, 1000.0), "distill.dad_variant": ("choice", ["batch", "local"])}
+    tune_space = {"distill.dad_lambda": ("log", 10.0, 1000.0), "distill.dad_variant": ("choice", ["batch", "local"]),
+                  "distill.dad_angle": ("choice", [0.0, 50.0])}
 
     def forward(self, inputs, target, teacher_out=None):
         t_out = self.teacher_forward(inputs, teacher_out)
         out = self.student(inputs)
-        return out.logits, {"ce": self.ce(out.logits, target), "dad": dad_term(self.cfg, out, t_out)}
+        return out.logits, {"ce": self.ce(out.logits, target), **dad_terms(self.cfg, out, t_out)}

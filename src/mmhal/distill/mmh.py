@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 from .base import Method, register_method
-from .dad import DAD, dad_term
+from .dad import DAD, dad_terms
 from .rad import RAD, rad_attention, rad_term
 
 #: ensemble name -> the methods whose students' logits are summed
@@ -40,5 +40,5 @@ class MMH(Method):
         return out.logits, {
             "ce": self.ce(out.logits, target),
             "rad": rad_term(self, out, t_out, target),
-            "dad": dad_term(self.cfg, out, t_out),
+            **dad_terms(self.cfg, out, t_out),
         }

@@ -149,6 +149,13 @@ def rkd_losses(s_emb: torch.Tensor, t_emb: torch.Tensor, angle: bool = True) -> 
         return l_d, _AngleHuber.apply(s_emb, t_emb)
 
 
+def rkd_angle(s_emb: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+    """RKD's angle term L_A alone between (B, ...) student and teacher features (flattened per sample); the
+    teacher's side carries no gradient."""
+    with full_precision(s_emb):
+        return _AngleHuber.apply(s_emb.float().flatten(1), t_emb.detach().float().flatten(1))
+
+
 @register_method("rkd")
 class RKD(Method):
     """L = CE(z_s, y) + w_D * L_D + w_A * L_A on the embedding."""
