@@ -265,4 +265,4 @@ def test_the_tmm_recipes_set_the_settings_that_reproduce_the_authors_code(name):
         assert (d.rad_weighting, d.rad_remap, d.dad_features, d.rad_lambda) == ("authors", "square", "trunk", 0.4)
     else:
         assert (cfg.model.teacher_fusion, d.rad_weighting, d.rad_remap, d.dad_features) == (
-            "late", "uniform", "none", "embedding")
+            "late", "authors-ucf101" if name == "tmm-ucf101" else "uniform", "none", "embedding")

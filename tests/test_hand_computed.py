@@ -369,6 +369,58 @@ def test_the_authors_rad_weighting_is_a_trained_self_attention_over_the_batch_me
     assert got.item() == pytest.approx(total / 3, rel=1e-6)
 
 
+def _ucf101_by_hand(loss):
+    """sum_i sum_j softmax_j(l_i l_j) l_j / R, NaN entries as 0 and left out of R (plain Python)."""
+    n = sum(1 for v in loss if v != v)
+    l = [0.0 if v != v else v for v in loss]
+    total = sum(sum(a * v for a, v in zip(_softmax([li * lj for lj in l]), l)) for li in l)
+    return total / (len(l) - n)
+
+
+def test_the_authors_ucf101_weighting_is_a_parameter_free_attention_with_gradient_through_weights_and_losses():
+    """rad_weighting=authors-ucf101 (their ucf101/loss/kd/st.py): l = (0.5, 1, 2), A_ij = softmax_j(l_i l_j),
+    L = (1/3) sum_i sum_j A_ij l_j; the gradient (finite differences of the hand formula) runs through A as well as
+    l, so it differs from that of the same weights held constant; a NaN region counts 0 and leaves the count."""
+    from mmhal.distill.rad import ucf101_attention
+
+    loss = [0.5, 1.0, 2.0]
+    l = torch.tensor(loss, dtype=torch.float64, requires_grad=True)
+    got, att = ucf101_attention(l)
+    assert got.item() == pytest.approx(_ucf101_by_hand(loss), rel=1e-12)
+    assert att[2].tolist() == pytest.approx(_softmax([2 * 0.5, 2 * 1.0, 2 * 2.0]), rel=1e-12)
+    got.backward()
+    eps = 1e-6
+    fd = [(_ucf101_by_hand([v + eps * (i == k) for i, v in enumerate(loss)])
+           - _ucf101_by_hand([v - eps * (i == k) for i, v in enumerate(loss)])) / (2 * eps) for k in range(3)]
+    assert l.grad.tolist() == pytest.approx(fd, rel=1e-6)
+    held = att.detach().sum(dim=0) / 3  # the weights as constants: d/dl_j = (1/3) sum_i A_ij
+    assert not held.tolist() == pytest.approx(fd, rel=1e-3)
+    with_nan = ucf101_attention(torch.tensor([0.5, float("nan"), 2.0], dtype=torch.float64))[0]
+    assert with_nan.item() == pytest.approx(_ucf101_by_hand([0.5, float("nan"), 2.0]), rel=1e-12)
+    assert with_nan.item() == pytest.approx(_ucf101_by_hand([0.5, 0.0, 2.0]) * 3 / 2, rel=1e-12)
+
+
+def test_the_ucf101_weighting_reaches_rad_and_mmh_through_the_setting():
+    """distill.rad_weighting=authors-ucf101 makes rad_loss return the attention over the batch-mean region losses at
+    rad_lambda (here 0.3); the student gets its gradient."""
+    from mmhal.config import load_config
+    from mmhal.distill import build_method
+    from mmhal.distill.rad import rad_loss
+
+    assert load_config(None, ["distill.rad_weighting=authors-ucf101"]).distill.rad_weighting == "authors-ucf101"
+    teacher, student, x, y = _sequence_pair()
+    for name in ("rad", "mmh"):
+        method = build_method(name, student, teacher, DistillConfig(rad_weighting="authors-ucf101", rad_lambda=0.3))
+        student.zero_grad()
+        term = method(x, y)[1]["rad"]
+        s_out, t_out = student(x), teacher(x)
+        _, per_region, _ = rad_loss(student, s_out.fmap, teacher, t_out.fmap, y, 2.0, "uniform", [4, 2, 1])
+        want = _ucf101_by_hand(per_region.mean(dim=0).tolist())
+        assert term.item() == pytest.approx(0.3 * want, rel=1e-5)
+        term.backward()
+        assert sum(p.grad.abs().sum() for p in student.parameters() if p.grad is not None) > 0
+
+
 def _sequence_pair():
     """(teacher on sequences a and b, student on a, a batch of 6, its labels): small networks for RAD's tests."""
     from mmhal.config import ModelConfig

@@ -350,7 +350,7 @@ class DistillConfig:
     temperature: float = 2.0  # T for KD and RAD
     kd_alpha: float = 0.5  # KD: (1 - alpha) * CE + alpha * T^2 KL (0.5: the same 1:1 weight as RAD at lambda 1)
     rad_lambda: float = 1.0
-    # uniform | attention | confidence | authors (distill/rad.py); uniform: chosen for the default mmh on validation
+    # uniform | attention | confidence | authors | authors-ucf101 (distill/rad.py); uniform: chosen for the default mmh on validation
     # over five settings (benchmarks/SCIENCE.md §8; confidence before)
     rad_weighting: str = "uniform"
     rad_levels: list[int] = field(default_factory=lambda: [4, 2, 1])  # pyramid grid sizes per axis
@@ -1021,9 +1021,10 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"train.ema must lie in [0, 1) (0 = no weight averaging), got {cfg.train.ema}")
     if cfg.train.select_on not in ("val_loss", "val_acc"):
         raise UserError(f"train.select_on must be 'val_loss' or 'val_acc', got '{cfg.train.select_on}'")
-    if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence", "authors"):
+    if cfg.distill.rad_weighting not in ("uniform", "attention", "confidence", "authors", "authors-ucf101"):
         raise UserError(
-            f"distill.rad_weighting must be uniform, attention, confidence or authors, got '{cfg.distill.rad_weighting}'"
+            "distill.rad_weighting must be uniform, attention, confidence, authors or authors-ucf101, "
+            f"got '{cfg.distill.rad_weighting}'"
         )
     for key, allowed in (("dad_relation", ("similarity", "distance")), ("dad_features", ("trunk", "embedding"))):
         if getattr(cfg.distill, key) not in allowed:

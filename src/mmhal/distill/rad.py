@@ -8,7 +8,8 @@ through the network's own head (one call on (B*R, C)), and take per region
 The loss is L_RAD = mean_b sum_r w_{b,r} l_{b,r} with weights that sum to 1 over regions (but see ``confidence``):
 
 * ``uniform``:    w_r = 1 / R.
-* ``attention``:  parameter-free attention over the loss vector (the reference's video code):
+* ``attention``:  parameter-free attention over each sample's loss vector (a per-sample variant of the authors'
+                  UCF101 weighting, ``authors-ucf101`` below, with constant weights):
                   A = softmax(l l^T) row-wise, the weighted loss A l summed over rows equals
                   sum_j (sum_i A_ij) l_j, so w_j = (1/R) sum_i A_ij.
 * ``confidence``: w_r proportional to p^t_r(y) * [argmax_k p^t_r = y], the teacher's region
@@ -24,6 +25,11 @@ learns, they are not a quantity the student should shrink.
                   L_RAD = (1/R) sum_i (A l)_i, with gradient through l and A (``AuthorsAttention``). Their code
                   detaches l first (``torch.tensor(loss_list)``), which leaves the student without any RAD
                   gradient; mmhal keeps it.
+* ``authors-ucf101``: the authors' UCF101 code (FAITHFULNESS_AUDIT 1.3; ``ucf101/loss/kd/st.py``): the same
+                  batch-mean loss vector l (R,) through a parameter-free self-attention, A = softmax(l l^T)
+                  row-wise, L_RAD = sum_i (A l)_i / (R - n), with gradient through l and A; a region whose
+                  batch-mean loss is NaN counts as 0 and n is the number of such regions (``ucf101_attention``).
+                  ``attention`` above is its per-sample variant with constant weights.
 """
 from __future__ import annotations
 
@@ -32,7 +38,17 @@ from torch import nn
 
 from .base import Method, kl_at_temperature, register_method
 
-WEIGHTINGS = ("uniform", "attention", "confidence", "authors")
+WEIGHTINGS = ("uniform", "attention", "confidence", "authors", "authors-ucf101")
+
+
+def ucf101_attention(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``authors-ucf101`` weighting of an (R,) vector of batch-mean region losses l: (L, A) with
+    A = softmax_j(l_i l_j) (R x R, rows sum to 1) and L = sum_i (A l)_i / (R - n), gradient through A and l;
+    NaN entries count as 0 and n is their number (the authors' code)."""
+    nan = torch.isnan(losses)
+    l = torch.where(nan, torch.zeros_like(losses), losses)
+    att = torch.softmax(l.unsqueeze(1) * l.unsqueeze(0), dim=1)
+    return (att @ l).sum() / (losses.numel() - nan.sum()), att
 
 
 class AuthorsAttention(nn.Module):
@@ -105,6 +121,10 @@ def rad_loss(student, s_fmap, teacher, t_fmap, target, temperature=2.0, weightin
             batch_mean = batch_mean.detach()
         w = (attention.weights(batch_mean.detach()).mean(dim=0)).expand_as(per_region).detach()  # for reports
         return attention(batch_mean.float()), per_region, w
+    if weighting == "authors-ucf101":
+        loss, att = ucf101_attention(per_region.mean(dim=0).float())
+        w = (att.sum(dim=0) / att.shape[0]).expand_as(per_region).detach()  # for reports: w_j = (1/R) sum_i A_ij
+        return loss, per_region, w
     w = region_weights(per_region, t_regions, target, weighting).detach()
     return (w * per_region).sum(dim=1).mean(), per_region, w
 
