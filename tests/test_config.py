@@ -260,6 +260,8 @@ def test_the_tmm_recipes_set_the_settings_that_reproduce_the_authors_code(name):
     assert cfg.methods == ["unimodal", "rad", "dad", "mmh-ensemble"]  # their final model, with its members
     assert (d.rad_pool, d.dad_relation, d.dad_lambda, d.rad_reproduce_detach_defect) == ("finest", "similarity", 100.0,
                                                                                          False)
+    want = {"tmm-nw-ucla": "learned", "tmm-ntu60": "mean", "tmm-ucf101": "mean", "tmm-hmdb51": "mean"}
+    assert d.ensemble_weight == want.get(name, "sum")  # the face code sums (sp_ap_ensemble.py)
     if name in ("tmm-casia-surf", "tmm-cefa"):
         assert (cfg.model.backbone, cfg.model.dropout, cfg.train.schedule) == ("tmm-face", 0.5, "authors-face")
         assert (d.rad_weighting, d.rad_remap, d.dad_features, d.rad_lambda) == ("authors", "square", "trunk", 0.4)

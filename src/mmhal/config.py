@@ -385,6 +385,11 @@ class DistillConfig:
     # Start a distilled student from the teacher's weights wherever names and shapes match (its own
     # modalities' stems, the trunk and the head; not the fusion layer, whose width differs). unimodal never is.
     init_from_teacher: bool = False
+    # How a two-network ensemble (mmh-ensemble, unimodal-ensemble, hallucination-fusion) combines its members'
+    # logits: sum (z1 + z2; the authors' face code) | mean ((z1 + z2) / 2; their NTU, UCF101 and HMDB51 code: the
+    # same predictions, softer probabilities) | learned (z1 + w z2, w fitted per seed on the training split by
+    # cross-entropy with weight decay 5e-4, the members frozen; their NW-UCLA code) (engine/results.py)
+    ensemble_weight: str = "sum"
     fitnet: FitNetConfig = field(default_factory=FitNetConfig)
     at: ATConfig = field(default_factory=ATConfig)
     sp: SPConfig = field(default_factory=SPConfig)
@@ -1036,6 +1041,8 @@ def validate(cfg: RunConfig) -> None:
                         "pip install \"mmhal[tensorboard]\" (or tensorboard=false)")
     if cfg.recommend not in ("significant", "best"):
         raise UserError(f"recommend must be significant or best, got '{cfg.recommend}'")
+    if cfg.distill.ensemble_weight not in ("sum", "mean", "learned"):
+        raise UserError(f"distill.ensemble_weight must be sum, mean or learned, got '{cfg.distill.ensemble_weight}'")
     if cfg.distill.dad_variant not in ("batch", "local"):
         raise UserError(f"distill.dad_variant must be 'batch' or 'local', got '{cfg.distill.dad_variant}'")
     dg = cfg.distill.dad_global

@@ -53,6 +53,7 @@ from ..utils import usable_cpus
 from .artifacts import RunFolder, choose_method, load_network, method_members, model_files, open_run
 from .device import resolve_device
 from .outputs import out_path, plan_output, write_file
+from .results import ensemble_scales
 
 PROB_DIGITS = ".9g"  # float32 values written so that they read back exactly
 
@@ -69,10 +70,14 @@ class Networks:
     modalities: list[str]
     shapes: dict[str, tuple[int, ...]]  # per-sample shape of every modality the networks were built for
     class_names: list[str]
+    # per seed, the factor of each member's logits: 1 for every member, but (1, w) for an ensemble whose run fitted
+    # a weight w (distill.ensemble_weight=learned; results.ensemble_scales); None = all 1
+    scales: Optional[list[tuple[float, ...]]] = None
 
     @torch.no_grad()
     def logits(self, inputs: dict[str, torch.Tensor], views: int = 1) -> torch.Tensor:
-        """(seeds, B, K) float32 logits of one batch: per seed, the sum of its members' logits. With ``views`` > 1
+        """(seeds, B, K) float32 logits of one batch: per seed, the sum of its members' logits (each times its factor
+        in ``scales``). With ``views`` > 1
         the batch holds B x ``views`` rows (a sample's views together: test clips x crops) and a member's logits
         of a sample are the log of its views' mean probabilities, as ``mmhal run`` scores them."""
         def one(net) -> torch.Tensor:
@@ -81,7 +86,9 @@ class Networks:
                 z = z.view(-1, views, z.shape[-1]).softmax(-1).mean(1).clamp_min(1e-30).log()
             return z
 
-        return torch.stack([sum(one(net) for net in members) for members in self.networks])
+        scales = self.scales or [(1.0,) * len(members) for members in self.networks]
+        return torch.stack([sum(c * one(net) for c, net in zip(sc, members))
+                            for sc, members in zip(scales, self.networks)])
 
     def describe(self) -> str:
         if self.seeds == [None]:
@@ -113,8 +120,11 @@ def load_networks(run: RunFolder, method: str, seed: Optional[int] = None, devic
         networks.append(nets)
     assert first is not None
     mods = list(first["modalities"])
+    entry = run.results.get("results", {}).get(method)
+    run_seeds = [int(s) for s in run.results.get("seeds", [])]
+    scales = [ensemble_scales(entry, method, run_seeds.index(s) if s in run_seeds else 0) for s in seeds]
     return Networks(method, seeds, networks, mods, {m: tuple(first["shapes"][m]) for m in mods},
-                    list(first["class_names"]))
+                    list(first["class_names"]), scales)
 
 
 # ----------------------------------------------------------------------------- the input

@@ -46,8 +46,8 @@ from ..distill import member_job
 from ..errors import UserError
 from ..utils import load_mapped
 from . import artifacts, outputs
-from .results import (LEARNER_TITLES, TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, learner_line,
-                      members)
+from .results import (LEARNER_TITLES, TEACHER, UNIMODAL, UNIMODAL_ENSEMBLE, bona_fide_scores, ensemble_scales,
+                      learner_line, members)
 
 REPORT_MARKER = outputs.FOLDER_MARKERS["report"]
 INDEX = "index.html"
@@ -176,12 +176,16 @@ class Evidence:
         return self._jobs[key]
 
     def logits(self, name: str, seed: int, split: str = "eval") -> np.ndarray:
-        """(N, K) logits of reported method ``name`` (an ensemble: its members' logits summed; the teacher:
+        """(N, K) logits of reported method ``name`` (an ensemble: its members' logits summed, the second times its
+        learned weight where the run fitted one, ``results.ensemble_scales``; the teacher:
         its logits, whatever the seed) on the evaluation split or (``split="val"``) the validation split."""
         if name == TEACHER:
             return self.evaluation["teacher_logits" if split == "eval" else "teacher_val_logits"]
         key = "logits" if split == "eval" else "val_logits"
-        return sum(self.job(part, seed)[key] for part in members(name))
+        entry = self.results.get("results", {}).get(name)
+        seeds = [int(s) for s in self.results.get("seeds", [])]
+        scales = ensemble_scales(entry, name, seeds.index(seed) if seed in seeds else 0)
+        return sum(c * self.job(part, seed)[key] for c, part in zip(scales, members(name)))
 
     def history(self, job: str, seed: int) -> tuple[list[dict], int]:
         """(per-epoch history, selected epoch) of a student job, from its model file (memory-mapped: the

@@ -3,7 +3,9 @@
 Input: the labels of the evaluation split (test, or val when the data has none) and of the validation
 split, the teacher's logits on both, and for every trained student job (method, seed) its logits on the
 evaluation split at the selected epoch and at the last epoch, and on the validation split. Ensembles
-(``distill.ENSEMBLES``) sum their members' logits per seed.
+(``distill.ENSEMBLES``) sum their members' logits per seed; with ``distill.ensemble_weight=mean`` they average them,
+with ``learned`` a two-network ensemble is z1 + w z2 with w fitted per seed on the members' training-split logits
+(``fit_ensemble_weight``; the authors' NW-UCLA ensemble); the factors are recorded in its entry as ``member_scales``.
 
 Every comparison is paired by seed (``mmhal.stats``); the recommendation of what to deploy looks at the
 validation split only.
@@ -64,6 +66,57 @@ def _summary_or_none(values) -> dict:
 def members(name: str) -> tuple[str, ...]:
     """The student jobs whose logits a reported method sums (one for a plain method)."""
     return ENSEMBLES.get(name, (name,))
+
+
+#: the weight decay on an ensemble's learned weight: the authors' action ensemble trains w by SGD with weight decay
+#: 5e-4 (``nw_ucla_cv/configuration/config_ucla_ensemble.py``), i.e. cross-entropy + (5e-4 / 2) w^2
+ENSEMBLE_WEIGHT_DECAY = 5e-4
+
+
+def fit_ensemble_weight(z1, z2, y, weight_decay: float = ENSEMBLE_WEIGHT_DECAY) -> float:
+    """The w that minimises mean_i CE(z1_i + w z2_i, y_i) + (weight_decay / 2) w^2 for frozen members' (N, K)
+    logits ``z1``, ``z2`` and labels ``y``: the authors' action ensemble (``spp_pred + w * cd_pred``, w from 1,
+    trained by cross-entropy on the training set with the members frozen,
+    ``nw_ucla_cv/models/model_ensemble_learning.py``), solved exactly instead of by their 40 000 SGD steps. The
+    objective is convex in w (its second derivative is the mean variance of z2 under the ensemble's softmax plus
+    weight_decay > 0): Newton's method from w = 1, halving a step that does not lower it."""
+    z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
+    y = np.asarray(y, np.int64)
+    rows = np.arange(len(y))
+
+    def f_grad_hess(w: float):
+        z = z1 + w * z2
+        z = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1))
+        p = np.exp(z - lse[:, None])
+        ez2 = (p * z2).sum(axis=1)
+        f = float(np.mean(lse - z[rows, y])) + 0.5 * weight_decay * w * w
+        g = float(np.mean(ez2 - z2[rows, y])) + weight_decay * w
+        h = float(np.mean((p * z2 * z2).sum(axis=1) - ez2 ** 2)) + weight_decay
+        return f, g, h
+
+    w = 1.0
+    f, g, h = f_grad_hess(w)
+    for _ in range(100):
+        step = g / h
+        while True:
+            f_new, g_new, h_new = f_grad_hess(w - step)
+            if f_new <= f or abs(step) < 1e-15:
+                break
+            step /= 2
+        w, f, g, h = w - step, f_new, g_new, h_new
+        if abs(step) < 1e-12 * max(1.0, abs(w)):
+            break
+    return float(w)
+
+
+def ensemble_scales(entry: Optional[dict], name: str, seed_index: int) -> tuple[float, ...]:
+    """The factors of ``name``'s members' logits for the seed at ``seed_index`` of a run: those its results entry
+    records as ``member_scales`` (``distill.ensemble_weight`` mean or learned), else 1 for every member."""
+    recorded = (entry or {}).get("member_scales")
+    if recorded is None:
+        return (1.0,) * len(members(name))
+    return tuple(float(c) for c in recorded["per_seed"][seed_index])
 
 
 def diverged_methods(report_names, jobs, seeds, student_mods=()) -> dict:
@@ -256,12 +309,17 @@ def pad_counts(pad: dict) -> dict:
 
 
 def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, jobs,
-                  seeds, num_classes, *, pad: Optional[dict] = None) -> dict:
+                  seeds, num_classes, *, pad: Optional[dict] = None, ensemble_weight: str = "sum",
+                  y_train=None) -> dict:
     """``{name: entry}`` for the teacher and every reported method, with paired statistics against
     unimodal (and, for two-network ensembles, against ``unimodal-ensemble`` when it was run).
 
     ``jobs[(job name, seed)]`` holds ``logits``, ``logits_last`` (or None) and ``val_logits`` as arrays, or
     ``diverged``: a method with such a member job on some seed gets no entry (see ``diverged_methods``).
+
+    ``ensemble_weight``: ``sum`` (z1 + z2), ``mean`` ((z1 + z2) / 2) or ``learned`` (z1 + w z2 per seed, w =
+    ``fit_ensemble_weight`` of the members' ``train_logits`` and ``y_train``); an ensemble's entry records the
+    factors of ``mean`` and ``learned`` as ``member_scales`` (``per_seed``: one factor per member).
 
     ``pad`` (presentation-attack detection, see :class:`PadSetup`) adds ``"pad"`` (and with ``legacy``
     ``"pad_legacy"``) to every entry and ``"acer_vs_unimodal"`` to the comparisons."""
@@ -289,12 +347,26 @@ def build_results(report_names, student_mods, teacher_mods, y_eval, y_val, teach
             continue
         parts = members(name)
         per_seed = [[jobs[(p, s)] for p in parts] for s in seeds]
-        eval_z = [sum(r["logits"] for r in rs) for rs in per_seed]
-        val_z = [sum(r["val_logits"] for r in rs) for rs in per_seed]
-        last_z = [None if any(r.get("logits_last") is None for r in rs) else sum(r["logits_last"] for r in rs)
-                  for rs in per_seed]
+        scales = [(1.0,) * len(parts)] * len(seeds)
+        if ensemble_weight == "mean" and len(parts) > 1:
+            scales = [(1.0 / len(parts),) * len(parts)] * len(seeds)
+        if ensemble_weight == "learned" and len(parts) == 2:
+            if y_train is None or any(r.get("train_logits") is None for rs in per_seed for r in rs):
+                raise ValueError(f"a learned weight for '{name}' needs its members' training-split logits and labels")
+            scales = [(1.0, fit_ensemble_weight(rs[0]["train_logits"], rs[1]["train_logits"], y_train))
+                      for rs in per_seed]
+
+        def combine(key, rs, sc):
+            return sum(c * r[key] for c, r in zip(sc, rs))
+
+        eval_z = [combine("logits", rs, sc) for rs, sc in zip(per_seed, scales)]
+        val_z = [combine("val_logits", rs, sc) for rs, sc in zip(per_seed, scales)]
+        last_z = [None if any(r.get("logits_last") is None for r in rs) else combine("logits_last", rs, sc)
+                  for rs, sc in zip(per_seed, scales)]
         results[name] = method_entry(student_mods, y_eval, y_val, eval_z, last_z, val_z, num_classes)
         results[name]["networks"] = len(parts)
+        if len(parts) > 1 and ensemble_weight != "sum":
+            results[name]["member_scales"] = {"per_seed": [list(sc) for sc in scales]}
         if setup is not None:
             setup.add(results[name], eval_z, val_z)
     add_comparisons(results)

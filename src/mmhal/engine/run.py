@@ -699,7 +699,8 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
 
     y_val = splits["val"].labels.cpu().numpy()
     results = build_results(to_report, student_mods, teacher_mods, y_eval, y_val, teacher_eval, teacher_val, done,
-                            list(cfg.seeds), data.num_classes, pad=pad)
+                            list(cfg.seeds), data.num_classes, pad=pad, ensemble_weight=cfg.distill.ensemble_weight,
+                            y_train=splits["train"].labels.cpu().numpy())
     standard = None
     if main:  # what a standard learner reaches on the same split (engine.learners), beside the networks
         from . import learners
@@ -869,14 +870,17 @@ class JobContext:
 
     def _logits(self, net, splits, best_state: dict, last_state: dict) -> dict:
         """A trained network's logits: on the evaluation split with the selected weights and (a selection-free
-        control) the last epoch's, and on the validation split with the selected ones; ``net`` keeps the
-        selected weights."""
+        control) the last epoch's, and on the validation split with the selected ones (with
+        ``distill.ensemble_weight=learned`` also on the training split); ``net`` keeps the selected weights."""
         net.load_state_dict(best_state)
         z, z_val = predict(net, splits[self.eval_split]), predict(net, splits["val"])
+        # a learned ensemble weight is fitted on the members' training-split logits (results.fit_ensemble_weight)
+        z_train = predict(net, splits["train"]) if self.cfg.distill.ensemble_weight == "learned" else None
         net.load_state_dict(last_state)
         z_last = predict(net, splits[self.eval_split])
         net.load_state_dict(best_state)
-        return {"logits": z, "logits_last": z_last, "val_logits": z_val}
+        return {"logits": z, "logits_last": z_last, "val_logits": z_val,
+                **({"train_logits": z_train} if z_train is not None else {})}
 
     def train_student(self, name: str, seed: int, device, progress: bool, on_epoch=None, trial=None) -> dict:
         """Train one student (job ``name``, ``seed``), from its epoch checkpoint when resuming; save the
@@ -950,7 +954,7 @@ class JobContext:
         return _numpy_logits(r)
 
 
-LOGIT_KEYS = ("logits", "logits_last", "val_logits")
+LOGIT_KEYS = ("logits", "logits_last", "val_logits", "train_logits")
 
 
 def _numpy_logits(r: dict) -> dict:
