@@ -233,9 +233,16 @@ def _esc(x) -> str:
     return html.escape(str(x))
 
 
-def _description(name: str) -> str:
+def _description(name: str, entry: Optional[dict] = None) -> str:
+    """What ``name`` is, in one phrase; for an ensemble whose run scaled its members' logits (``member_scales``:
+    distill.ensemble_weight mean or learned), with the factors of its first seed."""
     if name in DESCRIPTIONS:
-        return DESCRIPTIONS[name]
+        text = DESCRIPTIONS[name]
+        scales = (entry or {}).get("member_scales")
+        if scales:
+            first = ", ".join(f"{c:.3g}" for c in scales["per_seed"][0])
+            text = text.replace("predictions summed", f"predictions weighted ({first} on the first seed) and summed")
+        return text
     from ..distill import METHODS
 
     try:
@@ -800,7 +807,7 @@ def methods_table_html(results: dict) -> str:
             words = _verdict(vs)
         if name == rec:
             words = "\u2605 recommended (validation)" + (f"; {words}" if words else "")
-        cells = [f"<b>{_esc(name)}</b>", _esc(_description(name)), str(r.get("networks", 1)),
+        cells = [f"<b>{_esc(name)}</b>", _esc(_description(name, r)), str(r.get("networks", 1)),
                  _esc(_mods(r["modalities"])), _summary_cell(r["val_accuracy"]), _summary_cell(r["accuracy"]),
                  _esc(diff), _esc(words)]
         if has_pad:
