@@ -327,11 +327,13 @@ def run(data: Optional[PathLike] = None, *, student: Union[Sequence[str], str, N
         config: Optional[PathLike] = None, overrides: Overrides = None, root: Optional[PathLike] = None,
         device: Optional[str] = None, precision: Optional[str] = None, channels_last: bool = False,
         compile: bool = False, progress: bool = True, resume: bool = False, overwrite: bool = False,
+        executor: Optional[str] = None, ray_address: Optional[str] = None,
         log: Optional[Callable[[str], None]] = None) -> RunResult:
     """``mmhal run``: train the teacher, then every method's students for every seed; write the run folder and
     return its results. Arguments are the command's options (``data`` = ``--data``, ``seeds`` = ``--seeds``: a
-    number of seeds, ...); ``resume=True`` continues the interrupted run in ``out``. ``log`` receives each
-    progress line (default: stderr, as the command)."""
+    number of seeds, ...); ``resume=True`` continues the interrupted run in ``out``; ``executor="ray"`` trains the
+    students on a Ray cluster (``ray_address``). ``log`` receives each progress line (default: stderr, as the
+    command)."""
     from .engine import distributed
     from .engine.results import format_table, nothing_usable, recommendation_line
     from .engine.run import out_path, plan_folder
@@ -347,6 +349,14 @@ def run(data: Optional[PathLike] = None, *, student: Union[Sequence[str], str, N
         plan_folder(Path(args.out), "run", resume=True, overwrite=overwrite)  # a run of mmhal's, before reading it
         base = base or str(Path(args.out) / "config.yaml")  # the interrupted run's own settings, unless a recipe is named
     cfg = build_config(args, base)
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise UserError(f"executor must be 'local' or 'ray', got {executor!r}")
+        cfg.executor = executor
+    if ray_address is not None:
+        if cfg.executor != "ray":
+            raise UserError("ray_address is the Ray cluster of executor='ray'; add executor='ray'")
+        cfg.ray_address = str(ray_address)
     with distributed.session(cfg.device) as job:  # a torchrun job's process group; nothing otherwise
         # the engine checks out before it reads the data (engine.run.plan_folder: new, empty or mmhal's own)
         report = run_engine(cfg, log=log or _stderr_log, resume=resume, overwrite=overwrite)

@@ -131,6 +131,13 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out: finished students are kept, an unfinished one goes on "
                         "from its last epoch (its saved config.yaml is the base; other settings must match it)")
+    r.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="where the students train: local (this machine's worker processes, the default) or ray (each "
+                        "a task on a Ray cluster whose nodes share the run folder's file system; pip install "
+                        "\"mmhal[ray]\"): executor=...")
+    r.add_argument("--ray-address", default=None,
+                   help="the Ray cluster of --executor ray (default: Ray's RAY_ADDRESS, else a Ray instance started "
+                        "on this machine): ray_address=...")
     t = _parser(sub, "tune", help="tune every method's own hyperparameters with the same budget, on validation only",
                        epilog=where)
     _common_arguments(t)
@@ -217,7 +224,10 @@ def cmd_run(args) -> int:
 
     if args.resume and not args.out:
         raise UserError("--resume needs --out DIR, the run folder of the interrupted run")
-    res = api.run(**_api_options(args), resume=args.resume, overwrite=args.overwrite)
+    if args.ray_address and args.executor != "ray":
+        raise UserError("--ray-address is the Ray cluster of --executor ray; add --executor ray")
+    res = api.run(**_api_options(args), resume=args.resume, overwrite=args.overwrite, executor=args.executor,
+                  ray_address=args.ray_address)
     if res.main:  # under torchrun, rank 0 alone prints
         for line in res.lines:
             print(line)

@@ -433,6 +433,10 @@ class RunConfig:
     # Student trainings run in parallel processes on CPU (1 thread each is faster than 2 threads for
     # small models); 0 = min(2, CPU count). On a GPU they run one after another.
     workers: int = 0
+    # Where the student jobs train: local (this machine's worker processes) | ray (each a task on a Ray cluster at
+    # ray_address, else Ray's RAY_ADDRESS, else a Ray instance started here; engine/rayjobs.py)
+    executor: str = "local"
+    ray_address: str = ""
     progress: bool = True
     # Per-method settings, e.g. {kd: {distill.kd_alpha: 0.7, train.lr: 0.002}}: a method's students train
     # with these train.* / distill.* values instead of the common ones (what `mmhal tune` writes). Members
@@ -1039,6 +1043,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.tensorboard == "true" and not has_tensorboard():
         raise UserError("tensorboard=true needs the tensorboard package, which is not installed: "
                         "pip install \"mmhal[tensorboard]\" (or tensorboard=false)")
+    if cfg.executor not in ("local", "ray"):
+        raise UserError(f"executor must be local or ray, got '{cfg.executor}'")
     if cfg.recommend not in ("significant", "best"):
         raise UserError(f"recommend must be significant or best, got '{cfg.recommend}'")
     if cfg.distill.ensemble_weight not in ("sum", "mean", "learned"):

@@ -417,9 +417,9 @@ def job_files(out: Path, name: str, seed: int) -> tuple[Path, Path]:
     return out / "checkpoints" / stem, out / "jobs" / stem
 
 
-# Settings a resumed run may change: where it is, whether it shows bars, and how batches reach the
-# device (the same batches either way, so the same results).
-RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers")
+# Settings a resumed run may change: where it is, whether it shows bars, how batches reach the device (the same
+# batches either way, so the same results), and where its students train (the local executor or Ray: the same jobs).
+RESUME_FREE = ("out", "progress", "train.loader", "train.loader_workers", "executor", "ray_address")
 # ... and where its data lie, once the run has recorded the data's fingerprint (check_same_data then makes sure
 # that the file or folder named now holds the same data): a data file moved after an interruption
 DATA_PLACE = ("data.name", "data.path")
@@ -538,6 +538,13 @@ def run(cfg: RunConfig, log=None, resume: bool = False, overwrite: bool = False)
     device = distributed.job_device(cfg.device, dctx)
     autocast_dtype(cfg.train.precision, device)  # a precision this device cannot run is a UserError, now
     distributed.check_batch_size(cfg.train.batch_size, dctx.world_size)
+    if dctx.enabled and cfg.executor != "local":
+        raise UserError("--executor ray sends the students to a Ray cluster; under torchrun the ranks train them "
+                        "together instead: use one or the other")
+    if cfg.executor == "ray":
+        from .rayjobs import check_cluster
+
+        check_cluster(cfg.ray_address)  # Ray installed and the cluster there, before the teacher trains
     if dctx.enabled:
         if not main:  # rank 0 alone speaks
             log, cfg.progress = (lambda s: None), False
@@ -684,17 +691,22 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
     ctx = JobContext(cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, eval_split, resume,
                      digest, folder=work, macs=macs)
-    if workers == 1:  # jobs run in this process: reuse its splits and teacher instead of building them again
+    if workers == 1 and cfg.executor == "local":  # jobs run in this process: reuse its splits and teacher
         ctx.prime(splits, teacher)
     background = None
-    if main and workers > 1 and todo and cfg.learners:
+    if main and (workers > 1 or cfg.executor == "ray") and todo and cfg.learners:
         # The students train in worker processes: the standard learners (engine.learners) are fitted meanwhile on
         # a thread of this process, which otherwise waits, so they take the cores the students leave free.
         from . import learners
 
         log("standard learners: fitted beside the students")
         background = learners.Background(data, student_mods, teacher_mods, eval_split, list(cfg.seeds), cfg.learners)
-    done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
+    if cfg.executor == "ray":  # each job a task on a Ray cluster (engine.rayjobs)
+        from . import rayjobs
+
+        done.update(rayjobs.run_jobs(ctx, todo, workers, device, log, y_eval, cfg.ray_address))
+    else:
+        done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
     done = with_companions(done)
 
     y_val = splits["val"].labels.cpu().numpy()
