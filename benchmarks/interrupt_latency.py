@@ -1,11 +1,14 @@
 """Seconds from Ctrl-C (SIGINT) to the end of `mmhal run`, while students train in 2 worker processes.
 
     python benchmarks/interrupt_latency.py --repeats 3
+    python benchmarks/interrupt_latency.py --repeats 3 --load 2 --signal TERM   # two busy processes beside it
 
 Starts `python -m mmhal run` on a tiny synthetic .npz (3 classes; 2 methods x 2 seeds x 40 epochs, 2 workers: the
 students train for well over 10 s), waits until a student has written its first epoch checkpoint, sends SIGINT to
 the process as `kill -INT` would, and times until the process has ended. Prints one line per repeat (seconds and
 exit code) and the median. The teacher is trained once, before the first repeat, into a temporary cache.
+``--load N`` keeps N other processes spinning on the CPU for the whole measurement (a busy node); ``--signal TERM``
+sends SIGTERM (a cluster scheduler's) instead of SIGINT (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def tiny(path: Path, n: int = 180) -> Path:
     return path
 
 
-def one(data: Path, out: Path, env: dict) -> tuple[float, int]:
+def one(data: Path, out: Path, env: dict, signum: int = signal.SIGINT) -> tuple[float, int]:
     with open(out.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(out), *ARGS],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -48,7 +51,7 @@ def one(data: Path, out: Path, env: dict) -> tuple[float, int]:
     if proc.poll() is not None:
         raise SystemExit(f"the run ended before it could be interrupted (exit {proc.returncode}); see {out}.log")
     t0 = time.perf_counter()
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     proc.wait(timeout=120)
     return time.perf_counter() - t0, proc.returncode
 
@@ -56,20 +59,34 @@ def one(data: Path, out: Path, env: dict) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--load", type=int, default=0, help="other CPU-bound processes running meanwhile")
+    ap.add_argument("--signal", choices=["INT", "TERM"], default="INT")
     args = ap.parse_args()
+    signum = getattr(signal, f"SIG{args.signal}")
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    try:
+        measure(args.repeats, signum)
+    finally:
+        for p in spinners:
+            p.kill()
+
+
+def measure(repeats: int, signum: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = {**os.environ, "MMHAL_CACHE": str(tmp / "cache")}
         data = tiny(tmp / "tiny.npz")
         # the teacher once, so that every repeat interrupts the students
+        warm = [a for a in ARGS if a != "workers=2"]
+        warm[warm.index("--methods") + 1], warm[warm.index("--seeds") + 1] = "unimodal", "1"
         subprocess.run([sys.executable, "-m", "mmhal", "run", "--data", str(data), "--out", str(tmp / "warm"),
-                        *ARGS[:-1], "--methods", "unimodal", "--seeds", "1", "workers=1"],
-                       env=env, check=True, capture_output=True)
+                        *warm, "workers=1"], env=env, check=True, capture_output=True)
         times = []
-        for i in range(args.repeats):
-            took, code = one(data, tmp / f"run{i}", env)
+        for i in range(repeats):
+            took, code = one(data, tmp / f"run{i}", env, signum)
             times.append(took)
-            print(f"repeat {i}: {took:.2f} s from SIGINT to exit, exit code {code}", flush=True)
+            print(f"repeat {i}: {took:.2f} s from {signal.Signals(signum).name} to exit, exit code {code}, "
+                  f"load average {os.getloadavg()[0]:.1f}", flush=True)
         print(f"median {statistics.median(times):.2f} s over {len(times)} repeats; load average {os.getloadavg()[0]:.1f}")
 
 
