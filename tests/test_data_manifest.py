@@ -218,3 +218,45 @@ def test_a_class_without_rows(tmp_path):
     assert data.num_classes == 3
     rewrite(path, lambda h, rows: rows[0].__setitem__(h.index("label"), "3"))
     assert "class '2' (label 2) has no row" in error(path)
+
+
+# ----------------------------------------------------------------------------- issue 21: what a column's files hide
+def _image_manifest(folder: Path, modes_sizes) -> Path:
+    """A label manifest with one image column x.rgb whose row i is an image of Pillow mode and (H, W) modes_sizes[i]."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    with open(folder / "m.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["x.rgb", "label"])
+        for i, (mode, (h, width)) in enumerate(modes_sizes):
+            Image.fromarray((rng.random((h, width, 3)) * 255).astype("uint8")).convert(mode).save(folder / f"{i}.png")
+            w.writerow([f"{i}.png", i % 2])
+    return folder / "m.csv"
+
+
+def test_a_grey_first_image_does_not_make_a_colour_column_grey_and_the_mix_is_said(tmp_path):
+    path = _image_manifest(tmp_path / "a", [("L", (8, 10))] + [("RGB", (8, 10))] * 11)
+    data = load(path)
+    assert data.channels["rgb"] == 3
+    said = [w for w in data.info["warnings"] if "mixes grey and colour" in w]
+    assert len(said) == 1 and "line 2 is grey, line 3 in colour" in said[0]
+    grey = load(_image_manifest(tmp_path / "b", [("L", (8, 10))] * 12))
+    assert grey.channels["rgb"] == 1 and not any("mixes" in w for w in grey.info["warnings"])
+
+
+def test_images_of_different_sizes_are_said_unless_data_image_size_chooses_one(tmp_path):
+    path = _image_manifest(tmp_path, [("RGB", (8, 10))] * 5 + [("RGB", (12, 12))] + [("RGB", (8, 10))] * 6)
+    said = [w for w in load(path).info["warnings"] if "differ in size" in w]
+    assert len(said) == 1 and "line 2: 8x10, line 7: 12x12" in said[0] and "resized to the first's, 8x10" in said[0]
+    assert not any("differ in size" in w for w in load(path, image_size=[8, 8]).info["warnings"])
+
+
+def test_the_survey_of_a_long_column_reads_a_spread_of_headers_and_says_so(tmp_path, monkeypatch):
+    import mmhal.data.manifest as manifest
+
+    monkeypatch.setattr(manifest, "SURVEY_FILES", 4)
+    path = _image_manifest(tmp_path, [("RGB", (8, 10))] * 11 + [("L", (8, 10))])  # the last row: surveyed
+    said = [w for w in load(path).info["warnings"] if "mixes" in w]
+    assert len(said) == 1 and "(of 4 of its 12 files checked)" in said[0] and "line 13 is grey" in said[0]

@@ -367,3 +367,21 @@ def test_check_modalities_names_the_role_and_the_available_modalities(tmp_path):
         check_modalities(data, ["gyro"], "student")
     with pytest.raises(DataError, match="no modality"):
         check_modalities(data, [], "student")
+
+
+def test_a_sequence_that_looks_channels_last_is_warned_about(tmp_path):
+    """(N, 100, 3): 100 channels of 3 steps as mmhal reads it, more likely 100 steps of 3 channels (issue 21)."""
+    from mmhal.data.npz import channels_last_warning
+
+    said = channels_last_warning("acc", (100, 3))
+    assert said is not None and "store it channels-first, as (N, 3, 100)" in said
+    for shape in ((3, 100), (6, 6), (40, 20), (5,), (3, 8, 8)):  # channels-first, square, long enough, not sequences
+        assert channels_last_warning("acc", shape) is None
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, **{"x.acc": rng.normal(size=(30, 100, 3)).astype("f4"), "x.b": rng.normal(size=(30, 2)).astype("f4"),
+                      "label": np.arange(30) % 2})
+    from mmhal.config import DataConfig
+    from mmhal.data.npz import load_npz
+
+    assert any("'x.acc' is (100, 3) per sample" in w for w in load_npz(DataConfig(), str(path)).info["warnings"])

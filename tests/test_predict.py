@@ -252,3 +252,34 @@ def test_manifest_needs_only_the_students_image_column(finished_pad_run, tmp_pat
     missing.write_text("x.depth\nimages/depth/0000.png\n")
     rc, _, err = predict(capsys, finished_pad_run, "--data", missing, "--method", "mmh", "--out", tmp_path / "q.csv")
     assert rc == 2 and "no modality 'rgb'" in err
+
+
+def test_a_dataset_by_name_gives_each_sample_its_split_in_the_csv_and_the_accuracy_per_split(finished_run, tmp_path,
+                                                                                            capsys):
+    """Issue 21: `predict --data hapt` printed one accuracy over train, val and test mixed. A dataset read by name
+    carries the split the run made; a .npz with a 'split' key carries its own: the CSV gets a split column and the
+    accuracy is given per split, with the reminder that only test is unseen."""
+    from mmhal.engine.predict import read_dataset_inputs
+
+    run = open_run(finished_run)
+    nets = load_networks(run, "kd")
+    data = load_dataset(run.config.data)
+    inputs = read_dataset_inputs(run.config.data.name, None, run, nets, 0)
+    assert inputs.split.tolist() == data.split.tolist()
+    with np.load(finished_run.parent / "tiny.npz") as z:
+        arrays = dict(z)
+    arrays["split"] = data.split.astype("U5")
+    np.savez(tmp_path / "with_split.npz", **arrays)
+    out = tmp_path / "p.csv"
+    rc, _, err = predict(capsys, finished_run, "--data", tmp_path / "with_split.npz", "--method", "kd", "--out", out)
+    assert rc == 0, err
+    header, rows = read_csv(out)
+    assert header[-2:] == ["label", "split"] and [r["split"] for r in rows] == data.split.tolist()
+    right = np.array([r["pred"] == r["label"] for r in rows])
+    for k in ("train", "val", "test"):
+        want = right[data.split == k].mean()
+        assert f"{k} {want:.4f} ({int((data.split == k).sum())})" in err
+    assert "only test is unseen" in err
+    rc, _, err = predict(capsys, finished_run, "--data", finished_run.parent / "tiny.npz", "--method", "kd", "--out",
+                         tmp_path / "q.csv")
+    assert rc == 0 and "by split" not in err and "split" not in read_csv(tmp_path / "q.csv")[0]

@@ -128,6 +128,9 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     lines: list[tuple[str, str]] = field(default_factory=list)  # (stream, line): what the command prints
+    # {split: (accuracy, samples)} where the input has splits (a dataset by name, a .npz with 'split'): only 'test'
+    # is unseen by the run
+    split_accuracy: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,7 @@ def predict(run: PathLike, data: PathLike, *, method: Optional[str] = None, seed
                        overwrite, progress=progress)
     return PredictResult(done.path, done.method, done.n, done.networks, done.accuracy,
                          None if done.threshold is None else done.threshold.value, done.notes, done.seconds,
-                         done.lines())
+                         done.lines(), dict(done.split_accuracy))
 
 
 def export(run: PathLike, *, method: Optional[str] = None, seed: Optional[int] = None, format: str = "onnx",

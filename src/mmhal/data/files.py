@@ -104,7 +104,12 @@ def _header(path: str) -> tuple[str, tuple[int, int]]:
 
 def image_channels(path: str) -> int:
     """1 for a grey (or 16-bit) image file, 3 otherwise, from the file's header."""
-    return 1 if _header(path)[0] in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    return image_channels_of_mode(_header(path)[0])
+
+
+def image_channels_of_mode(mode: str) -> int:
+    """1 for a grey (or 16-bit) Pillow image mode, 3 otherwise."""
+    return 1 if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F") else 3
 
 
 def image_size_of(path: str) -> tuple[int, int]:

@@ -39,7 +39,7 @@ from ..config import DataConfig
 from ..errors import DataError, not_a_file
 from . import keys
 from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
-from .files import IMAGE_SUFFIXES, FileData, image_channels, resolve_image_size
+from .files import IMAGE_SUFFIXES, FileData, _header, image_channels_of_mode, resolve_image_size
 from .npz import check_group_values, check_label_values, make_or_check_split
 from .video import VIDEO_SUFFIXES, is_video_name
 
@@ -53,6 +53,37 @@ PER_SAMPLE_WARNING = (
 
 
 # ----------------------------------------------------------------------------- helpers shared by the face loaders
+#: image headers read per column to find its channels and sizes (evenly spread over the rows, the first included)
+SURVEY_FILES = 256
+
+
+def survey_images(modality: str, paths, full, lines, here: str, size_given: bool) -> tuple[int, list[str]]:
+    """(channels, warnings) of a manifest's image column ``x.<modality>``: 3 when any surveyed file is in colour,
+    else 1 (up to ``SURVEY_FILES`` headers, evenly spread, the first included; no pixel decoded). Warnings when the
+    column mixes grey and colour files (the grey ones are read as colour, their value copied to every channel) and,
+    without ``data.image_size``, when its files differ in size (all are resized to the first's)."""
+    n = len(paths)
+    picks = sorted(set(np.linspace(0, n - 1, min(n, SURVEY_FILES)).round().astype(int).tolist()))
+    heads = [(i, _header(full(paths[i]))) for i in picks]
+    grey = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 1]
+    colour = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 3]
+    warnings = []
+    checked = "" if len(picks) == n else f" (of {len(picks)} of its {n} files checked)"
+    if grey and colour:
+        warnings.append(f"column 'x.{modality}' of {here} mixes grey and colour images{checked} (line {lines[grey[0]]} "
+                        f"is grey, line {lines[colour[0]]} in colour): every image of it is read with 3 channels, a "
+                        "grey one's value copied to each")
+    sizes = {}
+    for i, (_, size) in heads:
+        sizes.setdefault(size, i)
+    if len(sizes) > 1 and not size_given:
+        (first, i0), (other, i1) = list(sizes.items())[:2]
+        warnings.append(f"the images of column 'x.{modality}' of {here} differ in size{checked} (line {lines[i0]}: "
+                        f"{first[0]}x{first[1]}, line {lines[i1]}: {other[0]}x{other[1]}): every image is resized to the "
+                        f"first's, {first[0]}x{first[1]} (H x W); set data.image_size to choose the size")
+    return (3 if colour else 1), warnings
+
+
 def resolve_scoring(cfg: DataConfig, has_video: bool, default: str, what: str) -> str:
     """``data.scoring`` resolved to ``sample`` or ``video``: ``auto`` gives ``default`` (``video`` only where the
     data name videos); ``video`` for data without videos is a DataError naming ``what``."""
@@ -351,7 +382,10 @@ def load_manifest(cfg: DataConfig, path: Optional[str] = None, progress: Optiona
     def full(p: str) -> str:
         return os.path.join(root, p)
 
-    channels = {m: image_channels(full(files[m][0])) for m in modalities}
+    channels = {}
+    for m in modalities:  # a grey first file must not make a colour column grey, nor go unsaid
+        channels[m], said = survey_images(m, files[m], full, lines, here, bool(cfg.image_size))
+        warnings.extend(said)
     image_size = resolve_image_size(cfg.image_size, full(files[modalities[0]][0]))
     info["modalities"] = {m: [channels[m], *image_size] for m in modalities}
     return FileData(

@@ -515,6 +515,19 @@ def make_or_check_split(
     return split
 
 
+def channels_last_warning(modality: str, shape) -> Optional[str]:
+    """A warning when a sequence modality (per sample (C, L)) looks stored as (L, C): more channels than steps, and
+    few steps. mmhal reads sequences channels-first, so such data would train on a transposed signal."""
+    if len(shape) != 2:
+        return None
+    c, length = int(shape[0]), int(shape[1])
+    if c > length and length <= 16:
+        return (f"'x.{modality}' is ({c}, {length}) per sample, which mmhal reads as {c} channels of {length} steps; "
+                f"if it is {c} steps of {length} channels, store it channels-first, as (N, {length}, {c}) "
+                "(e.g. np.transpose(x, (0, 2, 1)))")
+    return None
+
+
 @register_dataset("npz")
 def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
     """The dataset in the ``.npz`` file at ``path`` (default ``cfg.path``), with a split made if it has none."""
@@ -580,6 +593,10 @@ def load_npz(cfg: DataConfig, path: Optional[str] = None) -> MultimodalData:
         check_group_values(groups)
 
     info["modalities"] = {m: list(a.shape[1:]) for m, a in modalities.items()}
+    for m, a in modalities.items():
+        said = channels_last_warning(m, a.shape[1:])
+        if said:
+            warnings.append(said)
 
     given = None
     if "split" in arrays:

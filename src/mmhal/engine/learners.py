@@ -228,9 +228,14 @@ def cross_fitted_proba(learner: Learner, params: dict, X: np.ndarray, y: np.ndar
     (stratified, seeded folds)."""
     from sklearn.model_selection import StratifiedKFold
 
+    import warnings
+
     out = np.zeros((len(y), num_classes))
     n_splits = max(2, min(folds, int(np.bincount(y).min()) if len(np.unique(y)) > 1 else 2))
-    for fit_idx, held in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y):
+    with warnings.catch_warnings():  # a class with one sample in train: mmhal's own warning has said so
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, y))
+    for fit_idx, held in splits:
         model = _fit(learner, params, seed, X[fit_idx], y[fit_idx])
         out[held] = _proba(model, X[held], num_classes)
     return out

@@ -46,7 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DataConfig
-from ..data.base import DATASETS, input_kind, load_dataset
+from ..data.base import DATASETS, SPLITS, input_kind, load_dataset
 from ..errors import DataError, UserError
 from ..models.network import NetworkBase
 from ..utils import usable_cpus
@@ -141,6 +141,9 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
     views: int = 1  # rows per sample in a batch (action clips: test clips x crops)
+    # each sample's split (train | val | test) where the input has one: a dataset by name (split as `mmhal run`
+    # splits it), or a .npz file with a 'split' key; the CSV gets a split column and the accuracy is given per split
+    split: Optional[np.ndarray] = None
 
 
 def _missing_modality(source: str, modality: str, method: str, has: list[str], names: Sequence[str] = (),
@@ -227,6 +230,7 @@ def read_npz_inputs(path: Path, nets: Networks, ignore: Sequence[str] = ()) -> I
         raw = {m: get(npz.MODALITY_PREFIX + m) for m in nets.modalities}
         label = get("label") if "label" in keys else None
         names = npz._as_strings(get("class_names"), "class_names").tolist() if "class_names" in keys else None
+        split = npz._as_strings(get("split"), "split") if "split" in keys else None
     counts = {m: (a.shape[0] if a.ndim else 0) for m, a in raw.items()}
     n = counts[nets.modalities[0]]
     for m, c in counts.items():
@@ -242,7 +246,10 @@ def read_npz_inputs(path: Path, nets: Networks, ignore: Sequence[str] = ()) -> I
         if len(labels) != n:
             raise DataError(f"'label' in '{path}' has {len(labels)} entries but the modalities have {n} samples")
         labels = _check_labels(labels, names, nets.class_names, str(path), notes)
-    return Inputs(path.stem, n, _array_batches(arrays), labels, notes)
+    if split is not None and (len(split) != n or not set(np.unique(split).tolist()) <= set(SPLITS)):
+        notes.append(f"the 'split' key of '{path}' is not one of train, val, test per sample, so it is not used")
+        split = None
+    return Inputs(path.stem, n, _array_batches(arrays), labels, notes, split=split)
 
 
 def read_manifest_inputs(path: Path, nets: Networks, workers: int, data_cfg: Optional[DataConfig] = None) -> Inputs:
@@ -363,8 +370,11 @@ def read_dataset_inputs(name: str, root: Optional[str], run: RunFolder, nets: Ne
     labels = _check_labels(np.asarray(data.labels), list(data.class_names), nets.class_names, name, notes)
     if data.in_memory:
         arrays = {m: np.ascontiguousarray(data.modalities[m], dtype=np.float32) for m in nets.modalities}
-        return Inputs(name, len(data.labels), _array_batches(arrays), labels, notes)
-    return _sample_inputs(name, data, nets, workers, labels, notes)
+        inputs = Inputs(name, len(data.labels), _array_batches(arrays), labels, notes)
+    else:
+        inputs = _sample_inputs(name, data, nets, workers, labels, notes)
+    inputs.split = np.asarray(data.split).astype(str)  # as `mmhal run` splits the dataset
+    return inputs
 
 
 def open_inputs(spec: str, root: Optional[str], run: RunFolder, nets: Networks, workers: int = 0) -> Inputs:
@@ -445,9 +455,10 @@ def pad_threshold(run: RunFolder, nets: Networks) -> Optional[Threshold]:
 
 
 def predictions_csv(nets: Networks, probs: np.ndarray, labels: Optional[np.ndarray] = None,
-                    threshold: Optional[Threshold] = None) -> str:
+                    threshold: Optional[Threshold] = None, split: Optional[np.ndarray] = None) -> str:
     """The CSV text: ``pred``, ``pred_name``, ``p_<class>`` per class, the PAD columns ``bona_fide_score``,
-    ``threshold``, ``decision`` (with a finite ``threshold``), and ``label`` (with ``labels``)."""
+    ``threshold``, ``decision`` (with a finite ``threshold``), ``label`` (with ``labels``) and ``split`` (with
+    ``split``)."""
     names = nets.class_names
     pred = probs.argmax(axis=1)
     header = ["pred", "pred_name", *[f"p_{c}" for c in names]]
@@ -464,6 +475,9 @@ def predictions_csv(nets: Networks, probs: np.ndarray, labels: Optional[np.ndarr
     if labels is not None:
         header.append("label")
         columns.append(labels.tolist())
+    if split is not None:
+        header.append("split")
+        columns.append([str(v) for v in split.tolist()])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
@@ -491,6 +505,9 @@ class Prediction:
     threshold: Optional[Threshold]
     notes: list[str]
     seconds: float
+    # {split: (accuracy, samples)} where the input has splits and labels: only 'test' is unseen by the run's training
+    # and selection
+    split_accuracy: dict = field(default_factory=dict)
 
     def lines(self) -> list[tuple[str, str]]:
         """(stream, line) pairs of what ``mmhal predict`` prints: notes on stderr, the CSV's path on stdout."""
@@ -506,7 +523,12 @@ class Prediction:
                                       "is scored alone, so average a video's bona_fide_score before comparing it with "
                                       "the threshold"))
         if self.accuracy is not None:
-            out.append(("stderr", f"accuracy: {self.accuracy:.4f} on {self.n} labelled samples ({self.networks})"))
+            line = f"accuracy: {self.accuracy:.4f} on {self.n} labelled samples ({self.networks})"
+            if self.split_accuracy:
+                parts = ", ".join(f"{k} {a:.4f} ({n})" for k, (a, n) in self.split_accuracy.items())
+                line += (f"; by split: {parts} (the run trained on train and chose its epochs on val: only test "
+                         "is unseen)")
+            out.append(("stderr", line))
         out.append(("stdout", f"predictions: {self.path} ({self.n} samples, {self.networks}; {self.seconds:.2f} s)"))
         return out
 
@@ -535,10 +557,15 @@ def predict_run(run_path, data: str, method: Optional[str] = None, seed: Optiona
     logits = predict_logits(nets, inputs, batch_size, dev, progress=progress)
     probs = probabilities(logits)
     threshold = pad_threshold(run, nets)
-    write_file(output, predictions_csv(nets, probs, inputs.labels, threshold))
+    write_file(output, predictions_csv(nets, probs, inputs.labels, threshold, inputs.split))
     acc = None if inputs.labels is None else float((probs.argmax(axis=1) == inputs.labels).mean())
+    by_split = {}
+    if inputs.labels is not None and inputs.split is not None:
+        right = probs.argmax(axis=1) == inputs.labels
+        by_split = {k: (float(right[inputs.split == k].mean()), int((inputs.split == k).sum()))
+                    for k in SPLITS if (inputs.split == k).any()}
     return Prediction(output.path, method, inputs.n, nets.describe(), acc, threshold, list(inputs.notes),
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, by_split)
 
 
 def main(args) -> int:
