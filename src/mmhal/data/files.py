@@ -88,7 +88,7 @@ def decode_image(path: str, channels: int, size: Optional[tuple[int, int]] = Non
     return img
 
 
-def _header(path: str) -> tuple[str, tuple[int, int]]:
+def image_header(path: str) -> tuple[str, tuple[int, int]]:
     """(Pillow mode, (H, W)) of an image file, from its header (no pixel is decoded)."""
     from PIL import Image
 
@@ -104,7 +104,7 @@ def _header(path: str) -> tuple[str, tuple[int, int]]:
 
 def image_channels(path: str) -> int:
     """1 for a grey (or 16-bit) image file, 3 otherwise, from the file's header."""
-    return image_channels_of_mode(_header(path)[0])
+    return image_channels_of_mode(image_header(path)[0])
 
 
 def image_channels_of_mode(mode: str) -> int:
@@ -114,7 +114,7 @@ def image_channels_of_mode(mode: str) -> int:
 
 def image_size_of(path: str) -> tuple[int, int]:
     """(H, W) of an image file, from its header."""
-    return _header(path)[1]
+    return image_header(path)[1]
 
 
 def resolve_image_size(requested: Sequence[int], first_file: str, size_of=None) -> tuple[int, int]:

@@ -39,7 +39,7 @@ from ..config import DataConfig
 from ..errors import DataError, not_a_file
 from . import keys
 from .base import PAD_CLASSES, SPLITS, modality_name_problem, register_dataset, suggest_modality_name
-from .files import IMAGE_SUFFIXES, FileData, _header, image_channels_of_mode, resolve_image_size
+from .files import IMAGE_SUFFIXES, FileData, image_header, image_channels_of_mode, resolve_image_size
 from .npz import check_group_values, check_label_values, make_or_check_split
 from .video import VIDEO_SUFFIXES, is_video_name
 
@@ -64,7 +64,7 @@ def survey_images(modality: str, paths, full, lines, here: str, size_given: bool
     without ``data.image_size``, when its files differ in size (all are resized to the first's)."""
     n = len(paths)
     picks = sorted(set(np.linspace(0, n - 1, min(n, SURVEY_FILES)).round().astype(int).tolist()))
-    heads = [(i, _header(full(paths[i]))) for i in picks]
+    heads = [(i, image_header(full(paths[i]))) for i in picks]
     grey = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 1]
     colour = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 3]
     warnings = []

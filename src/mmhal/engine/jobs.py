@@ -91,7 +91,7 @@ def _worker_init(ctx: JobContext, threads: int, queue=None) -> None:
     global _WORKER_CTX, _WORKER_QUEUE
     # Ctrl-C, SIGTERM and SIGHUP are the parent's to handle (it stops the workers; a scheduler signals the whole
     # process group): a worker ignores them, and so do the DataLoader processes it starts. It started with them
-    # blocked (``_run_jobs``), so none arrived before this.
+    # blocked (``run_jobs``), so none arrived before this.
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
@@ -124,7 +124,7 @@ def _worker_job(name: str, seed: int, trial: Optional[str] = None, settings: Opt
     return _WORKER_CTX.train_student(name, seed, torch.device("cpu"), progress=False, on_epoch=on_epoch, trial=trial)
 
 
-def _report(log, eval_split, y_eval, name, seed, r) -> None:
+def report_job(log, eval_split, y_eval, name, seed, r) -> None:
     """One line per finished student: its accuracy, or for one that diverged (``train_student``) the sentence
     that says where and what to change."""
     if "diverged" in r:
@@ -142,7 +142,7 @@ class JobFailed(Exception):
     (the CLI prints it once and exits with code 1)."""
 
 
-def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: Optional[dict] = None,
+def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: Optional[dict] = None,
               on_epoch=None) -> dict:
     """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
 
@@ -158,7 +158,7 @@ def _run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: 
     ctx.trials.update(trials)
 
     def report(job, r):
-        _report(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
+        report_job(log, ctx.eval_split, y_eval, job[0] if len(job) == 2 else f"{job[0]} {job[2]}", job[1], r)
 
     def stop_file(job) -> Optional[str]:
         return None if on_epoch is None or len(job) < 3 else str(ctx.folder / "trials" / job[2] / "PRUNED")

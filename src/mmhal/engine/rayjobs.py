@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .jobs import JobFailed, _report, train_threads
+from .jobs import JobFailed, report_job, train_threads
 
 if TYPE_CHECKING:
     from .run import JobContext
@@ -66,7 +66,7 @@ def check_cluster(address: str = "") -> None:
 
 
 def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, address: str = "") -> dict:
-    """Train every job ``(name, seed)`` as a Ray task; ``{job: record}`` as ``jobs._run_jobs`` returns it."""
+    """Train every job ``(name, seed)`` as a Ray task; ``{job: record}`` as ``jobs.run_jobs`` returns it."""
     ray = _import_ray()
     if not jobs:
         return {}
@@ -97,7 +97,7 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, address: 
             for ref in ready:
                 job = refs[ref]
                 done[job] = r = _result(ray, ref, job)
-                _report(log, ctx.eval_split, y_eval, job[0], job[1], r)
+                report_job(log, ctx.eval_split, y_eval, job[0], job[1], r)
                 bar.update(1)
     except BaseException:
         for ref in pending:

@@ -47,10 +47,10 @@ from .loop import divergence_hint, fit, make_split, output_nbytes, predict, teac
 from .results import (TEACHER, add_learner_comparisons, build_results, diverged_methods, diverged_warning,
                       format_table, learner_advice, members, nothing_usable, pad_counts, recommend,
                       recommendation_line, results_csv, teacher_warning)
-from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, _probe_writable, is_own,  # noqa: F401
+from .runfolder import (EVALUATION_FILE, MARKER, RunFolder, RunInterrupted, probe_writable, is_own,  # noqa: F401
                         RunLog, out_path, plan_folder, read_marker, sigint_held)
 from .outputs import RUN_LOG
-from .jobs import JobFailed, _report, _run_jobs, reads_samples, resolve_workers, train_threads  # noqa: F401
+from .jobs import JobFailed, report_job, run_jobs, reads_samples, resolve_workers, train_threads  # noqa: F401
 from .samples import SampleSplit, close_splits, stop_workers, streamed_stats
 from .step import autocast_dtype
 
@@ -340,7 +340,7 @@ def check_cache_writable(cache_dir: str, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{what} cannot be created or written ({exc.strerror or type(exc).__name__}){hint}") from None
-    _probe_writable(folder, what, hint)
+    probe_writable(folder, what, hint)
 
 
 def teacher_config(cfg: RunConfig) -> RunConfig:
@@ -685,7 +685,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
         done, partial = distributed.main_only(lambda: _finished_jobs(work, jobs, digest))
         log(f"resume: {len(done)} of {len(jobs)} students already finished, {partial} continue from an epoch checkpoint")
         for (name, seed), r in done.items():
-            _report(log, eval_split, y_eval, name, seed, r)
+            report_job(log, eval_split, y_eval, name, seed, r)
     todo = [j for j in jobs if j not in done]
     where = f"{dctx.world_size} DDP processes" if dctx.enabled else f"{workers} worker process(es)"
     log(f"training {len(todo)} students ({', '.join(to_train)} x {len(cfg.seeds)} seeds) on {where}")
@@ -706,7 +706,7 @@ def _compare(cfg, data, work: Path, teacher_mods, student_mods, all_mods, to_tra
 
         done.update(rayjobs.run_jobs(ctx, todo, workers, device, log, y_eval, cfg.ray_address))
     else:
-        done.update(_run_jobs(ctx, todo, workers, device, log, y_eval))
+        done.update(run_jobs(ctx, todo, workers, device, log, y_eval))
     done = with_companions(done)
 
     y_val = splits["val"].labels.cpu().numpy()

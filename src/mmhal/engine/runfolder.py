@@ -30,7 +30,7 @@ from .outputs import (EVALUATION_FILE, FOLDER_MARKERS, LOCK, MARKER, OWN_DIRS, O
                       stale_siblings)
 
 
-def _probe_writable(folder: Path, what: str, hint: str = "") -> None:
+def probe_writable(folder: Path, what: str, hint: str = "") -> None:
     """A UserError in one sentence (``what`` cannot be created or written, then ``hint``) unless a file can
     be created in the existing folder ``folder``."""
     try:
@@ -345,7 +345,7 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
         if resume:
             raise UserError(f"there is no run to resume in '{out}' (it does not exist); start it without --resume")
         base = next(p for p in out.parents if p.exists())
-        _probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
+        probe_writable(base, f"the {kind} folder '{out}' (in '{base}')")
         return RunFolder(out, kind, "new", out)
     marker = run_marker(out)
     others = [e.name for e in out.iterdir() if e.name != MARKER]
@@ -359,12 +359,12 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
                             f"marker); give a new or empty folder")
         if resume:
             raise UserError(f"there is no run to resume in '{out}' (it is empty); start it without --resume")
-        _probe_writable(out, f"the {kind} folder '{out}'")
+        probe_writable(out, f"the {kind} folder '{out}'")
         return RunFolder(out, kind, "adopt", out)
     made_by = marker.get("command", "run")
     if made_by != kind:
         raise UserError(f"--out '{out}' is the folder of an mmhal {made_by}, not of a {kind}; give another --out")
-    _probe_writable(out, f"the {kind} folder '{out}'")
+    probe_writable(out, f"the {kind} folder '{out}'")
     if kind == "tune":
         if (out / "tuned.yaml").exists():
             raise UserError(f"'{out}' already holds a tuning result (tuned.yaml); choose another --out")
@@ -380,7 +380,7 @@ def plan_folder(out: Path, kind: str = "run", resume: bool = False, overwrite: b
         if finished:
             raise UserError(f"run folder '{out}' already holds results; choose another --out or pass --overwrite")
         raise UserError(f"'{out}' holds an interrupted run; continue it with --resume or replace it with --overwrite")
-    _probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
+    probe_writable(out.parent, f"the replacement of '{out}' (in '{out.parent}')")
     return RunFolder(out, kind, "replace", sibling(out, "new"))
 
 

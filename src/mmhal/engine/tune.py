@@ -55,7 +55,7 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, RunInterrupted, _run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
+from .run import (JobContext, RunInterrupted, run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
                   load_run_data, normalization_stats, out_path, plan_folder, reads_samples, set_threads, train_threads,
                   resolve_methods, resolve_workers, split_job_name)
 from .samples import close_splits, stop_workers
@@ -297,7 +297,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                     rec["pruned"] = epoch
                 return bool(rec.get("pruned"))
 
-            done = _run_jobs(ctx, wave, workers, device, log, y_val, trials=settings,
+            done = run_jobs(ctx, wave, workers, device, log, y_val, trials=settings,
                              on_epoch=None if pruner == "none" else on_epoch)
             for (m, number), rec in mine.items():
                 if "state" in rec:
