@@ -231,3 +231,60 @@ def test_tuning_options_are_checked_in_one_sentence(tmp_path, capsys, extra, wor
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "secret" not in err
     assert words in err.strip().splitlines()[-1]
+
+
+def test_a_trial_whose_process_was_killed_is_failed_after_its_heartbeats_stop_and_the_others_finish(tmp_path):
+    """Issue 21: a process killed outright (SIGKILL, a lost node) left its trial RUNNING in a shared study, and the
+    others waited for it forever. Every process records a heartbeat per trial it evaluates; one without a heartbeat
+    for the grace period (here MMHAL_TUNE_HEARTBEAT=1,4: 4 s) is marked failed, and the waiting process finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    optuna = require_optuna()
+    data = _tiny(tmp_path / "tiny.npz")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(storage=url, study_name="s.unimodal", direction="maximize")
+    env = {**os.environ, "MMHAL_TUNE_HEARTBEAT": "1,4"}
+    cmd = [sys.executable, "-m", "mmhal", "tune", "--data", str(data), "--student", "weak", "--methods", "unimodal",
+           "--trials", "3", "--tune-seeds", "1", "--epochs", "200", "--no-progress", "--storage", url, "--study", "s",
+           "--pruner", "none", "model.width=4", "train.batch_size=8", "workers=1"]
+    doomed = subprocess.Popen([*cmd, "--out", str(tmp_path / "a")], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    running = []
+    while not running and doomed.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+        running = [t.number for t in optuna.load_study(storage=url, study_name="s.unimodal").get_trials()
+                   if t.state == optuna.trial.TrialState.RUNNING]
+    assert running == [0], "the first process never started its trial"
+    time.sleep(1.5)  # a heartbeat or two recorded
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    cmd[cmd.index("200")] = "1"  # the survivor's own trials are quick
+    survivor = subprocess.run([*cmd, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert survivor.returncode == 0, survivor.stderr
+    assert "unimodal trial 0: its process stopped sending heartbeats" in survivor.stderr
+    trials = optuna.load_study(storage=url, study_name="s.unimodal").get_trials()
+    states = {t.number: t.state for t in trials if t.number < 3}
+    assert states == {0: optuna.trial.TrialState.FAIL, 1: optuna.trial.TrialState.COMPLETE,
+                      2: optuna.trial.TrialState.COMPLETE}
+    table = json.loads((tmp_path / "b" / "tune.json").read_text())["table"]["unimodal"]
+    assert [r["trial"] for r in table] == [0, 1, 2] and table[0]["mean_val_accuracy"] is None
+
+
+def test_the_heartbeat_setting_is_checked(monkeypatch):
+    from mmhal.engine.tune import HEARTBEAT, heartbeat_seconds
+    from mmhal.errors import UserError
+
+    monkeypatch.delenv("MMHAL_TUNE_HEARTBEAT", raising=False)
+    assert heartbeat_seconds() == HEARTBEAT == (30, 120)
+    monkeypatch.setenv("MMHAL_TUNE_HEARTBEAT", "2,7")
+    assert heartbeat_seconds() == (2, 7)
+    for bad in ("5", "a,b", "10,5", "0,3"):
+        monkeypatch.setenv("MMHAL_TUNE_HEARTBEAT", bad)
+        with pytest.raises(UserError, match="MMHAL_TUNE_HEARTBEAT"):
+            heartbeat_seconds()

@@ -39,7 +39,9 @@ import copy
 import csv
 import io
 import os
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -125,10 +127,33 @@ def study_storage(url: Optional[str], out: Path) -> str:
     return url or f"sqlite:///{(out / STUDY_FILE).resolve()}"
 
 
-def open_storage(optuna, url: str):
-    """Optuna's storage of the database ``url``; a UserError (one sentence) when it cannot be opened."""
+def heartbeat_seconds() -> tuple[int, int]:
+    """(interval, grace period) in seconds of the trials' heartbeats: every process records one for each trial it
+    evaluates every ``interval`` seconds, and a trial RUNNING without one for ``grace`` seconds was left by a process
+    that died (killed outright, a lost node): it is marked failed, and those waiting for it go on.
+    ``MMHAL_TUNE_HEARTBEAT=interval,grace`` sets them (the tests use short ones)."""
+    text = os.environ.get("MMHAL_TUNE_HEARTBEAT", "")
     try:
-        return optuna.storages.get_storage(url)
+        interval, grace = (int(v) for v in text.split(",")) if text else HEARTBEAT
+    except ValueError:
+        raise UserError(f"MMHAL_TUNE_HEARTBEAT must be two whole numbers of seconds, interval,grace; got {text!r}") from None
+    if not 0 < interval < grace:
+        raise UserError(f"MMHAL_TUNE_HEARTBEAT needs 0 < interval < grace, got {text!r}")
+    return interval, grace
+
+
+#: the default (interval, grace period) of the trials' heartbeats, in seconds (``heartbeat_seconds``)
+HEARTBEAT = (30, 120)
+
+
+def open_storage(optuna, url: str):
+    """Optuna's storage of the database ``url``, with heartbeats (``heartbeat_seconds``); a UserError (one sentence)
+    when it cannot be opened."""
+    interval, grace = heartbeat_seconds()
+    try:
+        with warnings.catch_warnings():  # Optuna calls its heartbeat options experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
     except ImportError:
         raise UserError(f"the Optuna storage '{_hide_password(url)}' needs a database driver that is not "
                         "installed (PostgreSQL: pip install 'mmhal[postgres]')") from None
@@ -139,10 +164,11 @@ def open_storage(optuna, url: str):
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def open_studies(optuna, methods, storage: str, study: str, sampler: str, pruner: str, trials: int, epochs: int,
+def open_studies(optuna, methods, storage, study: str, sampler: str, pruner: str, trials: int, epochs: int,
                  seed: int, shared: bool) -> dict:
-    """One Optuna study per method (``<study>.<method>``, maximising mean validation accuracy), created or joined."""
-    db = open_storage(optuna, storage)
+    """One Optuna study per method (``<study>.<method>``, maximising mean validation accuracy), created or joined in
+    ``storage`` (a URL, or a storage ``open_storage`` opened)."""
+    db = open_storage(optuna, storage) if isinstance(storage, str) else storage
     out = {}
     for m in methods:
         # Samplers of processes that share a study draw from different seeds (the same seed would draw the same
@@ -152,6 +178,43 @@ def open_studies(optuna, methods, storage: str, study: str, sampler: str, pruner
         out[m] = optuna.create_study(storage=db, study_name=f"{study}.{m}", direction="maximize", sampler=draw,
                                      pruner=stop, load_if_exists=True)
     return out
+
+
+class Heartbeat:
+    """Records a heartbeat in ``storage`` every ``interval`` seconds for each trial this process evaluates (those
+    ``add`` gave and ``remove`` has not taken back), on a thread, so that processes sharing the study can tell a
+    trial that is still being evaluated from one whose process died (``optuna.storages.fail_stale_trials``)."""
+
+    def __init__(self, storage, interval: float):
+        self.storage, self.interval = storage, interval
+        self.trials: dict = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="tune-heartbeat", daemon=True)
+        self.thread.start()
+
+    def add(self, trial) -> None:
+        trial_id = trial._trial_id  # Optuna's id of the trial in its storage (no public accessor)
+        with self.lock:
+            self.trials[trial.number, trial.study.study_name] = trial_id
+        self.storage.record_heartbeat(trial_id)
+
+    def remove(self, trial) -> None:
+        with self.lock:
+            self.trials.pop((trial.number, trial.study.study_name), None)
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.interval):
+            with self.lock:
+                ids = list(self.trials.values())
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # a trial finished meanwhile, or the database is briefly away: the next beat
+                    pass
+
+    def stop(self) -> None:
+        self.done.set()
 
 
 def _hide_password(url: str) -> str:
@@ -190,8 +253,9 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None, sampler: 
         raise UserError(f"--storage must be a database URL such as postgresql://user@host/db or sqlite:///path, got "
                         f"'{storage}'")
     optuna = require_optuna()
+    opened = None
     if storage is not None:  # a database that cannot be reached is said now, not after the teacher has trained
-        open_storage(optuna, storage)
+        opened = open_storage(optuna, storage)
     if distributed.current().enabled:
         raise UserError("mmhal tune runs in one process (its trials run in parallel workers); start it without torchrun")
     t_start = time.time()
@@ -209,7 +273,7 @@ def tune(cfg: RunConfig, trials: int, tune_seeds: list[int], log=None, sampler: 
             check_augment(cfg, data)
             folder.open(log)  # every check of the input has passed
             summary = _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, all_mods, methods,
-                            device, splits, t_start, (sampler, pruner, storage, study))
+                            device, splits, t_start, (sampler, pruner, storage, study, opened))
         except KeyboardInterrupt:
             stop_workers()
             close_splits(splits)
@@ -241,12 +305,14 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     job_cfg.method_overrides = {}  # each trial states its settings in full on top of the common ones
     ctx = JobContext(job_cfg, data, stats, teacher.state_dict(), teacher_mods, student_mods, all_mods, "val",
                      macs=macs)
-    sampler, pruner, storage, study = how
+    sampler, pruner, storage, study, opened = how
     optuna = require_optuna()
     url = study_storage(storage, out)
+    db = opened if opened is not None else open_storage(optuna, url)  # the storage is opened once
     epochs = max(method_config(cfg, m).train.epochs for m in methods)
-    studies = open_studies(optuna, methods, url, study, sampler, pruner, trials, epochs, cfg.teacher_seed,
+    studies = open_studies(optuna, methods, db, study, sampler, pruner, trials, epochs, cfg.teacher_seed,
                            shared=storage is not None)
+    heartbeat = Heartbeat(db, heartbeat_seconds()[0])
     n_jobs = len(methods) * trials * len(tune_seeds)
     workers = resolve_workers(cfg, device, n_jobs, data.in_memory)
     log(f"tuning {', '.join(methods)}: {trials} trial(s) each x {len(tune_seeds)} seed(s) {tune_seeds} on the "
@@ -265,7 +331,9 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
             wave, settings = [], {}
             for m in list(open_methods):
                 for _ in range(per_wave):
-                    t = studies[m].ask()
+                    with warnings.catch_warnings():  # the heartbeats are mmhal's (Heartbeat), not Study.optimize's
+                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                        t = studies[m].ask()
                     if t.number >= trials:  # the budget is taken (by this process or another): not evaluated
                         t.set_user_attr("mmhal.over_budget", True)
                         studies[m].tell(t, state=optuna.trial.TrialState.FAIL)
@@ -282,6 +350,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                     ctx.trials[tag] = settings[tag]
                     ctx.job_config(m, tag)  # an invalid drawn setting fails now, not in a worker
                     mine[(m, t.number)] = {"trial": t, "settings": settings[tag], "curves": {}}
+                    heartbeat.add(t)
                     wave += [(m, s, tag) for s in tune_seeds]
             if not wave:
                 break
@@ -304,7 +373,9 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                     continue
                 recs = [done[(m, s, f"{m}-trial{number}")] for s in tune_seeds]
                 _tell(optuna, studies[m], rec, recs, y_val, log, m, number, tune_seeds)
+                heartbeat.remove(rec["trial"])
     except BaseException:
+        heartbeat.stop()
         for rec in mine.values():  # trials of this process left unfinished: failed, never chosen
             if "state" not in rec:
                 try:
@@ -313,6 +384,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                 except Exception:  # the storage itself may be what failed
                     pass
         raise
+    heartbeat.stop()
     table = _wait_for_table(optuna, studies, methods, trials, tune_seeds, log)
     best: dict[str, Optional[dict]] = {}
     for m in methods:
@@ -407,9 +479,18 @@ def _wait_for_table(optuna, studies: dict, methods, trials: int, tune_seeds, log
         if not running:
             return table
         if not said:
-            log(f"waiting for {running} trial(s) that other processes sharing the study are evaluating")
+            log(f"waiting for {running} trial(s) that other processes sharing the study are evaluating (a trial "
+                f"whose process sends no heartbeat for {heartbeat_seconds()[1]} s is marked failed)")
             said = True
         time.sleep(WAIT_SECONDS)
+        for m in methods:  # the trials of a process that died (no heartbeat within the grace period): failed
+            running_before = {t.number for t in studies[m].get_trials(deepcopy=False)
+                              if t.state == optuna.trial.TrialState.RUNNING}
+            optuna.storages.fail_stale_trials(studies[m])
+            for t in studies[m].get_trials(deepcopy=False):
+                if t.number in running_before and t.state == optuna.trial.TrialState.FAIL:
+                    log(f"{m} trial {t.number}: its process stopped sending heartbeats (killed, or its machine lost), "
+                        "so it is marked failed")
 
 
 def _row(optuna, t) -> dict:
