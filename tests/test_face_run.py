@@ -99,8 +99,9 @@ def test_an_image_that_cannot_be_decoded_is_one_sentence_and_exit_2_also_from_a_
     from mmhal.errors import DataError
 
     csv_path = write_manifest(tmp_path / "mine", n=16)
-    (tmp_path / "mine" / "images" / "rgb" / "0002.png").write_bytes(b"not an image at all")
     data = load_manifest(DataConfig(), path=str(csv_path))
+    # damaged after loading (the loader's survey of the headers would find it first: below), so a worker meets it
+    (tmp_path / "mine" / "images" / "rgb" / "0002.png").write_bytes(b"not an image at all")
     split = SampleSplit(data, np.arange(16), ["rgb"], "cpu", workers=2)
     with pytest.raises(DataError) as exc:  # 4 batches: read by the 2 worker processes
         list(split.eval_batches(["rgb"], 0, 16, 4))
@@ -110,4 +111,6 @@ def test_an_image_that_cannot_be_decoded_is_one_sentence_and_exit_2_also_from_a_
     code = main(["run", "--data", str(csv_path), "--student", "rgb", "--out", str(tmp_path / "run"), *FAST])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert [l for l in err.splitlines() if l.startswith("mmhal: error:") and "0002.png" in l]
+    said = [l for l in err.splitlines() if l.startswith("mmhal: error:") and "0002.png" in l]
+    assert said and "line 4 of" in said[0] and "column 'x.rgb'" in said[0], err  # found by the survey, named by line
+    assert "teacher" not in err  # before anything trained

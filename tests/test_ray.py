@@ -19,7 +19,7 @@ from mmhal.cli import main
 
 ray = pytest.importorskip("ray")
 
-SETTINGS = ["--student", "weak", "--methods", "unimodal,kd,mmh", "--seeds", "2", "--epochs", "30", "--no-progress",
+SETTINGS = ["--student", "weak", "--methods", "unimodal,kd,mmh", "--seeds", "2", "--epochs", "20", "--no-progress",
             "model.width=4", "train.batch_size=8", "train.patience=0", "workers=2"]
 
 

@@ -64,7 +64,12 @@ def survey_images(modality: str, paths, full, lines, here: str, size_given: bool
     without ``data.image_size``, when its files differ in size (all are resized to the first's)."""
     n = len(paths)
     picks = sorted(set(np.linspace(0, n - 1, min(n, SURVEY_FILES)).round().astype(int).tolist()))
-    heads = [(i, image_header(full(paths[i]))) for i in picks]
+    heads = []
+    for i in picks:
+        try:
+            heads.append((i, image_header(full(paths[i]))))
+        except DataError as exc:  # a damaged file met before anything trains, named by its line
+            raise DataError(f"{exc} (line {lines[i]} of {here}, column 'x.{modality}')") from None
     grey = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 1]
     colour = [i for i, (mode, _) in heads if image_channels_of_mode(mode) == 3]
     warnings = []
