@@ -52,6 +52,8 @@ VARIANTS = {
     # issue 24: sequence networks pool f4 by its mean and its maximum (model.pool=meanmax), with the defaults above
     "dist-emb-uniform-meanmax": ["distill.dad_relation=distance", "distill.dad_lambda=25",
                                  "distill.dad_features=embedding", "distill.rad_weighting=uniform", "model.pool=meanmax"],
+    # issue 20 (SCIENCE.md §12): the default DAD plus RKD's angle term at RKD's weight, on the same pooled features
+    "angle50": ["distill.dad_angle=50"],
 }
 PLANS = {
     "screen": {"settings": list(SETTINGS), "variants": ["base", "init", "teacher30", "init-teacher30"], "seeds": 3},
