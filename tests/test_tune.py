@@ -288,3 +288,29 @@ def test_the_heartbeat_setting_is_checked(monkeypatch):
         monkeypatch.setenv("MMHAL_TUNE_HEARTBEAT", bad)
         with pytest.raises(UserError, match="MMHAL_TUNE_HEARTBEAT"):
             heartbeat_seconds()
+
+
+def test_the_waves_of_a_tuning_share_one_pool_of_workers_and_find_what_one_process_finds(tmp_path, monkeypatch):
+    """mmhal tune asks its trials in waves; the worker processes start once for all of them (issue 21: a pool per wave
+    spawned the workers, imported torch and sent the data again each time), and the table equals a one-process
+    tuning's."""
+    from mmhal.engine import jobs
+
+    data = _tiny(tmp_path / "tiny.npz")
+    started = []
+    real = jobs.WorkerPool.__init__
+
+    def counting(self, *args, **kw):
+        started.append(args[1])
+        real(self, *args, **kw)
+
+    monkeypatch.setattr(jobs.WorkerPool, "__init__", counting)
+    tables = {}
+    for workers in (2, 1):
+        out = tmp_path / f"w{workers}"
+        assert main(["tune", "--data", str(data), "--student", "weak", "--methods", "unimodal", "--trials", "3",
+                     "--tune-seeds", "2", "--epochs", "2", "--no-progress", "--out", str(out), "model.width=4",
+                     "train.batch_size=32", f"workers={workers}"]) == 0
+        tables[workers] = json.loads((out / "tune.json").read_text())["table"]
+    assert started == [2]  # one pool for the 3 waves of the 2-worker tuning; none for the one-process tuning
+    assert tables[2] == tables[1]

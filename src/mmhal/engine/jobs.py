@@ -142,8 +142,43 @@ class JobFailed(Exception):
     (the CLI prints it once and exits with code 1)."""
 
 
+class WorkerPool:
+    """Worker processes kept across several ``run_jobs`` calls (``mmhal tune``'s waves of trials): started once with
+    ``ctx`` (spawned, each importing torch and unpickling the data: seconds per worker), reused by every call, and
+    ``close``d at the end; ``run_jobs`` stops it at once on Ctrl-C or a failing job."""
+
+    def __init__(self, ctx: JobContext, workers: int, queue: bool):
+        require_open_files(workers, f"{workers} student worker processes (workers)")
+        self.workers = workers
+        mp = multiprocessing.get_context("spawn")
+        with sigint_held():  # see run_jobs: the resource tracker and the workers start with SIGINT held back
+            self.queue = mp.Queue() if queue else None
+            self.pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init,
+                                            initargs=(ctx, train_threads(ctx.cfg, ctx.macs, workers), self.queue))
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Kill the workers now (Ctrl-C, a failed job)."""
+        if not self.stopped:
+            self.stopped = True
+            _stop_pool(self.pool)
+            self._close_queue()
+
+    def close(self) -> None:
+        """Let the idle workers end (after the last call)."""
+        if not self.stopped:
+            self.stopped = True
+            self.pool.shutdown(wait=True)
+            self._close_queue()
+
+    def _close_queue(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+            self.queue.cancel_join_thread()
+
+
 def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: Optional[dict] = None,
-              on_epoch=None) -> dict:
+             on_epoch=None, pool: Optional[WorkerPool] = None) -> dict:
     """Train every job, ``(name, seed)`` or ``(name, seed, trial tag)``; ``{job: record}``.
 
     ``trials``: the settings of tuning trials made after ``ctx`` was (tag -> dotted overrides), sent with their
@@ -152,7 +187,10 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: O
 
     With several workers, Ctrl-C (KeyboardInterrupt in this process) or a job's error stops every worker at
     once: queued jobs are cancelled and the worker processes killed (what they trained so far is in their
-    epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``."""
+    epoch checkpoints). A job's UserError is raised again as it is; another error as ``JobFailed``.
+
+    ``pool``: a ``WorkerPool`` of ``workers`` processes to use (and leave running) instead of starting one for this
+    call; its workers got ``ctx`` when they started, so the settings of later trials travel with their jobs."""
     done: dict = {}
     trials = trials or {}
     ctx.trials.update(trials)
@@ -182,21 +220,19 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: O
                                               trial=job[2] if len(job) > 2 else None)
             report(job, r)
         return done
-    require_open_files(workers, f"{workers} student worker processes (workers)")
-    threads = train_threads(ctx.cfg, ctx.macs, workers)
-    mp = multiprocessing.get_context("spawn")
-    with sigint_held():
-        # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started
-        # with: SIGHUP held back, a hangup of the whole process group cannot end it (it ignores only SIGINT and
-        # SIGTERM itself; one that died made its successor print a KeyError per semaphore after mmhal's last line)
-        queue = mp.Queue() if ctx.cfg.progress or on_epoch is not None else None
-        pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init, initargs=(ctx, threads, queue))
+    # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started with:
+    # SIGHUP held back (WorkerPool makes the queue under sigint_held), a hangup of the whole process group cannot
+    # end it (it ignores only SIGINT and SIGTERM itself; one that died made its successor print a KeyError per
+    # semaphore after mmhal's last line)
+    own = pool is None
+    workers_pool = pool if pool is not None else WorkerPool(ctx, workers, ctx.cfg.progress or on_epoch is not None)
+    queue = workers_pool.queue
     bar = None
     try:
         # The workers are started (on the first submissions) with SIGINT blocked, so that a Ctrl-C while they
         # start reaches this process alone; one that comes meanwhile is handled here once it is unblocked.
         with sigint_held():
-            futures = {pool.submit(_worker_job, *job_args(job)): job for job in jobs}
+            futures = {workers_pool.pool.submit(_worker_job, *job_args(job)): job for job in jobs}
         # One bar over every epoch of every student; its postfix shows the latest epoch any worker finished.
         n_train = len(ctx.data.indices("train"))
         tcfgs = [ctx.job_config(job[0], job[2] if len(job) > 2 else None).train for job in jobs]
@@ -214,16 +250,14 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: O
         _drain(queue, bar, on_epoch, stop_file)
         bar.n = bar.total
     except BaseException:
-        _stop_pool(pool)
+        workers_pool.stop()
         raise
     else:
-        pool.shutdown(wait=True)
+        if own:
+            workers_pool.close()
     finally:
         if bar is not None:
             bar.close()
-        if queue is not None:
-            queue.close()
-            queue.cancel_join_thread()
     return done
 
 

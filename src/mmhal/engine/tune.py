@@ -57,7 +57,8 @@ from ..errors import UserError
 from ..metrics import accuracy
 from ..utils import atomic_write_json, atomic_write_text, derive_seed, return_freed_memory
 from . import distributed
-from .run import (JobContext, RunInterrupted, run_jobs, applicable_methods, build_splits, check_augment, get_teacher,
+from .jobs import WorkerPool, run_jobs
+from .run import (JobContext, RunInterrupted, applicable_methods, build_splits, check_augment, get_teacher,
                   load_run_data, normalization_stats, out_path, plan_folder, reads_samples, set_threads, train_threads,
                   resolve_methods, resolve_workers, split_job_name)
 from .samples import close_splits, stop_workers
@@ -326,6 +327,8 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
     per_wave = max(1, -(-workers // (len(methods) * len(tune_seeds))))
     mine: dict = {}  # (method, trial number) -> {"trial": optuna trial, "settings", "curves": {seed: {epoch: acc}}}
     open_methods = list(methods)
+    # one pool of worker processes for every wave (starting one costs seconds: spawn, torch, the data)
+    pool = WorkerPool(ctx, workers, cfg.progress or pruner != "none") if workers > 1 else None
     try:
         while open_methods:
             wave, settings = [], {}
@@ -358,6 +361,8 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
             def on_epoch(job, epoch, val_acc):
                 m, seed, tag = job
                 rec = mine[(m, int(tag.rsplit("trial", 1)[1]))]
+                if "state" in rec:  # a late report of a trial already told (the pool's queue outlives a wave)
+                    return False
                 rec["curves"].setdefault(epoch, {})[seed] = val_acc
                 if len(rec["curves"][epoch]) < len(tune_seeds) or rec.get("pruned"):
                     return bool(rec.get("pruned"))
@@ -367,7 +372,7 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                 return bool(rec.get("pruned"))
 
             done = run_jobs(ctx, wave, workers, device, log, y_val, trials=settings,
-                             on_epoch=None if pruner == "none" else on_epoch)
+                            on_epoch=None if pruner == "none" else on_epoch, pool=pool)
             for (m, number), rec in mine.items():
                 if "state" in rec:
                     continue
@@ -376,6 +381,8 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                 heartbeat.remove(rec["trial"])
     except BaseException:
         heartbeat.stop()
+        if pool is not None:
+            pool.stop()
         for rec in mine.values():  # trials of this process left unfinished: failed, never chosen
             if "state" not in rec:
                 try:
@@ -385,6 +392,8 @@ def _tune(cfg, trials, tune_seeds, log, out, data, teacher_mods, student_mods, a
                     pass
         raise
     heartbeat.stop()
+    if pool is not None:
+        pool.close()
     table = _wait_for_table(optuna, studies, methods, trials, tune_seeds, log)
     best: dict[str, Optional[dict]] = {}
     for m in methods:
