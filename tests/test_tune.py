@@ -250,7 +250,8 @@ def test_a_trial_whose_process_was_killed_is_failed_after_its_heartbeats_stop_an
     env = {**os.environ, "MMHAL_TUNE_HEARTBEAT": "1,4"}
     cmd = [sys.executable, "-m", "mmhal", "tune", "--data", str(data), "--student", "weak", "--methods", "unimodal",
            "--trials", "3", "--tune-seeds", "1", "--epochs", "200", "--no-progress", "--storage", url, "--study", "s",
-           "--pruner", "none", "model.width=4", "train.batch_size=8", "workers=1"]
+           "--pruner", "none", "model.width=4", "train.batch_size=8", "workers=1",
+           "method_overrides={teacher: {train.epochs: 1}}"]  # the students' trials are long, the teacher is not
     doomed = subprocess.Popen([*cmd, "--out", str(tmp_path / "a")], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
