@@ -24,7 +24,8 @@ SETTINGS = ["--student", "weak", "--methods", "unimodal,kd,mmh", "--seeds", "2",
 
 
 #: a cluster of this test only: no usage reports, no token (Ray's token authentication is for clusters others reach)
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+RAY_ENV_ONLY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+RAY_ENV = {**os.environ, **RAY_ENV_ONLY}
 
 
 def _free_port() -> int:
@@ -33,32 +34,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_cli(*args, env) -> None:
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", *args], env=env, check=True, capture_output=True,
-                   timeout=180)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray head and a worker node on this machine (one CPU each); its address."""
-    env = RAY_ENV
-    port = _free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    _ray_cli("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={temp}", env=env)
-    address = f"127.0.0.1:{port}"
+def cluster():
+    """A Ray head and a worker node on this machine (one CPU each), Ray's own test cluster (``ray.cluster_utils``):
+    its processes are this fixture's and are stopped with it (``ray stop`` would stop every Ray on the machine)."""
+    from ray.cluster_utils import Cluster
+
+    saved = {k: os.environ.get(k) for k in RAY_ENV_ONLY}
+    os.environ.update(RAY_ENV_ONLY)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
-        _ray_cli("start", f"--address={address}", "--num-cpus=1", env=env)
+        cluster.add_node(num_cpus=1)
         wait = ("import ray, time\n"
-                f"ray.init(address='{address}', log_to_driver=False)\n"
+                f"ray.init(address='{cluster.address}', log_to_driver=False)\n"
                 "t = time.time()\n"
                 "while ray.cluster_resources().get('CPU', 0) < 2 and time.time() - t < 120: time.sleep(0.2)\n"
                 "assert ray.cluster_resources().get('CPU', 0) == 2, ray.cluster_resources()\n")
-        subprocess.run([sys.executable, "-c", wait], env=env, check=True, capture_output=True, timeout=180)
-        yield address
+        subprocess.run([sys.executable, "-c", wait], env=RAY_ENV, check=True, capture_output=True, timeout=180)
+        yield cluster.address
     finally:
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)
+        cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _task_pids() -> list[int]:

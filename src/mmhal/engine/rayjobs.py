@@ -77,21 +77,23 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, address: 
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"at '{address}'" if address else "(RAY_ADDRESS, or a new local instance)"
         raise UserError(f"cannot connect to a Ray cluster {where}: {str(exc).splitlines()[0]}") from None
-    cuda = device.type == "cuda"
-    if cuda and ray.cluster_resources().get("GPU", 0) < 1:
-        raise UserError("--device cuda with --executor ray needs a GPU in the Ray cluster, and it has none")
-    threads = train_threads(ctx.cfg, ctx.macs, workers)
-    task = ray.remote(_train_on_ray).options(num_cpus=threads, num_gpus=1 if cuda else 0, max_retries=RETRIES,
-                                             retry_exceptions=False)
-    log(f"Ray: {len(jobs)} student tasks ({threads} CPU{'s' if threads > 1 else ''}{', 1 GPU' if cuda else ''} each) "
-        f"on a cluster of {int(ray.cluster_resources().get('CPU', 0))} CPUs")
-    ctx_ref = ray.put(ctx)
-    refs = {task.remote(ctx_ref, name, seed, threads, cuda): (name, seed) for name, seed in jobs}
     done: dict = {}
-    bar = tqdm(total=len(refs), desc="students (Ray)", unit="student", disable=not ctx.cfg.progress,
-               dynamic_ncols=True)
-    pending = list(refs)
+    bar = None
+    pending: list = []
     try:
+        cuda = device.type == "cuda"
+        if cuda and ray.cluster_resources().get("GPU", 0) < 1:
+            raise UserError("--device cuda with --executor ray needs a GPU in the Ray cluster, and it has none")
+        threads = train_threads(ctx.cfg, ctx.macs, workers)
+        task = ray.remote(_train_on_ray).options(num_cpus=threads, num_gpus=1 if cuda else 0, max_retries=RETRIES,
+                                                 retry_exceptions=False)
+        log(f"Ray: {len(jobs)} student tasks ({threads} CPU{'s' if threads > 1 else ''}{', 1 GPU' if cuda else ''} "
+            f"each) on a cluster of {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+        ctx_ref = ray.put(ctx)
+        refs = {task.remote(ctx_ref, name, seed, threads, cuda): (name, seed) for name, seed in jobs}
+        bar = tqdm(total=len(refs), desc="students (Ray)", unit="student", disable=not ctx.cfg.progress,
+                   dynamic_ncols=True)
+        pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in ready:
@@ -104,7 +106,8 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, address: 
             ray.cancel(ref, force=True)
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if started:
             ray.shutdown()  # disconnect (and stop the local instance this run started)
     return done
@@ -119,6 +122,6 @@ def _result(ray, ref, job) -> dict:
         if isinstance(cause, UserError):
             raise UserError(str(cause)) from None
         raise JobFailed(f"student {job[0]} seed {job[1]} failed in a Ray task:\n{exc}") from None
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError) as exc:
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
         raise JobFailed(f"student {job[0]} seed {job[1]}: its Ray worker died {RETRIES + 1} times "
                         f"({type(exc).__name__}); the finished students and epoch checkpoints are kept") from None
