@@ -106,11 +106,17 @@ def dad_loss(s_feats, t_feats, variant: str = "batch", k: int = 8, gather: bool 
              relation: str = "similarity") -> torch.Tensor:
     """Sum over the paired depths of the ``relation``'s loss (``sp_loss`` or ``distance_loss``); with ``gather``,
     over the global batch of all ranks."""
+    loss = RELATIONS[relation]
+    return sum(loss(s, t, variant, k) for s, t in _paired_depths(s_feats, t_feats, gather))
+
+
+def _paired_depths(s_feats, t_feats, gather: bool):
+    """(student, teacher) features of each depth; with ``gather``, the global batch of all ranks (the student's rows
+    with gradient, the teacher's without)."""
     if gather:
         s_feats = [collective.all_gather_rows(s) for s in s_feats]
         t_feats = [collective.all_gather_rows(t.detach()) for t in t_feats]
-    loss = RELATIONS[relation]
-    return sum(loss(s, t, variant, k) for s, t in zip(s_feats, t_feats))
+    return zip(s_feats, t_feats)
 
 
 def dad_features(cfg, out) -> list:
@@ -131,10 +137,7 @@ def dad_angle_loss(s_feats, t_feats, gather: bool = False) -> torch.Tensor:
     restrict it); with ``gather``, over the global batch of all ranks."""
     from .rkd import rkd_angle  # rkd imports this module
 
-    if gather:
-        s_feats = [collective.all_gather_rows(s) for s in s_feats]
-        t_feats = [collective.all_gather_rows(t.detach()) for t in t_feats]
-    return sum(rkd_angle(s, t) for s, t in zip(s_feats, t_feats))
+    return sum(rkd_angle(s, t) for s, t in _paired_depths(s_feats, t_feats, gather))
 
 
 def dad_terms(cfg, out, t_out) -> dict:

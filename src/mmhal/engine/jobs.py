@@ -149,9 +149,11 @@ class WorkerPool:
 
     def __init__(self, ctx: JobContext, workers: int, queue: bool):
         require_open_files(workers, f"{workers} student worker processes (workers)")
-        self.workers = workers
         mp = multiprocessing.get_context("spawn")
-        with sigint_held():  # see run_jobs: the resource tracker and the workers start with SIGINT held back
+        with sigint_held():
+            # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started
+            # with: SIGHUP held back, a hangup of the whole process group cannot end it (it ignores only SIGINT and
+            # SIGTERM itself; one that died made its successor print a KeyError per semaphore after mmhal's last line)
             self.queue = mp.Queue() if queue else None
             self.pool = ProcessPoolExecutor(workers, mp_context=mp, initializer=_worker_init,
                                             initargs=(ctx, train_threads(ctx.cfg, ctx.macs, workers), self.queue))
@@ -220,10 +222,6 @@ def run_jobs(ctx: JobContext, jobs, workers: int, device, log, y_eval, trials: O
                                               trial=job[2] if len(job) > 2 else None)
             report(job, r)
         return done
-    # multiprocessing's resource tracker starts with the first queue and keeps the signal mask it started with:
-    # SIGHUP held back (WorkerPool makes the queue under sigint_held), a hangup of the whole process group cannot
-    # end it (it ignores only SIGINT and SIGTERM itself; one that died made its successor print a KeyError per
-    # semaphore after mmhal's last line)
     own = pool is None
     workers_pool = pool if pool is not None else WorkerPool(ctx, workers, ctx.cfg.progress or on_epoch is not None)
     queue = workers_pool.queue

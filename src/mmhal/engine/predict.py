@@ -120,9 +120,7 @@ def load_networks(run: RunFolder, method: str, seed: Optional[int] = None, devic
         networks.append(nets)
     assert first is not None
     mods = list(first["modalities"])
-    entry = run.results.get("results", {}).get(method)
-    run_seeds = [int(s) for s in run.results.get("seeds", [])]
-    scales = [ensemble_scales(entry, method, run_seeds.index(s) if s in run_seeds else 0) for s in seeds]
+    scales = [ensemble_scales(run.results, method, s) for s in seeds]
     return Networks(method, seeds, networks, mods, {m: tuple(first["shapes"][m]) for m in mods},
                     list(first["class_names"]), scales)
 

@@ -182,9 +182,7 @@ class Evidence:
         if name == TEACHER:
             return self.evaluation["teacher_logits" if split == "eval" else "teacher_val_logits"]
         key = "logits" if split == "eval" else "val_logits"
-        entry = self.results.get("results", {}).get(name)
-        seeds = [int(s) for s in self.results.get("seeds", [])]
-        scales = ensemble_scales(entry, name, seeds.index(seed) if seed in seeds else 0)
+        scales = ensemble_scales(self.results, name, seed)
         return sum(c * self.job(part, seed)[key] for c, part in zip(scales, members(name)))
 
     def history(self, job: str, seed: int) -> tuple[list[dict], int]:

@@ -110,13 +110,14 @@ def fit_ensemble_weight(z1, z2, y, weight_decay: float = ENSEMBLE_WEIGHT_DECAY) 
     return float(w)
 
 
-def ensemble_scales(entry: Optional[dict], name: str, seed_index: int) -> tuple[float, ...]:
-    """The factors of ``name``'s members' logits for the seed at ``seed_index`` of a run: those its results entry
-    records as ``member_scales`` (``distill.ensemble_weight`` mean or learned), else 1 for every member."""
-    recorded = (entry or {}).get("member_scales")
+def ensemble_scales(report: dict, name: str, seed: Optional[int]) -> tuple[float, ...]:
+    """The factors of reported method ``name``'s members' logits for ``seed``, from a run's results.json
+    (``report``): those its entry records as ``member_scales`` (``distill.ensemble_weight`` mean or learned), else 1
+    for every member."""
+    recorded = report.get("results", {}).get(name, {}).get("member_scales")
     if recorded is None:
         return (1.0,) * len(members(name))
-    return tuple(float(c) for c in recorded["per_seed"][seed_index])
+    return tuple(float(c) for c in recorded["per_seed"][[int(s) for s in report["seeds"]].index(seed)])
 
 
 def diverged_methods(report_names, jobs, seeds, student_mods=()) -> dict:

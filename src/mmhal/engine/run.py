@@ -880,14 +880,13 @@ class JobContext:
         trial ``trial`` (a tag of ``self.trials``)."""
         return method_config(self.cfg, split_job_name(name)[0], self.trials[trial] if trial else None)
 
-    def _logits(self, net, splits, best_state: dict, last_state: dict) -> dict:
+    def _logits(self, net, splits, best_state: dict, last_state: dict, train: bool = False) -> dict:
         """A trained network's logits: on the evaluation split with the selected weights and (a selection-free
-        control) the last epoch's, and on the validation split with the selected ones (with
-        ``distill.ensemble_weight=learned`` also on the training split); ``net`` keeps the selected weights."""
+        control) the last epoch's, and on the validation split with the selected ones (with ``train`` also on the
+        training split); ``net`` keeps the selected weights."""
         net.load_state_dict(best_state)
         z, z_val = predict(net, splits[self.eval_split]), predict(net, splits["val"])
-        # a learned ensemble weight is fitted on the members' training-split logits (results.fit_ensemble_weight)
-        z_train = predict(net, splits["train"]) if self.cfg.distill.ensemble_weight == "learned" else None
+        z_train = predict(net, splits["train"]) if train else None
         net.load_state_dict(last_state)
         z_last = predict(net, splits[self.eval_split])
         net.load_state_dict(best_state)
@@ -945,13 +944,17 @@ class JobContext:
                  "best_epoch": res.best_epoch, "history": res.history, **model_meta(self.data, cfg)},
                 self.folder / "models" / f"{name}-seed{seed}.pt",
             )
-        r = {**self._logits(student, splits, res.best_state, res.last_state), "best_epoch": res.best_epoch,
+        # a learned ensemble weight is fitted on the members' training-split logits (results.fit_ensemble_weight);
+        # a tuning trial reports no ensemble
+        train = trial is None and self.cfg.distill.ensemble_weight == "learned"
+        r = {**self._logits(student, splits, res.best_state, res.last_state, train), "best_epoch": res.best_epoch,
              "val_loss": res.history[res.best_epoch - 1]["val_loss"], "epochs": len(res.history),
              "world_size": distributed.current().world_size,
              "teacher": teacher_digest, "companions": {}}
         for part in method.companions:  # networks deployed beside the student (distill.base), at its selected epoch
             net, sub = getattr(method, part), f"{name}.{part}"
-            r["companions"][part] = self._logits(net, splits, res.best_companions[part], res.last_companions[part])
+            r["companions"][part] = self._logits(net, splits, res.best_companions[part], res.last_companions[part],
+                                                 train)
             if main and not trial:
                 atomic_torch_save(
                     {"model": res.best_companions[part], "modalities": self.student_mods, "method": sub, "seed": seed,

@@ -165,11 +165,10 @@ def open_storage(optuna, url: str):
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
 
-def open_studies(optuna, methods, storage, study: str, sampler: str, pruner: str, trials: int, epochs: int,
+def open_studies(optuna, methods, db, study: str, sampler: str, pruner: str, trials: int, epochs: int,
                  seed: int, shared: bool) -> dict:
     """One Optuna study per method (``<study>.<method>``, maximising mean validation accuracy), created or joined in
-    ``storage`` (a URL, or a storage ``open_storage`` opened)."""
-    db = open_storage(optuna, storage) if isinstance(storage, str) else storage
+    the storage ``db`` (``open_storage``)."""
     out = {}
     for m in methods:
         # Samplers of processes that share a study draw from different seeds (the same seed would draw the same
@@ -474,30 +473,28 @@ def _wait_for_table(optuna, studies: dict, methods, trials: int, tune_seeds, log
     processes sharing the study evaluate are waited for)."""
     said = False
     while True:
-        table, running = {}, 0
+        table, running = {}, {}  # running: method -> numbers of its trials still running or waiting
         for m in methods:
             rows = []
             for t in studies[m].get_trials(deepcopy=False):
                 if t.number >= trials:
                     continue
                 if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
-                    running += 1
+                    running.setdefault(m, set()).add(t.number)
                     continue
                 rows.append(_row(optuna, t))
             table[m] = sorted(rows, key=lambda r: r["trial"])
         if not running:
             return table
         if not said:
-            log(f"waiting for {running} trial(s) that other processes sharing the study are evaluating (a trial "
+            log(f"waiting for {sum(map(len, running.values()))} trial(s) that other processes sharing the study are evaluating (a trial "
                 f"whose process sends no heartbeat for {heartbeat_seconds()[1]} s is marked failed)")
             said = True
         time.sleep(WAIT_SECONDS)
-        for m in methods:  # the trials of a process that died (no heartbeat within the grace period): failed
-            running_before = {t.number for t in studies[m].get_trials(deepcopy=False)
-                              if t.state == optuna.trial.TrialState.RUNNING}
+        for m, numbers in running.items():  # the trials of a process that died (no heartbeat in the grace period)
             optuna.storages.fail_stale_trials(studies[m])
             for t in studies[m].get_trials(deepcopy=False):
-                if t.number in running_before and t.state == optuna.trial.TrialState.FAIL:
+                if t.number in numbers and t.state == optuna.trial.TrialState.FAIL:
                     log(f"{m} trial {t.number}: its process stopped sending heartbeats (killed, or its machine lost), "
                         "so it is marked failed")
 
